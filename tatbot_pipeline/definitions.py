@@ -1,0 +1,11 @@
+"""The code location: `dagster dev`, `dagster definitions validate` and `dagster job execute` load `defs` from here."""
+
+import dagster as dg
+
+from tatbot_pipeline.defs import ingestion
+from tatbot_pipeline.defs.resources import default_resources
+
+defs = dg.Definitions.merge(
+    ingestion.defs,
+    dg.Definitions(resources=default_resources()),
+)

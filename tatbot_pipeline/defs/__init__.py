@@ -1,0 +1,1 @@
+"""The Dagster skin: each module holds one concern and exports its own `defs`; definitions.py merges them."""

@@ -1,0 +1,1 @@
+"""Stroke recordings: naming, scene.yaml, scanning the root, and validation. No dagster here."""

@@ -1,0 +1,108 @@
+"""The validation verdict of one recording: findings collected from every rule, status computed in one place."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+
+
+class Status(str, Enum):
+    PASS = "pass"  # every episode usable
+    WARN = "warn"  # usable, but episodes were excluded or anomalies logged
+    FAIL = "fail"  # recording unusable
+    INCOMPLETE = "incomplete"  # still being written (or unfinalized and recently touched)
+
+
+class Severity(str, Enum):
+    INFO = "info"
+    WARNING = "warning"  # worth a look; nothing excluded
+    EXCLUDE = "exclude"  # the episode it names is excluded from training
+    ERROR = "error"  # the recording is unusable
+    INCOMPLETE = "incomplete"  # not finished yet; check again later
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    severity: Severity
+    message: str
+    episode: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"check": self.check, "severity": self.severity.value, "episode": self.episode, "message": self.message}
+
+
+@dataclass
+class ValidationReport:
+    recording: str
+    path: str
+    status: Status
+    episodes_total: int
+    episodes_usable: list[int]
+    findings: list[Finding] = field(default_factory=list)
+    fingerprint: str = ""
+    summary: dict = field(default_factory=dict)  # facts about the recording (fps, stroke_length, features, ...)
+
+    @property
+    def usable(self) -> bool:
+        return self.status in (Status.PASS, Status.WARN)
+
+    @property
+    def episodes_excluded(self) -> dict[int, list[str]]:
+        """Excluded episode -> the reasons, for tables and split metadata."""
+        out: dict[int, list[str]] = {}
+        for f in self.findings:
+            if f.severity is Severity.EXCLUDE and f.episode is not None:
+                out.setdefault(f.episode, []).append(f"{f.check}: {f.message}")
+        return out
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["status"] = self.status.value
+        d["findings"] = [f.to_dict() for f in self.findings]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ValidationReport":
+        findings = [
+            Finding(f["check"], Severity(f["severity"]), f["message"], f.get("episode")) for f in d.get("findings", [])
+        ]
+        return cls(
+            recording=d["recording"],
+            path=d["path"],
+            status=Status(d["status"]),
+            episodes_total=d["episodes_total"],
+            episodes_usable=list(d["episodes_usable"]),
+            findings=findings,
+            fingerprint=d.get("fingerprint", ""),
+            summary=d.get("summary", {}),
+        )
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        tmp.replace(path)  # readers never see a half-written report
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "ValidationReport":
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+def verdict(findings: list[Finding], episodes_total: int) -> tuple[Status, list[int]]:
+    """Status and usable episodes from the findings: the one place where findings become a decision."""
+    severities = {f.severity for f in findings}
+    if Severity.INCOMPLETE in severities:
+        return Status.INCOMPLETE, []
+    if Severity.ERROR in severities:
+        return Status.FAIL, []
+    excluded = {f.episode for f in findings if f.severity is Severity.EXCLUDE and f.episode is not None}
+    usable = [ep for ep in range(episodes_total) if ep not in excluded]
+    if not usable:
+        return Status.FAIL, []
+    if excluded or Severity.WARNING in severities:
+        return Status.WARN, usable
+    return Status.PASS, usable

@@ -1,0 +1,1 @@
+"""The tatbot robot: joint layout and limits (spec), later the sim and hardware backends."""

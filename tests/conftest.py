@@ -1,0 +1,61 @@
+"""Shared fixtures: synthetic recordings are built once per session and copied per test before defects go in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from tatbot_pipeline.config import PipelineSettings  # noqa: E402
+from tatbot_pipeline.synth import SynthSpec, make_recordings  # noqa: E402
+
+# Small but real: 4 strokes of 8 frames, both cameras at a reduced resolution to keep video encoding quick.
+SMALL = SynthSpec(recordings=1, episodes=4, stroke_length=8, cameras=True, image_shape=(48, 64), seed=7)
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """Two pristine recordings (camera + no-camera). Never modify: copy with `recording_copy`."""
+    root = tmp_path_factory.mktemp("pristine")
+    make_recordings(root / "cams", SMALL)
+    make_recordings(root / "nocams", SynthSpec(recordings=1, episodes=4, stroke_length=8, cameras=False, seed=8))
+    return root
+
+
+@pytest.fixture(scope="session")
+def pristine_recording(synth_root: Path) -> Path:
+    return next((synth_root / "cams").iterdir())
+
+
+@pytest.fixture(scope="session")
+def pristine_recording_nocams(synth_root: Path) -> Path:
+    return next((synth_root / "nocams").iterdir())
+
+
+@pytest.fixture
+def recordings_root(tmp_path: Path) -> Path:
+    root = tmp_path / "recordings"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def recording_copy(pristine_recording: Path, recordings_root: Path):
+    """Factory: copy the pristine recording into this test's recordings root, optionally under another name."""
+
+    def make(name: str | None = None, source: Path | None = None) -> Path:
+        src = source or pristine_recording
+        dst = recordings_root / (name or src.name)
+        shutil.copytree(src, dst)
+        return dst
+
+    return make
+
+
+@pytest.fixture
+def settings(recordings_root: Path, tmp_path: Path) -> PipelineSettings:
+    return PipelineSettings(recordings_dir=recordings_root, home=tmp_path / "home", settle_seconds=0.0)
