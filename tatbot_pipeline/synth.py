@@ -46,6 +46,10 @@ class SynthSpec:
     scene: str | None = None  # default: cycles through DESIGNS
     start: datetime = _START
     vcodec: str = "libsvtav1"
+    # Silent recorder failures to reproduce (DESIGN.md §1): a disconnected left arm reporting its sleep pose, and a
+    # realsense1 camera delivering black frames, in the listed episodes.
+    dead_arm_episodes: tuple[int, ...] = ()
+    black_camera_episodes: tuple[int, ...] = ()
 
 
 def dataset_features(cameras: bool, image_shape: tuple[int, int]) -> dict:
@@ -117,12 +121,17 @@ def write_recording(path: Path, spec: SynthSpec, design: str, seed: int) -> Path
                 _stroke_png(rng).save(cond_dir / f"stroke_{side}.png")
             actions = batch["joints"][ep, :, offset]
             states = _follow(actions)
+            if ep in spec.dead_arm_episodes:
+                states[:, :7] = SLEEP_POSE[:7]
             task = f"left: {left['description']}, right: {right['description']}"
             for t in range(spec.stroke_length):
                 frame = {"action": actions[t], "observation.state": states[t], "task": task}
                 if spec.cameras:
                     for c, cam in enumerate(CAMERAS):
-                        frame[f"observation.images.{cam}"] = render_camera(states[t], spec.image_shape, c)
+                        image = render_camera(states[t], spec.image_shape, c)
+                        if c == 0 and ep in spec.black_camera_episodes:
+                            image[:] = 0
+                        frame[f"observation.images.{cam}"] = image
                 dataset.add_frame(frame)
             clock += timedelta(seconds=spec.stroke_length / FPS + 2)
             (logs_dir / f"episode_{ep:06d}.txt").write_text(_episode_log(clock, ep, spec, left, right))
