@@ -31,6 +31,8 @@ class PipelineSettings:
             "settle_seconds": float(env.get("TATBOT_SETTLE_SECONDS", 60.0)),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
+        values["recordings_dir"] = Path(values["recordings_dir"])
+        values["home"] = Path(values["home"]).absolute()
         return cls(**values)
 
     @property

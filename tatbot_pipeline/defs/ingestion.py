@@ -1,7 +1,133 @@
-"""Recordings as partitions: sensor, `stroke_recording`, `recording_validation` and their checks."""
+"""Recordings as partitions: the sensor that finds them, `stroke_recording`, `recording_validation` and its checks."""
+
+
+import json
+from pathlib import Path
+import time
 
 import dagster as dg
 
-recordings_partitions = dg.DynamicPartitionsDefinition(name="recordings")
+from tatbot_pipeline.defs.resources import PipelineResource
+from tatbot_pipeline.plots import joint_ranges, png_markdown
+from tatbot_pipeline.recordings.report import Status, ValidationReport
+from tatbot_pipeline.recordings.scan import plan_ingestion, scan_root
+from tatbot_pipeline.recordings.summary import describe_recording
+from tatbot_pipeline.recordings.validate import validate_recording
 
-defs = dg.Definitions()
+recordings_partitions = dg.DynamicPartitionsDefinition(name="recordings")
+OWNERS = ["team:tatbot"]
+
+
+@dg.asset(
+    partitions_def=recordings_partitions,
+    group_name="recordings",
+    kinds={"lerobot", "parquet"},
+    owners=OWNERS,
+    description="One stroke recording written by tatbot's stroke_tool (a LeRobot v3.0 dataset plus scene, strokes "
+    "and logs), read in place under TATBOT_RECORDINGS_DIR. The pipeline never writes there.",
+)
+def stroke_recording(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    path = pipeline.settings.recordings_dir / context.partition_key
+    info = describe_recording(path)
+    context.log.info(f"{path}: {info['episodes']} episodes, {info['frames']} frames, fingerprint {info['fingerprint']}")
+    features = info.pop("features")
+    metadata = {
+        "path": dg.MetadataValue.path(str(path)),
+        "size": dg.MetadataValue.text(f"{info.pop('size_bytes') / 1e6:.1f} MB"),
+        "features": dg.MetadataValue.json({k: {"dtype": v.get("dtype"), "shape": v.get("shape")} for k, v in features.items()}),
+        **{k: _plain(v) for k, v in info.items()},
+    }
+    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(info["fingerprint"]))
+
+
+@dg.asset(
+    partitions_def=recordings_partitions,
+    deps=[stroke_recording],
+    group_name="recordings",
+    kinds={"python"},
+    owners=OWNERS,
+    description="Validation report of one recording: status (pass / warn / fail / incomplete), every finding, and "
+    "which episodes are usable. Excluded episodes are never deleted; the split simply leaves them out.",
+    check_specs=[
+        dg.AssetCheckSpec("recording_usable", asset="recording_validation", blocking=True,
+                          description="Fails when the recording is unusable (fail) or still being written (incomplete)."),
+        dg.AssetCheckSpec("all_episodes_usable", asset="recording_validation",
+                          description="Warns when episodes were excluded or anomalies were logged."),
+    ],
+)
+def recording_validation(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    settings = pipeline.settings
+    report = validate_recording(settings.recordings_dir / context.partition_key, settle_seconds=settings.settle_seconds)
+    report.save(settings.report_path(report.recording))
+    context.log.info(f"{report.recording}: {report.status.value}, {len(report.episodes_usable)}/{report.episodes_total} episodes usable")
+    return dg.MaterializeResult(
+        metadata=report_metadata(report, settings.report_path(report.recording)),
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="recording_usable",
+                passed=report.usable,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"status {report.status.value}",
+                metadata={"status": report.status.value},
+            ),
+            dg.AssetCheckResult(
+                check_name="all_episodes_usable",
+                passed=report.status is Status.PASS,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"excluded": dg.MetadataValue.json({str(k): v for k, v in report.episodes_excluded.items()})},
+            ),
+        ],
+    )
+
+
+def report_metadata(report: ValidationReport, report_path: Path) -> dict:
+    excluded = report.episodes_excluded
+    metadata = {
+        "status": report.status.value,
+        "episodes_total": report.episodes_total,
+        "episodes_usable": len(report.episodes_usable),
+        "episodes_excluded": dg.MetadataValue.json({str(k): v for k, v in excluded.items()}),
+        "fingerprint": report.fingerprint,
+        "findings": dg.MetadataValue.md(report.findings_markdown()),
+        "report": dg.MetadataValue.path(str(report_path)),
+    }
+    ranges = report.summary.get("action_ranges") or {}
+    if ranges:
+        parsed = {int(ep): (lo_hi[0], lo_hi[1]) for ep, lo_hi in ranges.items()}
+        import numpy as np
+
+        fig = joint_ranges({ep: (np.array(lo), np.array(hi)) for ep, (lo, hi) in parsed.items()}, set(excluded))
+        metadata["joint_ranges"] = dg.MetadataValue.md(png_markdown(fig, "joint ranges vs URDF limits"))
+    return metadata
+
+
+def _plain(value):
+    if isinstance(value, (list, dict)):
+        return dg.MetadataValue.json(value)
+    return dg.MetadataValue.text("—") if value is None else value
+
+
+@dg.sensor(
+    name="recordings_sensor",
+    description="Adds a `recordings` partition for every settled stroke-* dir under the recordings root and "
+    "requests ingestion for new or changed ones. Half-written recordings wait until they settle.",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    asset_selection=[stroke_recording, recording_validation],
+)
+def recordings_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
+    settings = pipeline.settings
+    seen = json.loads(context.cursor) if context.cursor else {}
+    plan = plan_ingestion(scan_root(settings.recordings_dir), seen, settings.settle_seconds, time.time())
+    known = set(context.instance.get_dynamic_partitions(recordings_partitions.name))
+    new = [s.name for s in plan.ready if s.name not in known]
+    if plan.settling:
+        context.log.info(f"waiting for {len(plan.settling)} recording(s) to settle: {', '.join(plan.settling[:5])}")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"{s.name}:{s.signature}", partition_key=s.name) for s in plan.ready],
+        dynamic_partitions_requests=[recordings_partitions.build_add_request(new)] if new else [],
+        cursor=json.dumps(plan.seen, separators=(",", ":")),
+    )
+
+
+defs = dg.Definitions(assets=[stroke_recording, recording_validation], sensors=[recordings_sensor])

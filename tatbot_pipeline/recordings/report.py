@@ -23,6 +23,9 @@ class Severity(str, Enum):
     INCOMPLETE = "incomplete"  # not finished yet; check again later
 
 
+_ORDER = [Severity.INCOMPLETE, Severity.ERROR, Severity.EXCLUDE, Severity.WARNING, Severity.INFO]
+
+
 @dataclass(frozen=True)
 class Finding:
     check: str
@@ -57,6 +60,16 @@ class ValidationReport:
             if f.severity is Severity.EXCLUDE and f.episode is not None:
                 out.setdefault(f.episode, []).append(f"{f.check}: {f.message}")
         return out
+
+    def findings_markdown(self) -> str:
+        """The findings as a markdown table for the Dagster UI."""
+        if not self.findings:
+            return "No findings: every check passed."
+        rows = ["| severity | check | episode | message |", "|---|---|---|---|"]
+        for f in sorted(self.findings, key=lambda f: (_ORDER.index(f.severity), f.episode if f.episode is not None else -1)):
+            msg = f.message.replace("|", "\\|").replace("\n", " ")
+            rows.append(f"| {f.severity.value} | {f.check} | {'' if f.episode is None else f.episode} | {msg} |")
+        return "\n".join(rows)
 
     def to_dict(self) -> dict:
         d = asdict(self)

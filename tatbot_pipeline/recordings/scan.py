@@ -87,3 +87,34 @@ def content_fingerprint(path: Path) -> str:
 
 def size_on_disk(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@dataclass(frozen=True)
+class IngestionPlan:
+    """One sensor tick's decision: which recordings to (re)ingest, which are still settling."""
+
+    ready: list[RecordingState]  # settled and new or changed since last seen
+    settling: list[str]  # touched within the settle time: maybe still being written
+    seen: dict[str, str]  # name -> signature, to remember for the next tick
+
+
+def plan_ingestion(
+    states: list[RecordingState], seen: dict[str, str], settle_seconds: float, now: float, limit: int = 100
+) -> IngestionPlan:
+    """Pick settled recordings that are new or changed; at most `limit` per tick so a huge backlog drains gradually.
+
+    A recording is ingested only once it has been quiet for `settle_seconds`, finalized or not: a finalized one
+    validates normally, and one that stays unfinalized gets a `fail` verdict the user can see instead of vanishing.
+    """
+    ready, settling = [], []
+    new_seen = dict(seen)
+    for state in states:
+        if seen.get(state.name) == state.signature:
+            continue
+        if not state.settled(settle_seconds, now):
+            settling.append(state.name)
+            continue
+        if len(ready) < limit:
+            ready.append(state)
+            new_seen[state.name] = state.signature
+    return IngestionPlan(ready=ready, settling=settling, seen=new_seen)

@@ -6,6 +6,8 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from tatbot_pipeline.recordings.contents import load_recording
 from tatbot_pipeline.recordings.report import Finding, Severity, ValidationReport, verdict
 from tatbot_pipeline.recordings.rules import RULES
@@ -31,6 +33,13 @@ def validate_recording(path: Path, settle_seconds: float = 60.0, now: float | No
     total = len(rec.episodes) if rec.episodes is not None else 0
     status, usable = verdict(findings, total)
     fingerprint = content_fingerprint(path) if path.is_dir() else ""
+    summary = summarize(rec)
+    if rec.frames is not None:
+        summary["action_ranges"] = {
+            int(ep): [np.nanmin(a, axis=0).tolist(), np.nanmax(a, axis=0).tolist()]
+            for ep in np.unique(rec.frames.episode_index)
+            if len(a := rec.frames.action[rec.frames.episode(int(ep))]) and np.isfinite(a).any()
+        }
     return ValidationReport(
         recording=path.name,
         path=str(path),
@@ -39,5 +48,5 @@ def validate_recording(path: Path, settle_seconds: float = 60.0, now: float | No
         episodes_usable=usable,
         findings=findings,
         fingerprint=fingerprint,
-        summary=summarize(rec),
+        summary=summary,
     )
