@@ -30,6 +30,40 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate(args: argparse.Namespace) -> int:
+    import json
+
+    from tatbot_pipeline.config import PipelineSettings
+    from tatbot_pipeline.recordings.validate import validate_recording
+
+    settle = args.settle_seconds if args.settle_seconds is not None else PipelineSettings.from_env().settle_seconds
+    all_usable = True
+    for path in args.paths:
+        report = validate_recording(Path(path), settle_seconds=settle)
+        all_usable &= report.usable
+        if args.json:
+            d = report.to_dict()
+            d["summary"].pop("action_ranges", None)
+            d["summary"].pop("features", None)
+            print(json.dumps(d), flush=True)
+            continue
+        excluded = report.episodes_excluded
+        print(f"{report.status.value.upper():10s} {report.recording}  "
+              f"{len(report.episodes_usable)}/{report.episodes_total} episodes usable", flush=True)
+        for f in report.findings:
+            where = f"episode {f.episode}" if f.episode is not None else "recording"
+            print(f"    {f.severity.value:10s} {f.check:14s} {where:11s} {f.message}")
+        if excluded:
+            print(f"    excluded episodes: {sorted(excluded)}")
+    return 0 if all_usable else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tatbot_pipeline.demo import run_demo
+
+    return run_demo(ui=not args.no_ui, port=args.port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tatbot-pipeline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -45,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", default=None, help="design/scene name (default: cycle through a few)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_synth)
+
+    p = sub.add_parser("validate", help="validate recordings (same checks as the recording_validation asset)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="recording dirs")
+    p.add_argument("--json", action="store_true", help="one JSON object per recording on stdout")
+    p.add_argument("--settle-seconds", type=float, default=None,
+                   help="a recording touched more recently than this is 'incomplete' (default: TATBOT_SETTLE_SECONDS or 60)")
+    p.set_defaults(func=_validate)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on synthetic recordings, then open the Dagster UI")
+    p.add_argument("--no-ui", action="store_true", help="do not leave `dagster dev` running at the end")
+    p.add_argument("--port", type=int, default=3000, help="port of the Dagster UI on 127.0.0.1")
+    p.set_defaults(func=_demo)
     return parser
 
 

@@ -78,6 +78,9 @@ def load_recording(path: Path, settle_seconds: float, now: float) -> Recording:
     """Read metadata, tables, scene and strokebatch; missing or broken pieces become findings, never exceptions."""
     rec = Recording(path=path)
     add = rec.findings.append
+    if not path.is_dir():
+        add(Finding("layout", Severity.ERROR, f"{path} does not exist or is not a directory"))
+        return rec
 
     # scene.yaml first: it says how long strokes should be.
     scene_path = path / "scene.yaml"
