@@ -1,0 +1,1 @@
+"""Episode selection, deterministic train/val assignment and merged LeRobot datasets (no dagster here)."""

@@ -1,0 +1,176 @@
+"""Build the versioned train/val split: select -> check compatible -> assign -> merge -> point `latest` at it.
+
+A split version is a content hash of its inputs (each recording's fingerprint and usable episodes, the config),
+so re-materializing with unchanged inputs reuses the existing dirs instead of rewriting gigabytes of video.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.datasets.merge import EpisodeSource, FilePlacer, write_merged_dataset
+from tatbot_pipeline.datasets.selection import RecordingEntry, check_compatible, load_usable_recordings
+from tatbot_pipeline.datasets.split import Assignment, SplitConfig, assign
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bump when the merged layout changes, so old versions are not reused
+MANIFEST = "split.json"
+SIDES = ("train", "val")
+
+
+@dataclass
+class SplitResult:
+    """What was built (or reused); `manifest` is also saved as <version>/split.json for lineage."""
+
+    version: str
+    root: Path
+    reused: bool
+    manifest: dict = field(default_factory=dict)
+
+    def side_path(self, side: str) -> Path | None:
+        info = self.manifest["sides"].get(side)
+        return self.root / side if info else None
+
+
+def content_id(entry: RecordingEntry) -> str:
+    """The report's fingerprint; without one, sizes and mtimes of the LeRobot files stand in for it."""
+    if entry.fingerprint:
+        return entry.fingerprint
+    h = hashlib.sha256()
+    for sub in ("meta", "data", "videos"):
+        for f in sorted((entry.path / sub).rglob("*")):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.relative_to(entry.path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return "stat:" + h.hexdigest()[:16]
+
+
+def split_version(recordings: list[RecordingEntry], config: SplitConfig) -> str:
+    payload = {
+        "format": FORMAT_VERSION,
+        "config": asdict(config),
+        "recordings": [[e.name, content_id(e), list(e.episodes)] for e in sorted(recordings, key=lambda e: e.name)],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def build_splits(settings: PipelineSettings, config: SplitConfig) -> SplitResult:
+    """Merged train/val LeRobot datasets from the usable episodes; never writes under the recordings root."""
+    selection = check_compatible(load_usable_recordings(settings.validation_dir), config.group_key, config.group_value)
+    recordings = sorted(selection.recordings, key=lambda e: e.name)
+    version = split_version(recordings, config)
+    root = settings.splits_dir / version
+    _refuse_inside_recordings(root, settings.recordings_dir)
+    if (root / MANIFEST).exists():
+        log.info("split %s already built at %s: reusing it", version, root)
+        point_latest(settings.splits_dir, version)
+        return SplitResult(version, root, reused=True, manifest=json.loads((root / MANIFEST).read_text()))
+
+    assignment = assign(recordings, config)
+    tmp = settings.splits_dir / f".{version}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        placer = FilePlacer()
+        sides = {}
+        for side in SIDES:
+            chosen = assignment.side(side)
+            if not chosen:
+                sides[side] = None
+                continue
+            sources = [EpisodeSource(e.name, e.path, tuple(chosen[e.name])) for e in recordings if e.name in chosen]
+            log.info("writing %s split: %d episodes from %d recordings", side, assignment.count(side), len(sources))
+            merged = write_merged_dataset(sources, tmp / side, repo_id=f"tatbot/{side}-{version}", placer=placer)
+            sides[side] = {"episodes": merged.episodes, "frames": merged.frames, "tasks": merged.tasks,
+                           "lineage": [list(x) for x in merged.lineage]}
+        manifest = _manifest(version, config, recordings, selection.skipped, assignment, sides)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        tmp.rename(root)  # a version dir exists only complete
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    point_latest(settings.splits_dir, version)
+    return SplitResult(version, root, reused=False, manifest=manifest)
+
+
+def _refuse_inside_recordings(path: Path, recordings_dir: Path) -> None:
+    if path.resolve().is_relative_to(recordings_dir.resolve()):
+        raise ValueError(
+            f"{path}: split output would be under the recordings root {recordings_dir} — the pipeline never writes "
+            "there; set TATBOT_PIPELINE_HOME to a directory outside it"
+        )
+
+
+def _manifest(version: str, config: SplitConfig, recordings: list[RecordingEntry], skipped: dict[str, str],
+              assignment: Assignment, sides: dict) -> dict:
+    return {
+        "version": version,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": asdict(config),
+        "fps": recordings[0].fps,
+        "stroke_length": recordings[0].stroke_length,
+        "recordings": [
+            {"name": e.name, "path": str(e.path), "fingerprint": content_id(e), "design": e.design, "scene": e.scene,
+             "episodes_usable": list(e.episodes)}
+            for e in recordings
+        ],
+        "designs": sorted({e.design for e in recordings}),
+        "skipped": skipped,
+        "excluded": {e.name: {str(ep): r for ep, r in sorted(e.excluded.items())} for e in recordings if e.excluded},
+        "assignment": {"train": assignment.train, "val": assignment.val},
+        "topped_up": assignment.topped_up,
+        "sides": sides,
+    }
+
+
+def point_latest(splits_dir: Path, version: str) -> Path:
+    """`splits/latest` -> <version> (atomic symlink swap), plus `splits/LATEST` holding the version as text.
+
+    The text file is the fallback where symlinks fail (some network/Windows filesystems); `resolve_latest` reads it.
+    """
+    (splits_dir / "LATEST.tmp").write_text(version + "\n")
+    os.replace(splits_dir / "LATEST.tmp", splits_dir / "LATEST")
+    link = splits_dir / "latest"
+    tmp = splits_dir / f".latest.tmp-{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(version, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError as exc:
+        log.warning("%s: symlink failed (%s); use %s or resolve_latest()", link, exc, splits_dir / "LATEST")
+    return splits_dir / version
+
+
+def resolve_latest(splits_dir: Path) -> Path:
+    """The newest split version dir (holding train/ and val/)."""
+    link = splits_dir / "latest"
+    if link.is_dir():
+        return link.resolve()
+    pointer = splits_dir / "LATEST"
+    if pointer.exists():
+        return splits_dir / pointer.read_text().strip()
+    raise FileNotFoundError(f"{splits_dir}: no split built yet — materialize `training_splits`")
+
+
+def excluded_markdown(manifest: dict) -> str:
+    """Excluded episodes and skipped recordings as a markdown table for the Dagster UI."""
+    lines = ["| recording | episode | reason |", "|---|---|---|"]
+    for name, reason in sorted(manifest["skipped"].items()):
+        lines.append(f"| {name} | all | {_cell(reason)} |")
+    for name, episodes in sorted(manifest["excluded"].items()):
+        for ep, reasons in sorted(episodes.items(), key=lambda kv: int(kv[0])):
+            lines.append(f"| {name} | {ep} | {_cell('; '.join(reasons))} |")
+    return "\n".join(lines) if len(lines) > 2 else "nothing excluded"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,340 @@
+"""Merge chosen episodes of several LeRobot v3.0 recordings into one new LeRobot dataset, losslessly.
+
+Why not `lerobot.datasets.dataset_tools.split_dataset`/`delete_episodes` + `aggregate.aggregate_datasets` (0.4.4)?
+- Selecting a subset of the episodes in a video file makes `_keep_episodes_from_video_with_av` decode and re-encode
+  it: lossy (frames no longer equal the recording) and far slower than a copy. tatbot writes all episodes of a
+  session into one mp4 per camera, so every split would re-encode every video.
+- `aggregate_videos` appends each source mp4 to the current destination file by re-muxing the whole file again:
+  O(n²) bytes over many recordings.
+- After either, `stats.json` and the per-episode `stats/index|episode_index|task_index/*` columns still hold the
+  source values (DESIGN.md §7).
+So videos are copied whole, one destination file per source file (the episodes keep their `from/to_timestamp`;
+frames of episodes left out stay in the file but nothing references them), parquet rows are filtered and
+re-indexed with pyarrow (schema and HF metadata preserved), the index stats are recomputed, and `check_merged`
+verifies the chunk/file mapping before a dataset is published. LeRobot's own helpers do the writing of
+info/tasks/stats (`write_info`, `write_tasks`, `write_stats`) and the statistics (`get_feature_stats`,
+`aggregate_stats`), so the files are exactly what `LeRobotDataset(root=...)` expects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+_INDEX_COLUMNS = ("index", "episode_index", "task_index")
+
+
+@dataclass(frozen=True)
+class EpisodeSource:
+    """Episodes `episodes` (source indices) of the LeRobot dataset at `root`; `name` is kept for lineage."""
+
+    name: str
+    root: Path
+    episodes: tuple[int, ...]
+
+
+@dataclass
+class MergedDataset:
+    root: Path
+    episodes: int
+    frames: int
+    tasks: int
+    lineage: list[tuple[str, int]] = field(default_factory=list)  # new episode index -> (recording, source episode)
+
+
+class FilePlacer:
+    """Copies each source file once; later requests for the same source hard-link the first copy.
+
+    train and val of one split version reference the same recording videos; linking the second keeps the build
+    at about one copy of the source bytes. Links stay inside the split dir, never into the recordings root.
+    """
+
+    def __init__(self) -> None:
+        self._placed: dict[Path, Path] = {}
+
+    def place(self, src: Path, dst: Path) -> None:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        first = self._placed.get(src)
+        if first is not None:
+            try:
+                os.link(first, dst)
+                return
+            except OSError:  # filesystem without hard links: fall back to a copy
+                pass
+        shutil.copyfile(src, dst)
+        self._placed[src] = dst
+
+
+def _chunk_file(idx: tuple[int, int], chunks_size: int) -> tuple[int, int]:
+    from lerobot.datasets.utils import update_chunk_file_indices
+
+    return update_chunk_file_indices(idx[0], idx[1], chunks_size)
+
+
+def _read_episodes(root: Path) -> pa.Table:
+    files = sorted((root / "meta" / "episodes").glob("*/*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"{root}: meta/episodes missing (recording never finalized?) — re-run validation")
+    return pa.concat_tables([pq.read_table(f) for f in files]).sort_by("episode_index")
+
+
+def _column_stats(values: np.ndarray) -> dict[str, np.ndarray]:
+    """LeRobot's per-feature stats, shaped as `compute_episode_stats` shapes them (1-D -> keepdims)."""
+    from lerobot.datasets.compute_stats import get_feature_stats
+
+    return get_feature_stats(values, axis=0, keepdims=values.ndim == 1)
+
+
+def _set_column(table: pa.Table, name: str, values) -> pa.Table:
+    i = table.schema.get_field_index(name)
+    field_ = table.schema.field(i)
+    return table.set_column(i, field_, pa.array(values, type=field_.type))
+
+
+def _numpy_column(column: pa.ChunkedArray) -> np.ndarray:
+    """Data columns as arrays: fixed-size lists (action, observation.state) become (n, d)."""
+    if pa.types.is_fixed_size_list(column.type) or pa.types.is_list(column.type):
+        return np.stack(column.to_numpy(zero_copy_only=False)) if len(column) else np.empty((0,))
+    return column.to_numpy()
+
+
+def write_merged_dataset(
+    sources: list[EpisodeSource], out: Path, repo_id: str, placer: FilePlacer | None = None
+) -> MergedDataset:
+    """Write the chosen episodes of `sources`, in order, as one LeRobot dataset at `out` (must not exist).
+
+    Sources must share fps and features (checked by selection.check_compatible before).
+    """
+    from lerobot.datasets.compute_stats import aggregate_stats
+    from lerobot.datasets.utils import DEFAULT_DATA_PATH, DEFAULT_EPISODES_PATH, DEFAULT_VIDEO_PATH
+    from lerobot.datasets.utils import write_info, write_stats, write_tasks
+
+    if out.exists():
+        raise FileExistsError(f"{out}: already exists — merged datasets are written once; delete it to rebuild")
+    if not sources or not any(s.episodes for s in sources):
+        raise ValueError(f"{out}: no episodes to merge")
+    placer = placer or FilePlacer()
+    info = json.loads((sources[0].root / "meta" / "info.json").read_text())
+    features = info["features"]
+    chunks_size = int(info["chunks_size"])
+    max_data_bytes = float(info["data_files_size_in_mb"]) * 1024**2
+    video_keys = [k for k, f in features.items() if f["dtype"] == "video"]
+    numeric_keys = [k for k, f in features.items() if f["dtype"] not in ("video", "image", "string")]
+
+    tasks: dict[str, int] = {}
+    lineage: list[tuple[str, int]] = []
+    data_cursor = (0, 0)
+    pending: list[pa.Table] = []
+    data_columns: dict[str, list[np.ndarray]] = {k: [] for k in numeric_keys}
+    video_cursor: dict[str, tuple[int, int] | None] = {k: None for k in video_keys}
+    episode_tables: list[pa.Table] = []
+    next_episode = next_index = 0
+
+    def flush() -> None:
+        nonlocal data_cursor, pending
+        path = out / DEFAULT_DATA_PATH.format(chunk_index=data_cursor[0], file_index=data_cursor[1])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.concat_tables(pending), path, compression="snappy")
+        data_cursor = _chunk_file(data_cursor, chunks_size)
+        pending = []
+
+    for src in sources:
+        wanted = pa.array(sorted(src.episodes), type=pa.int64())
+        all_episodes = _read_episodes(src.root)
+        episodes = all_episodes.filter(pc.is_in(all_episodes["episode_index"], value_set=wanted))
+        found = episodes["episode_index"].to_pylist()
+        if found != sorted(src.episodes):
+            missing = sorted(set(src.episodes) - set(found))
+            raise ValueError(f"{src.root}: episodes {missing} not in meta/episodes — re-run validation")
+        ep_map = {old: next_episode + i for i, old in enumerate(found)}
+        next_episode += len(found)
+        lineage += [(src.name, old) for old in found]
+        src_task_names = pd.read_parquet(src.root / "meta" / "tasks.parquet").sort_values("task_index").index
+        for ep_tasks in episodes["tasks"].to_pylist():
+            for task in ep_tasks:
+                tasks.setdefault(task, len(tasks))
+        task_map = np.array([tasks.get(t, -1) for t in src_task_names], dtype=np.int64)
+
+        # Data: filter each source file to the wanted episodes and re-index; one episode never spans two files.
+        ep_data_file: dict[int, tuple[int, int]] = {}
+        ep_range: dict[int, tuple[int, int]] = {}
+        files = sorted(set(zip(episodes["data/chunk_index"].to_pylist(), episodes["data/file_index"].to_pylist())))
+        for chunk, file in files:
+            table = pq.read_table(src.root / DEFAULT_DATA_PATH.format(chunk_index=chunk, file_index=file))
+            table = table.filter(pc.is_in(table["episode_index"], value_set=wanted)).sort_by("index")
+            if len(table) == 0:
+                continue
+            if pending and sum(t.nbytes for t in pending) + table.nbytes > max_data_bytes:
+                flush()
+            old_eps = table["episode_index"].to_numpy()
+            new_eps = np.vectorize(ep_map.__getitem__, otypes=[np.int64])(old_eps)
+            new_index = np.arange(next_index, next_index + len(table), dtype=np.int64)
+            new_tasks = task_map[table["task_index"].to_numpy()]
+            next_index += len(table)
+            table = _set_column(table, "episode_index", new_eps)
+            table = _set_column(table, "index", new_index)
+            table = _set_column(table, "task_index", new_tasks)
+            pending.append(table)
+            for key in numeric_keys:
+                data_columns[key].append(_numpy_column(table[key]))
+            for ep in np.unique(new_eps):
+                rows = new_index[new_eps == ep]
+                ep_data_file[int(ep)] = data_cursor
+                ep_range[int(ep)] = (int(rows[0]), int(rows[-1]) + 1)
+
+        new_ids = [ep_map[old] for old in found]
+        episodes = _set_column(episodes, "episode_index", new_ids)
+        episodes = _set_column(episodes, "data/chunk_index", [ep_data_file[e][0] for e in new_ids])
+        episodes = _set_column(episodes, "data/file_index", [ep_data_file[e][1] for e in new_ids])
+        episodes = _set_column(episodes, "dataset_from_index", [ep_range[e][0] for e in new_ids])
+        episodes = _set_column(episodes, "dataset_to_index", [ep_range[e][1] for e in new_ids])
+        episodes = _set_column(episodes, "meta/episodes/chunk_index", [0] * len(new_ids))
+        episodes = _set_column(episodes, "meta/episodes/file_index", [0] * len(new_ids))
+        # Per-episode stats of the columns that the re-indexing changed.
+        task_of = {e: tasks[t[0]] for e, t in zip(new_ids, episodes["tasks"].to_pylist())}
+        for column in _INDEX_COLUMNS:
+            per_ep = []
+            for e in new_ids:
+                lo, hi = ep_range[e]
+                values = {"index": np.arange(lo, hi), "episode_index": np.full(hi - lo, e),
+                          "task_index": np.full(hi - lo, task_of[e])}[column]
+                per_ep.append(_column_stats(values.astype(np.int64)))
+            for stat in per_ep[0]:
+                name = f"stats/{column}/{stat}"
+                if name in episodes.schema.names:
+                    episodes = _set_column(episodes, name, [s[stat].tolist() for s in per_ep])
+
+        # Videos: whole files, one destination file per source file; the timestamps inside stay valid.
+        for key in video_keys:
+            pairs = list(zip(episodes[f"videos/{key}/chunk_index"].to_pylist(),
+                             episodes[f"videos/{key}/file_index"].to_pylist()))
+            mapping: dict[tuple[int, int], tuple[int, int]] = {}
+            for pair in sorted(set(pairs)):
+                cursor = video_cursor[key]
+                cursor = (0, 0) if cursor is None else _chunk_file(cursor, chunks_size)
+                video_cursor[key] = mapping[pair] = cursor
+                placer.place(
+                    src.root / DEFAULT_VIDEO_PATH.format(video_key=key, chunk_index=pair[0], file_index=pair[1]),
+                    out / DEFAULT_VIDEO_PATH.format(video_key=key, chunk_index=cursor[0], file_index=cursor[1]),
+                )
+            episodes = _set_column(episodes, f"videos/{key}/chunk_index", [mapping[p][0] for p in pairs])
+            episodes = _set_column(episodes, f"videos/{key}/file_index", [mapping[p][1] for p in pairs])
+        episode_tables.append(episodes)
+
+    if pending:
+        flush()
+    schema = episode_tables[0].schema
+    episodes_all = pa.concat_tables([t.select(schema.names).cast(schema) for t in episode_tables])
+    episodes_path = out / DEFAULT_EPISODES_PATH.format(chunk_index=0, file_index=0)
+    episodes_path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(episodes_all, episodes_path)
+    write_tasks(pd.DataFrame({"task_index": list(tasks.values())}, index=pd.Index(list(tasks))), out)
+
+    # Global stats: exact over the merged frames for numeric features; videos aggregated from the per-episode
+    # stats the recorder computed (the frames are the same, so re-sampling them would only add noise).
+    stats = {key: _column_stats(np.concatenate(parts)) for key, parts in data_columns.items()}
+    for key in video_keys:
+        per_ep = [_episode_stats(row, key) for row in _stat_rows(episodes_all, key)]
+        stats[key] = aggregate_stats([{key: s} for s in per_ep])[key]
+    write_stats(stats, out)
+
+    info.update(
+        total_episodes=next_episode,
+        total_frames=next_index,
+        total_tasks=len(tasks),
+        splits={"train": f"0:{next_episode}"},
+    )
+    write_info(info, out)
+    merged = MergedDataset(root=out, episodes=next_episode, frames=next_index, tasks=len(tasks), lineage=lineage)
+    problems = check_merged(out)
+    if problems:
+        raise RuntimeError(f"{out}: merged dataset is inconsistent, not publishing it: " + "; ".join(problems[:10]))
+    return merged
+
+
+def _stat_rows(episodes: pa.Table, key: str) -> list[dict]:
+    names = [n for n in episodes.schema.names if n.startswith(f"stats/{key}/")]
+    return episodes.select(names).to_pylist()
+
+
+def _episode_stats(row: dict, key: str) -> dict[str, np.ndarray]:
+    """Per-episode image stats back from parquet: nested lists -> (3, 1, 1) arrays, count -> (1,)."""
+    prefix = f"stats/{key}/"
+    return {name[len(prefix):]: np.asarray(value, dtype=np.float64 if not name.endswith("count") else np.int64)
+            for name, value in row.items()}
+
+
+def check_merged(root: Path) -> list[str]:
+    """Problems in a merged dataset's bookkeeping (empty list = consistent).
+
+    Catches what merges get wrong: episode rows not in the data file the metadata names, holes in `index`,
+    task indices without a task, video time ranges past the end of the file, stale index stats.
+    """
+    from lerobot.datasets.utils import DEFAULT_DATA_PATH, DEFAULT_VIDEO_PATH
+    from lerobot.datasets.video_utils import get_video_duration_in_s
+
+    info = json.loads((root / "meta" / "info.json").read_text())
+    stats = json.loads((root / "meta" / "stats.json").read_text())
+    episodes = _read_episodes(root).to_pylist()
+    tasks = pd.read_parquet(root / "meta" / "tasks.parquet").sort_values("task_index")
+    problems: list[str] = []
+    if [e["episode_index"] for e in episodes] != list(range(info["total_episodes"])):
+        problems.append(f"episode indices are not 0..{info['total_episodes'] - 1}")
+    if list(tasks["task_index"]) != list(range(info["total_tasks"])):
+        problems.append("task indices are not contiguous")
+    data_files: dict[tuple[int, int], pd.DataFrame] = {}
+    frames = 0
+    durations: dict[Path, float] = {}
+    fps = info["fps"]
+    for ep in episodes:
+        key = (ep["data/chunk_index"], ep["data/file_index"])
+        if key not in data_files:
+            path = root / DEFAULT_DATA_PATH.format(chunk_index=key[0], file_index=key[1])
+            if not path.exists():
+                problems.append(f"episode {ep['episode_index']}: data file {path.name} {key} missing")
+                continue
+            data_files[key] = pd.read_parquet(path, columns=["index", "episode_index", "frame_index", "task_index"])
+        df = data_files[key]
+        rows = df[df["episode_index"] == ep["episode_index"]]
+        n = ep["length"]
+        frames += n
+        if list(rows["index"]) != list(range(ep["dataset_from_index"], ep["dataset_to_index"])) or len(rows) != n:
+            problems.append(f"episode {ep['episode_index']}: rows in data file {key} do not match its index range")
+        elif list(rows["frame_index"]) != list(range(n)):
+            problems.append(f"episode {ep['episode_index']}: frame_index is not 0..{n - 1}")
+        task_names = set(tasks.index[rows["task_index"].unique()]) if len(rows) else set()
+        if task_names != set(ep["tasks"]):
+            problems.append(f"episode {ep['episode_index']}: task_index does not match tasks {ep['tasks']}")
+        for vkey in (k for k, f in info["features"].items() if f["dtype"] == "video"):
+            vpath = root / DEFAULT_VIDEO_PATH.format(
+                video_key=vkey, chunk_index=ep[f"videos/{vkey}/chunk_index"], file_index=ep[f"videos/{vkey}/file_index"]
+            )
+            if not vpath.exists():
+                problems.append(f"episode {ep['episode_index']}: video {vpath.relative_to(root)} missing")
+                continue
+            if vpath not in durations:
+                durations[vpath] = get_video_duration_in_s(vpath)
+            if ep[f"videos/{vkey}/to_timestamp"] > durations[vpath] + 1.0 / fps:
+                problems.append(f"episode {ep['episode_index']}: {vkey} ends after the end of {vpath.name}")
+    if frames != info["total_frames"]:
+        problems.append(f"episodes hold {frames} frames, info.json says {info['total_frames']}")
+    total_rows = sum(len(df) for df in data_files.values())
+    if total_rows != frames:
+        problems.append(f"data files hold {total_rows} rows for {frames} episode frames")
+    expected = {"index": (0, info["total_frames"] - 1), "episode_index": (0, info["total_episodes"] - 1)}
+    for column, (lo, hi) in expected.items():
+        if [stats[column]["min"][0], stats[column]["max"][0]] != [lo, hi]:
+            problems.append(f"stats.json {column} min/max {stats[column]['min']}/{stats[column]['max']} != {lo}/{hi}")
+    return problems
