@@ -64,6 +64,20 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(ui=not args.no_ui, port=args.port)
 
 
+def _mcp(args: argparse.Namespace) -> int:
+    from tatbot_pipeline.config import PipelineSettings
+    from tatbot_pipeline.inference.server import ServerConfig, serve
+
+    config = ServerConfig.from_env(PipelineSettings.from_env(), host=args.host, port=args.port, backend=args.backend)
+    try:
+        config.check()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    serve(config)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tatbot-pipeline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -91,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ui", action="store_true", help="do not leave `dagster dev` running at the end")
     p.add_argument("--port", type=int, default=3000, help="port of the Dagster UI on 127.0.0.1")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("mcp", help="serve the vla_infer MCP tool (streamable HTTP) for rollouts on the robot")
+    p.add_argument("--host", default="127.0.0.1", help="bind address; beyond loopback TATBOT_MCP_TOKEN is required")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--backend", choices=["sim", "tatbot"], default=None,
+                   help="robot backend (default: TATBOT_ROBOT_BACKEND or sim)")
+    p.set_defaults(func=_mcp)
     return parser
 
 

@@ -1,0 +1,95 @@
+"""The eval dataset a rollout records: `vla-eval-{scene}-{timestamp}`, a LeRobot v3.0 dataset like a recording.
+
+Same features as stroke_tool recordings (so the offline tooling reads it unchanged), one episode per rollout,
+plus what is needed to reproduce it: a scrubbed snapshot of the scene (`scene.yaml`) and the checkpoint path,
+policy type, task and fps (`meta/vla_eval.json`). It is finalized however the rollout ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from tatbot_pipeline.recordings.naming import TIME_FORMAT
+from tatbot_pipeline.recordings.scene import scrub
+from tatbot_pipeline.robot.scene import RobotScene
+from tatbot_pipeline.synth import CAMERAS, ROBOT_TYPE, dataset_features
+
+log = logging.getLogger(__name__)
+
+EVAL_PREFIX = "vla-eval-"
+EVAL_META = "meta/vla_eval.json"
+
+
+def eval_dataset_name(scene: str, at: datetime) -> str:
+    return f"{EVAL_PREFIX}{scene}-{at.strftime(TIME_FORMAT)}"
+
+
+class EvalRecorder:
+    """Context manager around a LeRobotDataset; `add` one frame per control step."""
+
+    def __init__(
+        self,
+        root: Path,
+        scene: RobotScene,
+        cameras: dict[str, tuple[int, int]],
+        fps: int,
+        info: dict[str, Any],
+        at: datetime | None = None,
+    ) -> None:
+        self.path = Path(root) / eval_dataset_name(scene.name, at or datetime.now())
+        self.scene = scene
+        self.cameras = cameras
+        self.fps = fps
+        self.info = dict(info)
+        self.frames = 0
+        self._dataset: Any = None
+
+    def __enter__(self) -> "EvalRecorder":
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+        if self.path.exists():
+            raise FileExistsError(f"{self.path}: already exists — eval datasets are never overwritten; retry in a second")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        shapes = set(self.cameras.values())
+        if len(shapes) > 1:
+            raise ValueError(f"cameras of different sizes {self.cameras}: recordings keep one image shape for all cameras")
+        if self.cameras and set(self.cameras) - set(CAMERAS):
+            raise ValueError(f"cameras {sorted(self.cameras)}: recordings only know {list(CAMERAS)}")
+        features = dataset_features(bool(self.cameras), next(iter(shapes)) if shapes else (0, 0))
+        # Recordings always have both cameras when they have any; record only those the robot delivers.
+        features = {k: v for k, v in features.items() if not k.startswith("observation.images.")
+                    or k.removeprefix("observation.images.") in self.cameras}
+        self._dataset = LeRobotDataset.create(
+            f"tatbot/{self.path.name}", fps=self.fps, root=self.path, robot_type=ROBOT_TYPE,
+            features=features, use_videos=True,
+            # stroke_tool's setting: PNG writes off the control loop's thread, 4 writers per camera.
+            image_writer_threads=4 * len(self.cameras),
+        )
+        return self
+
+    def add(self, frame: dict[str, np.ndarray], action: np.ndarray, task: str) -> None:
+        """One step: the observation the policy saw and the action actually sent (after the safety envelope)."""
+        self._dataset.add_frame({**frame, "action": np.asarray(action, dtype=np.float32), "task": task})
+        self.frames += 1
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.frames:
+                self._dataset.save_episode()
+        finally:
+            self._dataset.finalize()
+            self._write_meta()
+
+    def _write_meta(self) -> None:
+        (self.path / "scene.yaml").write_text(yaml.safe_dump(scrub(self.scene.data), sort_keys=False))
+        meta = {**self.info, "scene": self.scene.name, "scene_source": str(self.scene.source or "built-in"),
+                "fps": self.fps, "frames": self.frames}
+        (self.path / EVAL_META).write_text(json.dumps(meta, indent=2, default=str))
+        log.info("eval dataset %s: %d frames", self.path, self.frames)

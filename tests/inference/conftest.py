@@ -1,0 +1,74 @@
+"""Session-wide tiny checkpoints, and an MCP server on a free loopback port driven by a real client over HTTP."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import pytest
+
+from tests.inference.checkpoints import poison_with_nan, save_tiny_act_checkpoint
+
+
+@pytest.fixture(scope="session")
+def checkpoint_home(tmp_path_factory) -> Path:
+    """A pipeline home holding the test checkpoints, as training would lay them out."""
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="session")
+def act_checkpoint(checkpoint_home: Path, pristine_recording: Path) -> Path:
+    out = checkpoint_home / "outputs" / "train" / "tiny-act" / "checkpoints" / "last" / "pretrained_model"
+    return save_tiny_act_checkpoint(out, pristine_recording)
+
+
+@pytest.fixture(scope="session")
+def nan_checkpoint(checkpoint_home: Path, act_checkpoint: Path) -> Path:
+    return poison_with_nan(act_checkpoint, checkpoint_home / "outputs" / "train" / "nan-act" / "pretrained_model")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(service) -> Iterator[str]:
+    """Serve `service` with uvicorn in a thread; yields the MCP URL."""
+    import uvicorn
+
+    from tatbot_pipeline.inference.server import MCP_PATH, build_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(service), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("MCP test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}{MCP_PATH}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@asynccontextmanager
+async def mcp_session(url: str, token: str | None = None) -> AsyncIterator:
+    import httpx2
+    from mcp.client import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=120)) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                yield session

@@ -1,0 +1,278 @@
+"""vla_infer over a real MCP client session (streamable HTTP, loopback) against the sim robot."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import anyio
+import numpy as np
+import pytest
+
+from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.inference.rollout import VLAInferInput
+from tatbot_pipeline.inference.server import RolloutService, ServerConfig
+from tatbot_pipeline.recordings.scene import load_scene, secret_values
+from tatbot_pipeline.robot.sim import SimFaults, SimRobot
+from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_UPPER, READY_POSE
+from tests.inference.conftest import mcp_session, running_server
+
+TOKEN = "s3cret-test-token"
+
+
+class FaultySim:
+    """Robot factory for the server: a SimRobot with the faults the current test asks for; keeps what it made."""
+
+    def __init__(self) -> None:
+        self.faults = SimFaults()
+        self.robots: list[SimRobot] = []
+
+    def __call__(self, scene, cameras, enable_realsense) -> SimRobot:
+        robot = SimRobot(cameras=cameras, faults=self.faults, start=scene.sleep)
+        self.robots.append(robot)
+        return robot
+
+
+@pytest.fixture(scope="module")
+def sim() -> FaultySim:
+    return FaultySim()
+
+
+@pytest.fixture(scope="module")
+def service(checkpoint_home: Path, act_checkpoint: Path, pristine_recording: Path, sim: FaultySim) -> RolloutService:
+    scenes = checkpoint_home / "scenes"
+    scenes.mkdir(exist_ok=True)
+    shutil.copy(pristine_recording / "scene.yaml", scenes / "tatbotlogo.yaml")  # a recording's scene, as is
+    config = ServerConfig(settings=PipelineSettings(home=checkpoint_home), checkpoint_roots=(checkpoint_home,))
+    return RolloutService(config, factory=sim, eval_root=checkpoint_home / "eval_datasets")
+
+
+@pytest.fixture(scope="module")
+def url(service: RolloutService):
+    with running_server(service) as u:
+        yield u
+
+
+@pytest.fixture(autouse=True)
+def no_faults(sim: FaultySim):
+    sim.faults = SimFaults()
+    yield
+
+
+def call(url: str, args: dict, progress: list | None = None, token: str | None = None):
+    async def main():
+        async def on_progress(p, total, message):
+            if progress is not None:
+                progress.append((p, message))
+
+        async with mcp_session(url, token) as session:
+            return await session.call_tool("vla_infer", args, progress_callback=on_progress)
+
+    return anyio.run(main)
+
+
+def out(result) -> dict:
+    assert not result.is_error, result.content[0].text
+    return result.structured_content
+
+
+def act_args(checkpoint: Path, **kw) -> dict:
+    return {"policy": "act", "checkpoint_path": str(checkpoint), "device": "cpu", "fps": 30, **kw}
+
+
+def assert_parked(robot: SimRobot) -> None:
+    """Ended at ready and disconnected, and nothing outside the URDF limits was ever sent."""
+    assert not robot.is_connected
+    np.testing.assert_allclose(robot.position, READY_POSE, atol=1e-6)
+    np.testing.assert_allclose(robot.commands[-1], READY_POSE)
+    sent = np.stack(robot.commands)
+    assert np.isfinite(sent).all() and (sent >= JOINT_LOWER).all() and (sent <= JOINT_UPPER).all()
+
+
+def test_tool_schema_is_the_seeds(url):
+    async def main():
+        async with mcp_session(url) as session:
+            return (await session.list_tools()).tools
+
+    (tool,) = anyio.run(main)
+    assert tool.name == "vla_infer"
+    assert list(tool.input_schema["properties"]) == list(VLAInferInput.model_fields)
+    assert sorted(tool.input_schema["required"]) == ["checkpoint_path", "policy"]
+    assert set(tool.output_schema["properties"]) == {"success", "message", "num_steps", "eval_dir"}
+
+
+def test_dry_run_loads_and_moves_nothing(url, act_checkpoint, sim):
+    made = len(sim.robots)
+    result = out(call(url, act_args(act_checkpoint, dry_run=True)))
+    assert result["success"] and result["num_steps"] == 0 and result["eval_dir"] is None
+    assert "dry run OK" in result["message"] and "nothing moved" in result["message"]
+    assert len(sim.robots) == made  # no robot was even created
+
+
+def test_full_rollout_records_an_eval_dataset_lerobot_loads(url, act_checkpoint, sim, pristine_recording):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    progress: list = []
+    result = out(call(url, act_args(act_checkpoint, scene="tatbotlogo", max_steps=12, record_eval=True), progress))
+    assert result["success"], result["message"]
+    assert result["num_steps"] == 12
+    messages = [m for _, m in progress]
+    assert messages[0] == "loading scene tatbotlogo" and "step 12 of 12" in messages
+    assert [p for p, _ in progress] == sorted(p for p, _ in progress)
+    assert_parked(sim.robots[-1])
+    assert len(sim.robots[-1].commands) == 12 + 2  # ready, 12 policy steps, ready
+
+    eval_dir = Path(result["eval_dir"])
+    assert eval_dir.name.startswith("vla-eval-tatbotlogo-")
+    ds = LeRobotDataset(f"tatbot/{eval_dir.name}", root=eval_dir, video_backend="pyav")
+    assert ds.meta.total_episodes == 1 and len(ds) == 12
+    recorded = LeRobotDataset("r", root=pristine_recording, video_backend="pyav")
+    assert set(ds.features) == set(recorded.features)
+    np.testing.assert_allclose(ds[3]["action"].numpy(), sim.robots[-1].commands[1 + 3], atol=1e-6)
+    meta = json.loads((eval_dir / "meta" / "vla_eval.json").read_text())
+    assert meta["checkpoint_path"] == str(act_checkpoint) and meta["policy"] == "act" and meta["frames"] == 12
+    snapshot = (eval_dir / "scene.yaml").read_text()
+    secrets = secret_values(load_scene(pristine_recording / "scene.yaml"))
+    assert secrets and not any(s in snapshot for s in secrets)
+    assert "design_name" in snapshot
+
+
+@pytest.mark.parametrize(
+    "faults, reason, steps",
+    [
+        (SimFaults(disconnect_at=4), "left arm not connected", 3),
+        (SimFaults(camera_failure_at=3), "camera realsense1: black frame", 2),
+    ],
+    ids=["disconnect", "camera"],
+)
+def test_faults_stop_the_rollout_and_park_the_robot(url, act_checkpoint, sim, faults, reason, steps):
+    sim.faults = faults
+    result = out(call(url, act_args(act_checkpoint, max_steps=20, record_eval=True)))
+    assert not result["success"]
+    assert f"rollout stopped at step {steps}: " in result["message"] and reason in result["message"]
+    assert "robot back at ready and disconnected" in result["message"]
+    assert result["num_steps"] == steps
+    assert_parked(sim.robots[-1])
+    meta = json.loads((Path(result["eval_dir"]) / "meta" / "vla_eval.json").read_text())
+    assert meta["frames"] == steps  # finalized with what was recorded before the fault
+
+
+def test_nan_action_is_never_sent(url, nan_checkpoint, sim):
+    result = out(call(url, act_args(nan_checkpoint, max_steps=20)))
+    assert not result["success"] and result["num_steps"] == 0
+    assert "policy produced a non-finite action (left.joint_0.pos=nan" in result["message"]
+    robot = sim.robots[-1]
+    assert len(robot.commands) == 2  # ready before, ready after; the NaN never left the envelope
+    assert_parked(robot)
+
+
+def test_cancel_stops_the_loop_and_returns_to_ready(url, act_checkpoint, sim, service):
+    before = len(service.history)
+
+    async def main():
+        async with mcp_session(url) as session:
+            running = anyio.Event()
+
+            async def on_progress(p, total, message):
+                if message == "step 3 of 100000":
+                    running.set()
+
+            async with anyio.create_task_group() as tg:
+                async def rollout():
+                    await session.call_tool("vla_infer", act_args(act_checkpoint, max_steps=100000),
+                                            progress_callback=on_progress)
+                    raise AssertionError("a cancelled call must not return")
+
+                tg.start_soon(rollout)
+                with anyio.fail_after(60):
+                    await running.wait()
+                tg.cancel_scope.cancel()
+
+    anyio.run(main)
+    deadline = time.monotonic() + 30
+    while len(service.history) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    last = service.history[-1]
+    assert not last.success and "cancelled by the client" in last.message
+    assert 3 <= last.num_steps < 1000
+    assert_parked(sim.robots[-1])
+
+
+def test_a_second_concurrent_rollout_is_refused(url, act_checkpoint, sim):
+    async def main():
+        async with mcp_session(url) as first, mcp_session(url) as second:
+            running = anyio.Event()
+
+            async def on_progress(p, total, message):
+                if message.startswith("step 2 "):
+                    running.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: first.call_tool("vla_infer", act_args(act_checkpoint, max_steps=100000),
+                                                      progress_callback=on_progress))
+                with anyio.fail_after(60):
+                    await running.wait()
+                refused = await second.call_tool("vla_infer", act_args(act_checkpoint, max_steps=5))
+                tg.cancel_scope.cancel()
+                return refused
+
+    result = out(anyio.run(main))
+    assert not result["success"] and "another rollout is already running on the sim robot" in result["message"]
+    time.sleep(0.5)  # let the cancelled first run park
+
+
+def test_checkpoint_outside_the_allowed_roots_is_refused(url, act_checkpoint, tmp_path):
+    elsewhere = shutil.copytree(act_checkpoint, tmp_path / "pretrained_model")
+    for path in (str(elsewhere), "../" * 12 + str(elsewhere).lstrip("/")):
+        result = call(url, act_args(path, dry_run=True))
+        assert result.is_error
+        assert f"checkpoint {elsewhere} is outside the allowed roots" in result.content[0].text
+
+
+def test_relative_checkpoint_paths_resolve_under_the_pipeline_home(url, act_checkpoint, checkpoint_home):
+    rel = act_checkpoint.relative_to(checkpoint_home)
+    result = out(call(url, act_args(str(rel), dry_run=True)))
+    assert result["success"] and str(act_checkpoint) in result["message"]
+
+
+@pytest.mark.parametrize("field, value", [("max_steps", 0), ("max_steps", -3), ("fps", 0), ("device", "tpu")])
+def test_invalid_inputs_are_refused_with_the_field_named(url, act_checkpoint, field, value):
+    result = call(url, act_args(act_checkpoint, **{field: value}))
+    assert result.is_error
+    assert field in result.content[0].text
+
+
+def test_wrong_policy_type_and_missing_checkpoint_say_what_to_do(url, act_checkpoint, checkpoint_home):
+    result = out(call(url, act_args(act_checkpoint, policy="smolvla", dry_run=True)))
+    assert not result["success"] and "is a 'act' policy, not 'smolvla' — pass policy='act'" in result["message"]
+    result = out(call(url, act_args(checkpoint_home / "nope", dry_run=True)))
+    assert not result["success"] and "no config.json" in result["message"]
+
+
+def test_bearer_token_is_required_when_configured(checkpoint_home, act_checkpoint, sim):
+    import httpx2
+
+    config = ServerConfig(token=TOKEN, settings=PipelineSettings(home=checkpoint_home), checkpoint_roots=(checkpoint_home,))
+    with running_server(RolloutService(config, factory=sim)) as token_url:
+        for token in (None, "wrong"):
+            response = httpx2.post(token_url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                                   headers={"Authorization": f"Bearer {token}"} if token else {})
+            assert response.status_code == 401
+            with pytest.raises(ExceptionGroup) as refused:  # the client's transport fails on the 401
+                call(token_url, act_args(act_checkpoint, dry_run=True), token=token)
+            assert "Server returned an error response" in repr(refused.value)
+        result = out(call(token_url, act_args(act_checkpoint, dry_run=True), token=TOKEN))
+        assert result["success"]
+
+
+def test_binding_beyond_loopback_needs_a_token(monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="refusing to serve on 0.0.0.0.*TATBOT_MCP_TOKEN"):
+        ServerConfig(host="0.0.0.0").check()
+    ServerConfig(host="0.0.0.0", token=TOKEN).check()
+    monkeypatch.setenv("TATBOT_MCP_TOKEN", TOKEN)
+    monkeypatch.setenv("TATBOT_CHECKPOINT_ROOTS", f"{tmp_path / 'a'}:{tmp_path / 'b'}")
+    config = ServerConfig.from_env(PipelineSettings(home=tmp_path), host="0.0.0.0")
+    assert config.token == TOKEN and config.checkpoint_roots == (tmp_path / "a", tmp_path / "b")
+    config.check()
