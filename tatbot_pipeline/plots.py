@@ -45,3 +45,19 @@ def joint_ranges(ranges: dict[int, tuple[np.ndarray, np.ndarray]], excluded: set
     ax.set_xlabel("recorded action range, normalised to URDF limits")
     ax.legend(loc="lower right", fontsize=7)
     return fig
+
+
+def loss_curve(steps, loss, grad_norm=None):
+    """Training loss over steps, with the gradient norm on a second axis when given (NaN points leave gaps)."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(list(steps), list(loss), color="tab:blue", lw=1.2, label="loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("training loss")
+    ax.grid(alpha=0.3)
+    if grad_norm is not None and len(grad_norm):
+        twin = ax.twinx()
+        twin.plot(list(steps), list(grad_norm), color="tab:orange", lw=1.0, alpha=0.6, label="grad norm")
+        twin.set_ylabel("grad norm")
+    fig.legend(loc="upper right", fontsize="small")
+    return fig

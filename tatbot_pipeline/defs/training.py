@@ -1,0 +1,140 @@
+"""`trained_policy`: lerobot-train on the latest train split, its health checks, and nightly retraining on new data."""
+
+
+import json
+import os
+
+import dagster as dg
+
+from tatbot_pipeline.defs.resources import PipelineResource
+from tatbot_pipeline.plots import loss_curve, png_markdown
+from tatbot_pipeline.training.health import run_health
+from tatbot_pipeline.training.lineage import code_version, scene_snapshot, split_identity
+from tatbot_pipeline.training.presets import PRESETS, TrainOptions, command_line
+from tatbot_pipeline.training.runner import TrainingRun, train_policy
+
+# dagster.yaml limits runs with this tag to one at a time; the runner's file lock covers untagged launches.
+TRAINING_TAG = "tatbot/training"
+# Nightly; retraining only happens at a tick after the split changed.
+RETRAIN_CRON = os.environ.get("TATBOT_RETRAIN_CRON", "0 2 * * *")
+CHECKS = ("loss_decreased", "grad_norm_stable", "batch_sane")
+
+
+class TrainingRunConfig(dg.Config):
+    """Launchpad config of `trained_policy`; 0 / "" means the preset's default (see training/presets.py)."""
+
+    preset: str = os.environ.get("TATBOT_TRAIN_PRESET", "tiny_smolvla")
+    steps: int = 0
+    batch_size: int = 0
+    chunk_size: int = 0  # default: the split's stroke length
+    device: str = ""
+    wandb_project: str = ""  # empty: wandb off; set WANDB_MODE=online (and log in) to sync
+
+    def to_options(self) -> TrainOptions:
+        if self.preset not in PRESETS:
+            raise dg.Failure(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        return TrainOptions(
+            steps=self.steps or None,
+            batch_size=self.batch_size or None,
+            chunk_size=self.chunk_size or None,
+            device=self.device or None,
+            wandb_project=self.wandb_project or None,
+            wandb_mode=os.environ.get("WANDB_MODE", "offline"),
+        )
+
+
+def retrain_condition(cron: str = RETRAIN_CRON) -> dg.AutomationCondition:
+    """At a cron tick, if the split changed since training was last requested, and no training or split build runs."""
+    AC = dg.AutomationCondition
+    changed = AC.any_deps_updated().since(AC.newly_requested() | AC.in_progress().newly_true() | AC.initial_evaluation())
+    return (AC.cron_tick_passed(cron) & changed & ~AC.in_progress() & ~AC.any_deps_in_progress()).with_label(
+        f"split changed, at cron {cron}"
+    )
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"lerobot", "pytorch"},
+    deps=[dg.AssetDep("training_splits")],
+    op_tags={TRAINING_TAG: "true"},
+    automation_condition=retrain_condition(),
+    description="A LeRobot policy checkpoint trained with `lerobot-train` on splits/latest/train "
+    "($TATBOT_PIPELINE_HOME/outputs/train/<run>/checkpoints/last/pretrained_model). A retried run resumes from its "
+    "last checkpoint. Presets: " + ", ".join(f"`{n}`" for n in PRESETS) + ".",
+    check_specs=[
+        dg.AssetCheckSpec("loss_decreased", asset="trained_policy", blocking=True,
+                          description="Mean loss of the last quarter of logged steps is below the first quarter's."),
+        dg.AssetCheckSpec("grad_norm_stable", asset="trained_policy", blocking=True,
+                          description="Gradient norm finite, below 1e3 and not growing 10x over the run."),
+        dg.AssetCheckSpec("batch_sane", asset="trained_policy", blocking=True,
+                          description="A sampled batch has the policy's image shapes and chunked actions; actions, "
+                          "states and normaliser stats lie within the URDF joint limits."),
+    ],
+)
+def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
+                   pipeline: PipelineResource) -> dg.MaterializeResult:
+    settings = pipeline.settings
+    train_root = (settings.splits_dir / "latest" / "train").resolve()  # pin the version: `latest` may move meanwhile
+    # A retry (re-execution) keeps the root run id, so it lands in the same run dir and resumes there.
+    run_name = f"{config.preset}-{(context.run.root_run_id or context.run_id)[:8]}"
+    run = train_policy(config.preset, train_root, settings.train_dir / run_name, settings.hf_home,
+                       config.to_options(), models_home=settings.home, on_line=context.log.info)
+    health = run_health(run.metrics, train_root, run.checkpoint_dir)
+    return dg.MaterializeResult(
+        metadata=training_metadata(run, train_root),
+        data_version=dg.DataVersion(f"{run_name}@{run.steps}"),
+        check_results=[
+            dg.AssetCheckResult(check_name=h.name, passed=h.passed, severity=dg.AssetCheckSeverity.ERROR,
+                                description=h.message, metadata={k: _meta(v) for k, v in h.details.items()})
+            for h in health
+        ],
+    )
+
+
+def training_metadata(run: TrainingRun, train_root) -> dict:
+    split = split_identity(train_root)
+    m = run.metrics
+    metadata = {
+        "checkpoint": dg.MetadataValue.path(str(run.checkpoint_dir)),
+        "policy_type": run.policy_type,
+        "preset": run.preset,
+        "steps": run.steps,
+        "final_loss": dg.MetadataValue.float(m.final_loss) if m.final_loss is not None else "none logged",
+        "resumed_from_step": run.resumed_from if run.resumed_from is not None else "fresh run",
+        "split_version": split["version"],
+        "split_fingerprints": dg.MetadataValue.json(split["fingerprints"]),
+        "split_path": dg.MetadataValue.path(split["source"]),
+        "scene": _meta(scene_snapshot(train_root) or {}),
+        "code_version": code_version(),
+        "command": dg.MetadataValue.md(f"```\n{command_line(list(run.argv))}\n```" if run.argv else "not retrained"),
+        "log": dg.MetadataValue.path(str(run.log_path)),
+        "train_wall_s": round(run.wall_s, 1),
+    }
+    if m.wandb_url:
+        metadata["wandb"] = dg.MetadataValue.url(m.wandb_url)
+    if len(m):
+        metadata["loss_curve"] = dg.MetadataValue.md(png_markdown(loss_curve(m.step, m.loss, m.grad_norm), "loss"))
+    return metadata
+
+
+def _meta(value):
+    if isinstance(value, (list, dict)):
+        return dg.MetadataValue.json(json.loads(json.dumps(value, default=str)))
+    if isinstance(value, float):
+        return dg.MetadataValue.float(value)
+    return value
+
+
+train_policy_job = dg.define_asset_job("train_policy_job", selection=[trained_policy], tags={TRAINING_TAG: "true"})
+
+retrain_sensor = dg.AutomationConditionSensorDefinition(
+    "training_automation",
+    target=[trained_policy],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    run_tags={TRAINING_TAG: "true"},
+    minimum_interval_seconds=60,
+    description=f"Retrains `trained_policy` at cron `{RETRAIN_CRON}` when `training_splits` changed since the last "
+    "training request. Never two trainings at once (run tag limit + a file lock).",
+)
+
+defs = dg.Definitions(assets=[trained_policy], jobs=[train_policy_job], sensors=[retrain_sensor])

@@ -1,0 +1,99 @@
+"""Real `lerobot-train` subprocesses on the tiny preset: checkpoint loads, progress streams, resume continues."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tatbot_pipeline.training.metrics import MetricsSeries
+from tatbot_pipeline.training.presets import TrainOptions
+from tatbot_pipeline.training.runner import (
+    METRICS_FILE,
+    TrainingFailed,
+    checkpoint_step,
+    last_checkpoint,
+    train_policy,
+    training_env,
+)
+from tests.training.conftest import STEPS
+
+
+def test_tiny_training_writes_a_loadable_checkpoint(trained_run, train_split):
+    from lerobot.policies.factory import make_pre_post_processors
+    from lerobot.policies.pretrained import PreTrainedPolicy
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    run, _ = trained_run
+    assert run.checkpoint_dir == run.run_dir / "checkpoints" / "last" / "pretrained_model"
+    assert run.steps == STEPS and run.resumed_from is None
+    policy = SmolVLAPolicy.from_pretrained(run.checkpoint_dir)
+    assert isinstance(policy, PreTrainedPolicy)
+    assert policy.config.chunk_size == policy.config.n_action_steps == 8  # the split's stroke length
+    preprocessor, postprocessor = make_pre_post_processors(policy.config, pretrained_path=str(run.checkpoint_dir))
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    frame = LeRobotDataset("local/split", root=train_split, video_backend="pyav")[0]
+    batch = {k: (v.unsqueeze(0) if isinstance(v, torch.Tensor) else [v])
+             for k, v in frame.items() if k.startswith("observation") or k == "task"}
+    action = postprocessor(policy.select_action(preprocessor(batch)))
+    assert action.shape == (1, 14) and torch.isfinite(action).all()
+
+
+def test_progress_streams_and_metrics_are_recorded(trained_run):
+    run, lines = trained_run
+    assert any("Start offline training" in line for line in lines)
+    assert not any(line.startswith("Training:") for line in lines), "tqdm bar leaked into the log"
+    assert run.metrics.step == list(range(1, STEPS + 1))  # log_freq=1 in the tiny preset
+    assert all(0 < loss < 100 for loss in run.metrics.loss)
+    saved = MetricsSeries.load(run.run_dir / METRICS_FILE)
+    assert saved.loss == run.metrics.loss
+    assert run.log_path.read_text().count(" loss:") == STEPS
+
+
+def test_resume_continues_from_the_last_checkpoint(trained_run, tmp_path):
+    run, _ = trained_run
+    run_dir = tmp_path / "outputs" / "train" / run.run_dir.name
+    shutil.copytree(run.run_dir, run_dir, symlinks=True)
+    # The copied train_config points at the original output dir; a resume must write into the copy.
+    config_path = last_checkpoint(run_dir) / "train_config.json"
+    cfg = json.loads(config_path.read_text())
+    cfg["output_dir"] = str(run_dir)
+    config_path.write_text(json.dumps(cfg))
+
+    resumed = train_policy("tiny_smolvla", Path(cfg["dataset"]["root"]), run_dir, tmp_path / "hf",
+                           TrainOptions(steps=STEPS + 2, save_freq=3), on_line=lambda line: None)
+    assert resumed.resumed_from == STEPS
+    assert checkpoint_step(run_dir) == STEPS + 2
+    assert resumed.argv[1] == "--resume=true"
+    # Old rows are kept, new ones appended: one row per step, no duplicates.
+    assert resumed.metrics.step == list(range(1, STEPS + 3))
+    assert resumed.metrics.loss[:STEPS] == run.metrics.loss
+
+    again = train_policy("tiny_smolvla", Path(cfg["dataset"]["root"]), run_dir, tmp_path / "hf",
+                         TrainOptions(steps=STEPS + 2), on_line=lambda line: None)
+    assert again.argv == () and again.steps == STEPS + 2, "a finished run must not train again"
+
+
+def test_failed_training_raises_with_the_log_tail(train_split, tmp_path):
+    bad = TrainOptions(steps=2, extra_args=("--policy.no_such_field=1",))
+    with pytest.raises(TrainingFailed, match="exited with code") as err:
+        train_policy("tiny_smolvla", train_split, tmp_path / "run", tmp_path / "hf", bad, on_line=lambda line: None)
+    assert "no_such_field" in str(err.value)
+    assert (tmp_path / "logs" / "run.log").is_file()
+
+
+def test_missing_split_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="training_splits"):
+        train_policy("tiny_smolvla", tmp_path / "nope", tmp_path / "run", tmp_path / "hf")
+
+
+def test_trainer_env_keeps_caches_under_the_pipeline_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    env = training_env(tmp_path / "hf")
+    assert env["HF_HOME"] == str(tmp_path / "hf")
+    assert env["HF_DATASETS_CACHE"].startswith(str(tmp_path / "hf"))
+    assert env["HF_HUB_OFFLINE"] == "1"
