@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.datasets.merge import EpisodeSource, FilePlacer, write_merged_dataset
+from tatbot_pipeline.datasets.merge import EpisodeSource, SourceCache, write_merged_dataset
 from tatbot_pipeline.datasets.selection import RecordingEntry, check_compatible, load_usable_recordings
 from tatbot_pipeline.datasets.split import Assignment, SplitConfig, assign
 
@@ -80,7 +80,7 @@ def build_splits(settings: PipelineSettings, config: SplitConfig) -> SplitResult
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        placer = FilePlacer()
+        cache = SourceCache()
         sides = {}
         for side in SIDES:
             chosen = assignment.side(side)
@@ -89,7 +89,7 @@ def build_splits(settings: PipelineSettings, config: SplitConfig) -> SplitResult
                 continue
             sources = [EpisodeSource(e.name, e.path, tuple(chosen[e.name])) for e in recordings if e.name in chosen]
             log.info("writing %s split: %d episodes from %d recordings", side, assignment.count(side), len(sources))
-            merged = write_merged_dataset(sources, tmp / side, repo_id=f"tatbot/{side}-{version}", placer=placer)
+            merged = write_merged_dataset(sources, tmp / side, repo_id=f"tatbot/{side}-{version}", cache=cache)
             sides[side] = {"episodes": merged.episodes, "frames": merged.frames, "tasks": merged.tasks,
                            "lineage": [list(x) for x in merged.lineage]}
         manifest = _manifest(version, config, recordings, selection.skipped, assignment, sides)

@@ -18,6 +18,7 @@ info/tasks/stats (`write_info`, `write_tasks`, `write_stats`) and the statistics
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -54,15 +55,36 @@ class MergedDataset:
     lineage: list[tuple[str, int]] = field(default_factory=list)  # new episode index -> (recording, source episode)
 
 
-class FilePlacer:
-    """Copies each source file once; later requests for the same source hard-link the first copy.
+class SourceCache:
+    """What the train and val merges of one split version share: source tables read once, videos copied once.
 
-    train and val of one split version reference the same recording videos; linking the second keeps the build
-    at about one copy of the source bytes. Links stay inside the split dir, never into the recordings root.
+    train and val reference the same recording videos; the second request for a source file hard-links the first
+    copy, which keeps the build at about one copy of the source bytes. Links stay inside the split dir, never
+    into the recordings root.
     """
 
     def __init__(self) -> None:
         self._placed: dict[Path, Path] = {}
+        self._tables: dict[tuple, pa.Table] = {}
+        self.durations: dict[tuple[int, int], float] = {}  # (st_dev, st_ino) -> seconds, for check_merged
+
+    def episodes(self, root: Path) -> pa.Table:
+        key = ("episodes", root)
+        if key not in self._tables:
+            self._tables[key] = _read_episodes(root)
+        return self._tables[key]
+
+    def data(self, path: Path) -> pa.Table:
+        key = ("data", path)
+        if key not in self._tables:
+            self._tables[key] = pq.read_table(path)
+        return self._tables[key]
+
+    def task_names(self, root: Path) -> list[str]:
+        key = ("tasks", root)
+        if key not in self._tables:
+            self._tables[key] = pq.read_table(root / "meta" / "tasks.parquet")
+        return self._tables[key].to_pandas().sort_values("task_index").index.tolist()  # LeRobot: index = task
 
     def place(self, src: Path, dst: Path) -> None:
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +119,19 @@ def _column_stats(values: np.ndarray) -> dict[str, np.ndarray]:
     return get_feature_stats(values, axis=0, keepdims=values.ndim == 1)
 
 
+@functools.lru_cache(maxsize=4096)
+def _base_stats(kind: str, length: int) -> dict[str, np.ndarray]:
+    return _column_stats(np.arange(length, dtype=np.int64) if kind == "range" else np.zeros(length, dtype=np.int64))
+
+
+def _index_stats(kind: str, length: int, offset: int) -> dict[str, np.ndarray]:
+    """Stats of `offset + arange(length)` ("range") or of `length` copies of `offset` ("const").
+
+    Shift-invariant, so each episode length is computed once instead of once per episode and column.
+    """
+    return {k: v if k in ("count", "std") else v + offset for k, v in _base_stats(kind, length).items()}
+
+
 def _set_column(table: pa.Table, name: str, values) -> pa.Table:
     i = table.schema.get_field_index(name)
     field_ = table.schema.field(i)
@@ -111,7 +146,7 @@ def _numpy_column(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def write_merged_dataset(
-    sources: list[EpisodeSource], out: Path, repo_id: str, placer: FilePlacer | None = None
+    sources: list[EpisodeSource], out: Path, repo_id: str, cache: SourceCache | None = None
 ) -> MergedDataset:
     """Write the chosen episodes of `sources`, in order, as one LeRobot dataset at `out` (must not exist).
 
@@ -125,7 +160,7 @@ def write_merged_dataset(
         raise FileExistsError(f"{out}: already exists — merged datasets are written once; delete it to rebuild")
     if not sources or not any(s.episodes for s in sources):
         raise ValueError(f"{out}: no episodes to merge")
-    placer = placer or FilePlacer()
+    cache = cache or SourceCache()
     info = json.loads((sources[0].root / "meta" / "info.json").read_text())
     features = info["features"]
     chunks_size = int(info["chunks_size"])
@@ -152,7 +187,7 @@ def write_merged_dataset(
 
     for src in sources:
         wanted = pa.array(sorted(src.episodes), type=pa.int64())
-        all_episodes = _read_episodes(src.root)
+        all_episodes = cache.episodes(src.root)
         episodes = all_episodes.filter(pc.is_in(all_episodes["episode_index"], value_set=wanted))
         found = episodes["episode_index"].to_pylist()
         if found != sorted(src.episodes):
@@ -161,7 +196,7 @@ def write_merged_dataset(
         ep_map = {old: next_episode + i for i, old in enumerate(found)}
         next_episode += len(found)
         lineage += [(src.name, old) for old in found]
-        src_task_names = pd.read_parquet(src.root / "meta" / "tasks.parquet").sort_values("task_index").index
+        src_task_names = cache.task_names(src.root)
         for ep_tasks in episodes["tasks"].to_pylist():
             for task in ep_tasks:
                 tasks.setdefault(task, len(tasks))
@@ -172,7 +207,7 @@ def write_merged_dataset(
         ep_range: dict[int, tuple[int, int]] = {}
         files = sorted(set(zip(episodes["data/chunk_index"].to_pylist(), episodes["data/file_index"].to_pylist())))
         for chunk, file in files:
-            table = pq.read_table(src.root / DEFAULT_DATA_PATH.format(chunk_index=chunk, file_index=file))
+            table = cache.data(src.root / DEFAULT_DATA_PATH.format(chunk_index=chunk, file_index=file))
             table = table.filter(pc.is_in(table["episode_index"], value_set=wanted)).sort_by("index")
             if len(table) == 0:
                 continue
@@ -208,9 +243,9 @@ def write_merged_dataset(
             per_ep = []
             for e in new_ids:
                 lo, hi = ep_range[e]
-                values = {"index": np.arange(lo, hi), "episode_index": np.full(hi - lo, e),
-                          "task_index": np.full(hi - lo, task_of[e])}[column]
-                per_ep.append(_column_stats(values.astype(np.int64)))
+                kind, offset = {"index": ("range", lo), "episode_index": ("const", e),
+                                "task_index": ("const", task_of[e])}[column]
+                per_ep.append(_index_stats(kind, hi - lo, offset))
             for stat in per_ep[0]:
                 name = f"stats/{column}/{stat}"
                 if name in episodes.schema.names:
@@ -225,7 +260,7 @@ def write_merged_dataset(
                 cursor = video_cursor[key]
                 cursor = (0, 0) if cursor is None else _chunk_file(cursor, chunks_size)
                 video_cursor[key] = mapping[pair] = cursor
-                placer.place(
+                cache.place(
                     src.root / DEFAULT_VIDEO_PATH.format(video_key=key, chunk_index=pair[0], file_index=pair[1]),
                     out / DEFAULT_VIDEO_PATH.format(video_key=key, chunk_index=cursor[0], file_index=cursor[1]),
                 )
@@ -258,7 +293,7 @@ def write_merged_dataset(
     )
     write_info(info, out)
     merged = MergedDataset(root=out, episodes=next_episode, frames=next_index, tasks=len(tasks), lineage=lineage)
-    problems = check_merged(out)
+    problems = check_merged(out, cache.durations)
     if problems:
         raise RuntimeError(f"{out}: merged dataset is inconsistent, not publishing it: " + "; ".join(problems[:10]))
     return merged
@@ -276,7 +311,7 @@ def _episode_stats(row: dict, key: str) -> dict[str, np.ndarray]:
             for name, value in row.items()}
 
 
-def check_merged(root: Path) -> list[str]:
+def check_merged(root: Path, durations: dict[tuple[int, int], float] | None = None) -> list[str]:
     """Problems in a merged dataset's bookkeeping (empty list = consistent).
 
     Catches what merges get wrong: episode rows not in the data file the metadata names, holes in `index`,
@@ -296,7 +331,7 @@ def check_merged(root: Path) -> list[str]:
         problems.append("task indices are not contiguous")
     data_files: dict[tuple[int, int], pd.DataFrame] = {}
     frames = 0
-    durations: dict[Path, float] = {}
+    durations = {} if durations is None else durations
     fps = info["fps"]
     for ep in episodes:
         key = (ep["data/chunk_index"], ep["data/file_index"])
@@ -324,9 +359,10 @@ def check_merged(root: Path) -> list[str]:
             if not vpath.exists():
                 problems.append(f"episode {ep['episode_index']}: video {vpath.relative_to(root)} missing")
                 continue
-            if vpath not in durations:
-                durations[vpath] = get_video_duration_in_s(vpath)
-            if ep[f"videos/{vkey}/to_timestamp"] > durations[vpath] + 1.0 / fps:
+            st = vpath.stat()
+            if (st.st_dev, st.st_ino) not in durations:  # hard-linked copies are probed once
+                durations[(st.st_dev, st.st_ino)] = get_video_duration_in_s(vpath)
+            if ep[f"videos/{vkey}/to_timestamp"] > durations[(st.st_dev, st.st_ino)] + 1.0 / fps:
                 problems.append(f"episode {ep['episode_index']}: {vkey} ends after the end of {vpath.name}")
     if frames != info["total_frames"]:
         problems.append(f"episodes hold {frames} frames, info.json says {info['total_frames']}")

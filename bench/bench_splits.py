@@ -1,0 +1,131 @@
+"""Split benchmark (issue 5): `build_splits` wall time vs `cp -r` of the same source bytes. Target: <= 1.5x.
+
+The source bytes are what the split reads: meta/, data/ and videos/ of every recording. Synthetic camera frames
+are flat colours that AV1 squeezes to ~0.2 kB/frame, far from tatbot's RealSense video, so by default each
+recording's mp4s are replaced by a textured 480x640 H.264 video with the same frame count (`--kb-per-frame`
+sets how busy it is; ~25 kB/frame is in the range of RealSense colour at crf 30). `--raw` keeps the synthetic
+videos (then fixed per-file overhead dominates and the ratio says little).
+
+Run: .venv/bin/python bench/bench_splits.py [--recordings 6] [--episodes 8] [--stroke-length 32] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+import tatbot_pipeline  # noqa: F401  (offline env)
+from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.datasets.build import build_splits
+from tatbot_pipeline.datasets.selection import recording_facts
+from tatbot_pipeline.datasets.split import SplitConfig
+from tatbot_pipeline.recordings.report import Finding, Severity, Status, ValidationReport
+from tatbot_pipeline.synth import SynthSpec, make_recordings
+
+
+def textured_video(path: Path, frames: int, kb_per_frame: float, fps: int = 10) -> None:
+    """A 480x640 video whose size per frame is roughly `kb_per_frame` (noise amplitude is tuned for it)."""
+    import av
+
+    rng = np.random.default_rng(0)
+    amp = int(np.clip(kb_per_frame / 2.0, 1, 120))
+    base = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        stream.options = {"crf": "30", "g": "2", "preset": "ultrafast"}
+        for i in range(frames):
+            noise = rng.integers(-amp, amp + 1, (480, 640, 3))
+            img = np.clip(np.roll(base, i * 3, axis=1).astype(int) + noise, 0, 255).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def make_sources(tmp: Path, args) -> tuple[PipelineSettings, list[Path]]:
+    recordings = make_recordings(
+        tmp / "recordings",
+        SynthSpec(recordings=args.recordings, episodes=args.episodes, stroke_length=args.stroke_length,
+                  cameras=True, image_shape=(48, 64), seed=5),
+    )
+    if not args.raw:
+        video = tmp / "textured.mp4"
+        textured_video(video, args.episodes * args.stroke_length, args.kb_per_frame)
+        for rec in recordings:
+            for mp4 in (rec / "videos").rglob("*.mp4"):
+                shutil.copyfile(video, mp4)
+    settings = PipelineSettings(recordings_dir=tmp / "recordings", home=tmp / "home", settle_seconds=0)
+    for i, rec in enumerate(recordings):  # one excluded episode in every other recording, like real sessions
+        excluded = [Finding("sleep_pose", Severity.EXCLUDE, "arm reports the sleep pose", episode=1)] if i % 2 else []
+        # the facts recording_validation puts in its summary, so the split need not re-read scene.yaml
+        summary = {**recording_facts(rec, {}), "design_name": "tatbotlogo"}
+        ValidationReport(rec.name, str(rec), Status.WARN if excluded else Status.PASS, args.episodes,
+                         [e for e in range(args.episodes) if not (excluded and e == 1)], excluded,
+                         fingerprint=f"bench-{i}", summary=summary).save(settings.report_path(rec.name))
+    return settings, recordings
+
+
+def source_bytes(recordings: list[Path]) -> int:
+    return sum(f.stat().st_size for rec in recordings for sub in ("meta", "data", "videos")
+               for f in (rec / sub).rglob("*") if f.is_file())
+
+
+def time_cp(recordings: list[Path], dst: Path) -> float:
+    script = "; ".join(f"mkdir -p '{dst / r.name}' && cp -r '{r}/meta' '{r}/data' '{r}/videos' '{dst / r.name}/'"
+                       for r in recordings)
+    t0 = time.perf_counter()
+    subprocess.run(["sh", "-c", script], check=True)
+    return time.perf_counter() - t0
+
+
+def time_split(settings: PipelineSettings, home: Path) -> float:
+    s = PipelineSettings(recordings_dir=settings.recordings_dir, home=home, settle_seconds=0)
+    shutil.copytree(settings.validation_dir, s.validation_dir)
+    t0 = time.perf_counter()
+    result = build_splits(s, SplitConfig())
+    elapsed = time.perf_counter() - t0
+    assert not result.reused
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recordings", type=int, default=6)
+    parser.add_argument("--episodes", type=int, default=8)
+    parser.add_argument("--stroke-length", type=int, default=32)
+    parser.add_argument("--kb-per-frame", type=float, default=25.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--raw", action="store_true", help="keep the tiny synthetic videos")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-splits-") as t:
+        tmp = Path(t)
+        t0 = time.perf_counter()
+        settings, recordings = make_sources(tmp, args)
+        size = source_bytes(recordings)
+        frames = args.recordings * args.episodes * args.stroke_length
+        print(f"sources: {args.recordings} recordings, {frames} frames, {size / 1e6:.1f} MB "
+              f"(prepared in {time.perf_counter() - t0:.1f} s)")
+        import lerobot.datasets.compute_stats, lerobot.datasets.video_utils  # noqa: E401,F401  (imports not timed)
+
+        time_cp(recordings, tmp / "warm")  # page cache warm for both sides
+        cp_times, split_times = [], []
+        for i in range(args.repeat):
+            cp_times.append(time_cp(recordings, tmp / f"cp{i}"))
+            split_times.append(time_split(settings, tmp / f"home{i}"))
+        cp, split = statistics.median(cp_times), statistics.median(split_times)
+        print(f"cp -r (meta+data+videos): {cp:.3f} s   build_splits (train+val): {split:.3f} s   "
+              f"ratio {split / cp:.2f}x (target <= 1.5x)   [median of {args.repeat}]")
+
+
+if __name__ == "__main__":
+    main()
