@@ -136,6 +136,8 @@ def _vla_infer(
     task = req.task_prompt or scene.task
     if req.dry_run:
         return _dry_run(policy, scene, task, req, notes)
+    if stop is not None and stop.is_set():
+        return VLAInferOutput(success=False, message="; ".join([*notes, "cancelled by the client before the robot moved"]))
 
     progress(0.06, "connecting to the robot")
     robot = factory(scene, policy.cameras, req.enable_realsense)

@@ -1,6 +1,6 @@
 """The real tatbot: two Trossen WidowX AI arms via tatbot's LeRobot robot, RealSense cameras via pyrealsense2.
 
-Everything hardware-specific is imported lazily in `connect()`, so this module imports (and the pipeline runs)
+Everything hardware-specific is imported lazily when a TatbotRobot is made, so this module imports (and the pipeline runs)
 on machines without the arm drivers. The robot class comes from tatbot's LeRobot fork (`lerobot.robots.tatbot`);
 its driver hides failures (a disconnected arm reports its home pose, a failed camera read gives a black frame),
 so `observe` turns both into errors the rollout can stop on.
@@ -32,15 +32,14 @@ class TatbotRobot(Robot):
         self.cameras = (
             {cam["name"]: (int(cam["height"]), int(cam["width"])) for cam in scene.realsenses} if enable_realsense else {}
         )
-        self._robot: Any = None
+        # Built here, not in connect(): a node without the drivers fails before the rollout touches anything.
+        self._robot: Any = self._make_robot()
 
     @property
     def is_connected(self) -> bool:
-        return self._robot is not None and bool(self._robot.is_connected)
+        return bool(self._robot.is_connected)
 
     def connect(self) -> None:
-        if self._robot is None:
-            self._robot = self._make_robot()
         self._robot.connect()
         if not self._robot.is_connected:
             raise RobotDisconnected(f"tatbot: arms or cameras did not connect (scene {self.scene.name}) — check power and network")
@@ -57,11 +56,10 @@ class TatbotRobot(Robot):
         return np.asarray(joints, dtype=np.float32)
 
     def disconnect(self) -> None:
-        if self._robot is not None:
-            self._robot.disconnect()
+        self._robot.disconnect()
 
     def _require_arms(self) -> None:
-        if self._robot is None or self._robot.arm_l is None or self._robot.arm_r is None:
+        if self._robot.arm_l is None or self._robot.arm_r is None:
             raise RobotDisconnected("tatbot: an arm is not connected (its driver would report the home pose) — check the arm")
 
     def _make_robot(self) -> Any:

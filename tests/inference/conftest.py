@@ -31,6 +31,15 @@ def nan_checkpoint(checkpoint_home: Path, act_checkpoint: Path) -> Path:
     return poison_with_nan(act_checkpoint, checkpoint_home / "outputs" / "train" / "nan-act" / "pretrained_model")
 
 
+@pytest.fixture(scope="session")
+def smolvla_checkpoint(checkpoint_home: Path, pristine_recording: Path) -> Path:
+    """Tiny untrained SmolVLA (offline backbone) where the seed's example JSON points."""
+    from tatbot_pipeline.training.tiny import save_tiny_smolvla_checkpoint
+
+    out = checkpoint_home / "outputs" / "train" / "smolvla_tatbot" / "checkpoints" / "last" / "pretrained_model"
+    return save_tiny_smolvla_checkpoint(out, pristine_recording)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -139,13 +139,38 @@ def test_full_rollout_records_an_eval_dataset_lerobot_loads(url, act_checkpoint,
     assert "design_name" in snapshot
 
 
+def test_seed_example_json_rolls_out_tiny_smolvla(url, smolvla_checkpoint, sim, checkpoint_home):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    # The seed's example, with device cpu and a short max_steps (two SmolVLA action chunks of 8).
+    seed_example = {
+        "policy": "smolvla",
+        "checkpoint_path": "outputs/train/smolvla_tatbot/checkpoints/last/pretrained_model",
+        "scene": "tatbotlogo",
+        "device": "cpu",
+        "max_steps": 16,
+        "enable_realsense": True,
+        "fps": 10,
+        "record_eval": True,
+    }
+    assert checkpoint_home / seed_example["checkpoint_path"] == smolvla_checkpoint
+    result = out(call(url, seed_example))
+    assert result["success"], result["message"]
+    assert result["num_steps"] == 16 and "smolvla from" in result["message"]
+    ds = LeRobotDataset("tatbot/eval", root=result["eval_dir"], video_backend="pyav")
+    assert len(ds) == 16 and ds.meta.total_episodes == 1
+    assert ds[0]["task"].startswith("left: ")  # the scene's task string went to the policy and the dataset
+    assert_parked(sim.robots[-1])
+
+
 @pytest.mark.parametrize(
     "faults, reason, steps",
     [
         (SimFaults(disconnect_at=4), "left arm not connected", 3),
         (SimFaults(camera_failure_at=3), "camera realsense1: black frame", 2),
+        (SimFaults(camera_failure_at=1), "camera realsense1: black frame", 0),
     ],
-    ids=["disconnect", "camera"],
+    ids=["disconnect", "camera", "camera-at-start"],
 )
 def test_faults_stop_the_rollout_and_park_the_robot(url, act_checkpoint, sim, faults, reason, steps):
     sim.faults = faults

@@ -4,17 +4,13 @@ import pytest
 
 from tatbot_pipeline.robot.backends import robot_factory
 from tatbot_pipeline.robot.scene import resolve_scene
-from tatbot_pipeline.robot.tatbot import TatbotRobot
 
 
 def test_missing_hardware_packages_fail_with_an_install_hint(tmp_path):
     # This dev machine has stock LeRobot (no tatbot robot) and no RealSense SDK, as CI does.
     assert importlib.util.find_spec("lerobot.robots.tatbot") is None
-    robot = robot_factory("tatbot")(resolve_scene("default", tmp_path), {}, True)
-    assert isinstance(robot, TatbotRobot) and not robot.is_connected
     with pytest.raises(RuntimeError, match=r"tatbot's hardware packages.*pyrealsense2.*'sim' backend"):
-        robot.connect()
-    robot.disconnect()  # nothing was connected: a no-op, so the rollout's cleanup never masks the real error
+        robot_factory("tatbot")(resolve_scene("default", tmp_path), {}, True)
 
 
 def test_unknown_backend_is_named():
