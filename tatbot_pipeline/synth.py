@@ -88,8 +88,10 @@ def make_recordings(out_dir: Path, spec: SynthSpec, progress: bool = False) -> l
 
 def write_recording(path: Path, spec: SynthSpec, design: str, seed: int) -> Path:
     """One recording dir, as stroke_tool leaves it after a complete session."""
+    import datasets
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
+    datasets.disable_progress_bars()  # one "Map" bar per episode drowns the demo's own progress
     if path.exists() and any(path.iterdir()):
         raise FileExistsError(f"{path}: not empty — synth never overwrites a recording; choose an empty dir")
     if path.exists():

@@ -15,10 +15,9 @@ from pathlib import Path
 
 from tatbot_pipeline.recordings.naming import parse_recording_name
 
-# stroke_tool touches these on every episode: the root (new files), logs/ (one log per episode), meta/ (info.json
-# rewritten by save_episode), data/chunk-*/ and meta/episodes/ (parquet written at finalize).
-_WATCHED = ("", "logs", "meta", "meta/info.json", "meta/episodes", "data", "data/chunk-000",
-            "data/chunk-000/file-000.parquet", "meta/episodes/chunk-000/file-000.parquet")
+# stroke_tool touches these on every episode: the root (new files), logs/ (one new log per episode),
+# meta/info.json (rewritten by save_episode), the data parquet (appended) and the episodes parquet (finalize).
+_WATCHED = ("", "logs", "meta/info.json", "data/chunk-000/file-000.parquet", "meta/episodes/chunk-000/file-000.parquet")
 EPISODES_PARQUET = "meta/episodes/chunk-000/file-000.parquet"
 
 
