@@ -80,6 +80,7 @@ def batch_sane(
 
     Uses the checkpoint's own config (chunk size, input features), so it checks what the policy was really fed.
     """
+    import lerobot.policies  # noqa: F401 - registers the policy config classes `from_pretrained` dispatches to
     import torch
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.datasets.factory import resolve_delta_timestamps

@@ -202,7 +202,7 @@ def validate_argv(argv: list[str], policy_type: str | None = None):
     """
     import draccus
     from lerobot.configs.train import TrainPipelineConfig
-    from lerobot.policies import factory  # noqa: F401 - registers every policy config with draccus
+    import lerobot.policies  # noqa: F401 - registers every policy config class with draccus
 
     args = []
     for arg in argv:
@@ -212,11 +212,26 @@ def validate_argv(argv: list[str], policy_type: str | None = None):
             args.append(f"--policy.type={policy_type}")
         else:
             args.append(arg)
-    cfg = draccus.parse(config_class=TrainPipelineConfig, args=args)
-    # `validate()` re-reads sys.argv for `--policy.path`; show it the offline-equivalent command.
-    with _argv(["lerobot-train", *args]):
-        cfg.validate()
+    try:
+        cfg = draccus.parse(config_class=TrainPipelineConfig, args=args, exit_on_error=False)
+        # `validate()` re-reads sys.argv for `--policy.path`; show it the offline-equivalent command.
+        with _argv(["lerobot-train", *args]):
+            cfg.validate()
+    except Exception as exc:  # draccus/argparse/LeRobot each raise their own types; the user needs the root cause
+        raise InvalidTrainCommand(f"lerobot-train would reject this command: {_root_cause(exc)}") from exc
     return cfg
+
+
+class InvalidTrainCommand(ValueError):
+    """A preset's command line that LeRobot's config classes refuse."""
+
+
+def _root_cause(exc: BaseException) -> str:
+    messages = []
+    while exc is not None:
+        messages.append(f"{type(exc).__name__}: {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return " <- ".join(reversed(messages[-2:])) if len(messages) > 1 else messages[0]
 
 
 @contextlib.contextmanager
@@ -238,6 +253,7 @@ def command_line(argv: list[str]) -> str:
 
 __all__ = [
     "PRESETS",
+    "InvalidTrainCommand",
     "Preset",
     "TrainOptions",
     "command_line",
