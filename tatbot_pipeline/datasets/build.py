@@ -94,7 +94,14 @@ def build_splits(settings: PipelineSettings, config: SplitConfig) -> SplitResult
                            "lineage": [list(x) for x in merged.lineage]}
         manifest = _manifest(version, config, recordings, selection.skipped, assignment, sides)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        tmp.rename(root)  # a version dir exists only complete
+        try:
+            tmp.rename(root)  # a version dir exists only complete
+        except OSError:
+            if not (root / MANIFEST).exists():
+                raise
+            # another run built the same version meanwhile: identical inputs, so keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+            manifest = json.loads((root / MANIFEST).read_text())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from tatbot_pipeline.recordings.naming import parse_recording_name
-from tatbot_pipeline.recordings.report import ValidationReport
+from tatbot_pipeline.recordings.report import Severity, ValidationReport
 from tatbot_pipeline.recordings.scene import load_scene
 
 log = logging.getLogger(__name__)
@@ -59,14 +59,6 @@ class Selection:
 
     recordings: list[RecordingEntry]
     skipped: dict[str, str] = field(default_factory=dict)  # recording -> reason
-
-    @property
-    def stroke_length(self) -> int:
-        return self.recordings[0].stroke_length
-
-    @property
-    def fps(self) -> int:
-        return self.recordings[0].fps
 
 
 def _comparable(features: dict) -> dict:
@@ -118,7 +110,9 @@ def load_usable_recordings(validation_dir: Path) -> Selection:
     for report_path in sorted(validation_dir.glob("*.json")):
         report = ValidationReport.load(report_path)
         if not report.usable:
-            skipped[report.recording] = f"validation status {report.status.value}"
+            errors = [f.message for f in report.findings if f.severity in (Severity.ERROR, Severity.INCOMPLETE)]
+            detail = f": {'; '.join(errors[:2])}" if errors else ""
+            skipped[report.recording] = f"validation status {report.status.value}{detail}"
             continue
         path = Path(report.path)
         if not (path / "meta" / "info.json").exists():

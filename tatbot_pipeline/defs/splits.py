@@ -4,7 +4,7 @@ from typing import Literal
 
 import dagster as dg
 
-from tatbot_pipeline.datasets.build import build_splits, excluded_markdown
+from tatbot_pipeline.datasets.build import SplitResult, build_splits, excluded_markdown
 from tatbot_pipeline.datasets.split import SplitConfig
 from tatbot_pipeline.defs.resources import PipelineResource
 
@@ -37,7 +37,7 @@ def training_splits(context: dg.AssetExecutionContext, config: SplitRunConfig,
     return dg.MaterializeResult(metadata=split_metadata(result), data_version=dg.DataVersion(result.version))
 
 
-def split_metadata(result) -> dict:
+def split_metadata(result: SplitResult) -> dict:
     m = result.manifest
     metadata: dict = {
         "version": result.version,
@@ -52,10 +52,10 @@ def split_metadata(result) -> dict:
         "config": dg.MetadataValue.json(m["config"]),
     }
     for side in ("train", "val"):
-        info = m["sides"].get(side)
+        info, path = m["sides"].get(side), result.side_path(side)
         metadata[f"{side}_episodes"] = info["episodes"] if info else 0
         metadata[f"{side}_frames"] = info["frames"] if info else 0
-        metadata[f"{side}_path"] = dg.MetadataValue.path(str(result.root / side)) if info else "none"
+        metadata[f"{side}_path"] = dg.MetadataValue.path(str(path)) if path else "none (no episode on this side)"
     if m["topped_up"]:
         metadata["val_topped_up"] = dg.MetadataValue.json(m["topped_up"])
     return metadata

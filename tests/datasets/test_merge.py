@@ -166,3 +166,34 @@ def test_mixed_stroke_lengths_are_refused_with_a_clear_message(settings, validat
     grouped = build_splits(settings, SplitConfig(val_fraction=0.4, salt="test", group_key="stroke_length"))
     assert odd.name in grouped.manifest["skipped"]
     assert odd.name not in grouped.manifest["assignment"]["train"] | grouped.manifest["assignment"]["val"]
+
+
+def test_done_when_real_validation_with_bad_episodes_gives_loadable_splits_of_exactly_the_usable_episodes(
+        settings, recording_copy):
+    """The issue's acceptance: recordings judged by the real `validate_recording`, then split."""
+    from tatbot_pipeline.recordings.validate import validate_recording
+
+    flaky, clean, broken = (recording_copy(rec_name(i)) for i in (1, 2, 3))
+    with open(flaky / "logs/episode_000000.txt", "a") as f:
+        f.write("2025y-08m-09d-17h-02m-11s|tools.stroke|WARNING| ⚠️ Robot is not connected. Attempting to reconnect...\n")
+    (broken / "strokebatch.safetensors").unlink()
+    for rec in (flaky, clean, broken):
+        validate_recording(rec, settle_seconds=0).save(settings.report_path(rec.name))
+
+    result = build_splits(settings, CONFIG)
+    got = []
+    for side in ("train", "val"):
+        ds = load(resolve_latest(settings.splits_dir) / side)
+        lineage = result.manifest["sides"][side]["lineage"]
+        assert ds.num_episodes == len(lineage)
+        got += [tuple(x) for x in lineage]
+    assert sorted(got) == sorted([(flaky.name, e) for e in (1, 2, 3)] + [(clean.name, e) for e in range(4)])
+    assert list(result.manifest["excluded"][flaky.name]) == ["0"]
+    assert result.manifest["skipped"][broken.name].startswith("validation status fail: ")
+
+
+def test_val_fraction_zero_writes_only_train(settings, validated):
+    result = build_splits(settings, SplitConfig(val_fraction=0.0))
+    assert result.manifest["sides"]["val"] is None and not (result.root / "val").exists()
+    assert result.side_path("val") is None
+    assert load(result.side_path("train")).num_episodes == 7

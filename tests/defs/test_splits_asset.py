@@ -5,19 +5,11 @@ from __future__ import annotations
 import json
 
 import dagster as dg
-import pytest
 
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.splits import training_splits
 from tatbot_pipeline.recordings.report import Status
-from tests.datasets.reports import rec_name, write_report
-
-
-@pytest.fixture(autouse=True)
-def _datasets_cache(tmp_path, monkeypatch):
-    import datasets
-
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets")
+from tests.datasets.reports import datasets_cache, rec_name, write_report  # noqa: F401  (autouse fixture)
 
 
 def materialize(settings, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
