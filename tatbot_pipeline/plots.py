@@ -61,3 +61,39 @@ def loss_curve(steps, loss, grad_norm=None):
         twin.set_ylabel("grad norm")
     fig.legend(loc="upper right", fontsize="small")
     return fig
+
+
+def trajectories(recorded: np.ndarray, predicted: np.ndarray, title: str, commanded_label: str = "predicted"):
+    """Recorded vs predicted (or commanded vs observed) joint trajectories, one panel per joint, both arms."""
+    fig, axes = plt.subplots(2, 7, figsize=(16, 4.5), sharex=True)
+    t = np.arange(len(recorded))
+    for j, ax in enumerate(axes.flat):
+        ax.plot(t, recorded[:, j], color="tab:blue", lw=1.5, label="recorded" if commanded_label == "predicted" else "observed")
+        ax.plot(t, predicted[:, j], color="tab:orange", lw=1.2, ls="--", label=commanded_label)
+        ax.set_title(JOINT_NAMES[j].removesuffix(".pos"), fontsize=7)
+        ax.tick_params(labelsize=6)
+    axes.flat[0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def error_summary(abs_errors: np.ndarray, mae_per_chunk_step: list[float]):
+    """Histogram of absolute action errors, per-joint MAE, and MAE vs position inside the action chunk."""
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 3.4))
+    ax1.hist(abs_errors.ravel(), bins=40, color="tab:blue")
+    ax1.set_xlabel("|predicted - recorded| (rad)")
+    ax1.set_ylabel("count")
+    ax1.set_title("error histogram", fontsize=9)
+    mae = abs_errors.mean(axis=0)
+    ax2.barh(np.arange(len(JOINT_NAMES)), mae, color=["tab:blue"] * 7 + ["tab:green"] * 7)
+    ax2.set_yticks(np.arange(len(JOINT_NAMES)), [n.removesuffix(".pos") for n in JOINT_NAMES], fontsize=7)
+    ax2.invert_yaxis()
+    ax2.set_xlabel("MAE (rad)")
+    ax2.set_title("per-joint error", fontsize=9)
+    ax3.plot(np.arange(len(mae_per_chunk_step)), mae_per_chunk_step, marker="o")
+    ax3.set_xlabel("step inside action chunk")
+    ax3.set_ylabel("MAE (rad)")
+    ax3.set_title("error vs chunk step", fontsize=9)
+    fig.tight_layout()
+    return fig
