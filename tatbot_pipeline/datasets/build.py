@@ -89,7 +89,7 @@ def build_splits(settings: PipelineSettings, config: SplitConfig) -> SplitResult
                 continue
             sources = [EpisodeSource(e.name, e.path, tuple(chosen[e.name])) for e in recordings if e.name in chosen]
             log.info("writing %s split: %d episodes from %d recordings", side, assignment.count(side), len(sources))
-            merged = write_merged_dataset(sources, tmp / side, repo_id=f"tatbot/{side}-{version}", cache=cache)
+            merged = write_merged_dataset(sources, tmp / side, cache=cache)
             sides[side] = {"episodes": merged.episodes, "frames": merged.frames, "tasks": merged.tasks,
                            "lineage": [list(x) for x in merged.lineage]}
         manifest = _manifest(version, config, recordings, selection.skipped, assignment, sides)

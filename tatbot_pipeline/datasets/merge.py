@@ -34,9 +34,6 @@ import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
-_INDEX_COLUMNS = ("index", "episode_index", "task_index")
-
-
 @dataclass(frozen=True)
 class EpisodeSource:
     """Episodes `episodes` (source indices) of the LeRobot dataset at `root`; `name` is kept for lineage."""
@@ -56,7 +53,7 @@ class MergedDataset:
 
 
 class SourceCache:
-    """What the train and val merges of one split version share: source tables read once, videos copied once.
+    """What the train and val merges of one split version share: source metadata read once, videos copied once.
 
     train and val reference the same recording videos; the second request for a source file hard-links the first
     copy, which keeps the build at about one copy of the source bytes. Links stay inside the split dir, never
@@ -65,19 +62,13 @@ class SourceCache:
 
     def __init__(self) -> None:
         self._placed: dict[Path, Path] = {}
-        self._tables: dict[tuple, pa.Table] = {}
+        self._tables: dict[tuple[str, Path], pa.Table] = {}  # small meta tables only; data is read per use
         self.durations: dict[tuple[int, int], float] = {}  # (st_dev, st_ino) -> seconds, for check_merged
 
     def episodes(self, root: Path) -> pa.Table:
         key = ("episodes", root)
         if key not in self._tables:
             self._tables[key] = _read_episodes(root)
-        return self._tables[key]
-
-    def data(self, path: Path) -> pa.Table:
-        key = ("data", path)
-        if key not in self._tables:
-            self._tables[key] = pq.read_table(path)
         return self._tables[key]
 
     def task_names(self, root: Path) -> list[str]:
@@ -97,6 +88,36 @@ class SourceCache:
                 pass
         shutil.copyfile(src, dst)
         self._placed[src] = dst
+
+
+class _DataWriter:
+    """Appends re-indexed data tables to data/chunk-XXX/file-YYY.parquet, starting a new file past the size limit.
+
+    A table is never split, so every episode's rows sit in exactly one file (what meta/episodes records).
+    """
+
+    def __init__(self, out: Path, max_bytes: float, chunks_size: int) -> None:
+        self.out, self.max_bytes, self.chunks_size = out, max_bytes, chunks_size
+        self.cursor = (0, 0)
+        self.pending: list[pa.Table] = []
+
+    def append(self, table: pa.Table) -> tuple[int, int]:
+        """Queue `table`; returns the (chunk, file) it will be written to."""
+        if self.pending and sum(t.nbytes for t in self.pending) + table.nbytes > self.max_bytes:
+            self.flush()
+        self.pending.append(table)
+        return self.cursor
+
+    def flush(self) -> None:
+        from lerobot.datasets.utils import DEFAULT_DATA_PATH
+
+        if not self.pending:
+            return
+        path = self.out / DEFAULT_DATA_PATH.format(chunk_index=self.cursor[0], file_index=self.cursor[1])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.concat_tables(self.pending), path, compression="snappy")
+        self.cursor = _chunk_file(self.cursor, self.chunks_size)
+        self.pending = []
 
 
 def _chunk_file(idx: tuple[int, int], chunks_size: int) -> tuple[int, int]:
@@ -146,7 +167,7 @@ def _numpy_column(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def write_merged_dataset(
-    sources: list[EpisodeSource], out: Path, repo_id: str, cache: SourceCache | None = None
+    sources: list[EpisodeSource], out: Path, cache: SourceCache | None = None
 ) -> MergedDataset:
     """Write the chosen episodes of `sources`, in order, as one LeRobot dataset at `out` (must not exist).
 
@@ -164,30 +185,20 @@ def write_merged_dataset(
     info = json.loads((sources[0].root / "meta" / "info.json").read_text())
     features = info["features"]
     chunks_size = int(info["chunks_size"])
-    max_data_bytes = float(info["data_files_size_in_mb"]) * 1024**2
     video_keys = [k for k, f in features.items() if f["dtype"] == "video"]
     numeric_keys = [k for k, f in features.items() if f["dtype"] not in ("video", "image", "string")]
 
-    tasks: dict[str, int] = {}
+    tasks: dict[str, int] = {}  # task string -> new task_index, in order of first use
     lineage: list[tuple[str, int]] = []
-    data_cursor = (0, 0)
-    pending: list[pa.Table] = []
+    writer = _DataWriter(out, float(info["data_files_size_in_mb"]) * 1024**2, chunks_size)
     data_columns: dict[str, list[np.ndarray]] = {k: [] for k in numeric_keys}
     video_cursor: dict[str, tuple[int, int] | None] = {k: None for k in video_keys}
     episode_tables: list[pa.Table] = []
     next_episode = next_index = 0
 
-    def flush() -> None:
-        nonlocal data_cursor, pending
-        path = out / DEFAULT_DATA_PATH.format(chunk_index=data_cursor[0], file_index=data_cursor[1])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.concat_tables(pending), path, compression="snappy")
-        data_cursor = _chunk_file(data_cursor, chunks_size)
-        pending = []
-
     for src in sources:
-        wanted = pa.array(sorted(src.episodes), type=pa.int64())
         all_episodes = cache.episodes(src.root)
+        wanted = pa.array(sorted(src.episodes), type=pa.int64())
         episodes = all_episodes.filter(pc.is_in(all_episodes["episode_index"], value_set=wanted))
         found = episodes["episode_index"].to_pylist()
         if found != sorted(src.episodes):
@@ -196,61 +207,55 @@ def write_merged_dataset(
         ep_map = {old: next_episode + i for i, old in enumerate(found)}
         next_episode += len(found)
         lineage += [(src.name, old) for old in found]
-        src_task_names = cache.task_names(src.root)
         for ep_tasks in episodes["tasks"].to_pylist():
             for task in ep_tasks:
                 tasks.setdefault(task, len(tasks))
-        task_map = np.array([tasks.get(t, -1) for t in src_task_names], dtype=np.int64)
+        task_map = np.array([tasks.get(t, -1) for t in cache.task_names(src.root)], dtype=np.int64)
 
-        # Data: filter each source file to the wanted episodes and re-index; one episode never spans two files.
-        ep_data_file: dict[int, tuple[int, int]] = {}
+        # Data: filter each source file to the wanted episodes and re-index episode/index/task columns.
+        ep_file: dict[int, tuple[int, int]] = {}
         ep_range: dict[int, tuple[int, int]] = {}
         files = sorted(set(zip(episodes["data/chunk_index"].to_pylist(), episodes["data/file_index"].to_pylist())))
         for chunk, file in files:
-            table = cache.data(src.root / DEFAULT_DATA_PATH.format(chunk_index=chunk, file_index=file))
+            table = pq.read_table(src.root / DEFAULT_DATA_PATH.format(chunk_index=chunk, file_index=file))
             table = table.filter(pc.is_in(table["episode_index"], value_set=wanted)).sort_by("index")
             if len(table) == 0:
                 continue
-            if pending and sum(t.nbytes for t in pending) + table.nbytes > max_data_bytes:
-                flush()
-            old_eps = table["episode_index"].to_numpy()
-            new_eps = np.vectorize(ep_map.__getitem__, otypes=[np.int64])(old_eps)
+            new_eps = np.vectorize(ep_map.__getitem__, otypes=[np.int64])(table["episode_index"].to_numpy())
             new_index = np.arange(next_index, next_index + len(table), dtype=np.int64)
-            new_tasks = task_map[table["task_index"].to_numpy()]
             next_index += len(table)
             table = _set_column(table, "episode_index", new_eps)
             table = _set_column(table, "index", new_index)
-            table = _set_column(table, "task_index", new_tasks)
-            pending.append(table)
+            table = _set_column(table, "task_index", task_map[table["task_index"].to_numpy()])
+            where = writer.append(table)
             for key in numeric_keys:
                 data_columns[key].append(_numpy_column(table[key]))
             for ep in np.unique(new_eps):
                 rows = new_index[new_eps == ep]
-                ep_data_file[int(ep)] = data_cursor
+                ep_file[int(ep)] = where
                 ep_range[int(ep)] = (int(rows[0]), int(rows[-1]) + 1)
 
         new_ids = [ep_map[old] for old in found]
-        episodes = _set_column(episodes, "episode_index", new_ids)
-        episodes = _set_column(episodes, "data/chunk_index", [ep_data_file[e][0] for e in new_ids])
-        episodes = _set_column(episodes, "data/file_index", [ep_data_file[e][1] for e in new_ids])
-        episodes = _set_column(episodes, "dataset_from_index", [ep_range[e][0] for e in new_ids])
-        episodes = _set_column(episodes, "dataset_to_index", [ep_range[e][1] for e in new_ids])
-        episodes = _set_column(episodes, "meta/episodes/chunk_index", [0] * len(new_ids))
-        episodes = _set_column(episodes, "meta/episodes/file_index", [0] * len(new_ids))
-        # Per-episode stats of the columns that the re-indexing changed.
+        columns = {
+            "episode_index": new_ids,
+            "data/chunk_index": [ep_file[e][0] for e in new_ids],
+            "data/file_index": [ep_file[e][1] for e in new_ids],
+            "dataset_from_index": [ep_range[e][0] for e in new_ids],
+            "dataset_to_index": [ep_range[e][1] for e in new_ids],
+            "meta/episodes/chunk_index": [0] * len(new_ids),
+            "meta/episodes/file_index": [0] * len(new_ids),
+        }
+        # Per-episode stats of the re-indexed columns (tatbot episodes have exactly one task each).
         task_of = {e: tasks[t[0]] for e, t in zip(new_ids, episodes["tasks"].to_pylist())}
-        for column in _INDEX_COLUMNS:
-            per_ep = []
-            for e in new_ids:
-                lo, hi = ep_range[e]
-                kind, offset = {"index": ("range", lo), "episode_index": ("const", e),
-                                "task_index": ("const", task_of[e])}[column]
-                per_ep.append(_index_stats(kind, hi - lo, offset))
+        per_column = {
+            "index": [_index_stats("range", ep_range[e][1] - ep_range[e][0], ep_range[e][0]) for e in new_ids],
+            "episode_index": [_index_stats("const", ep_range[e][1] - ep_range[e][0], e) for e in new_ids],
+            "task_index": [_index_stats("const", ep_range[e][1] - ep_range[e][0], task_of[e]) for e in new_ids],
+        }
+        for column, per_ep in per_column.items():
             for stat in per_ep[0]:
-                name = f"stats/{column}/{stat}"
-                if name in episodes.schema.names:
-                    episodes = _set_column(episodes, name, [s[stat].tolist() for s in per_ep])
-
+                if f"stats/{column}/{stat}" in episodes.schema.names:
+                    columns[f"stats/{column}/{stat}"] = [s[stat].tolist() for s in per_ep]
         # Videos: whole files, one destination file per source file; the timestamps inside stay valid.
         for key in video_keys:
             pairs = list(zip(episodes[f"videos/{key}/chunk_index"].to_pylist(),
@@ -264,12 +269,13 @@ def write_merged_dataset(
                     src.root / DEFAULT_VIDEO_PATH.format(video_key=key, chunk_index=pair[0], file_index=pair[1]),
                     out / DEFAULT_VIDEO_PATH.format(video_key=key, chunk_index=cursor[0], file_index=cursor[1]),
                 )
-            episodes = _set_column(episodes, f"videos/{key}/chunk_index", [mapping[p][0] for p in pairs])
-            episodes = _set_column(episodes, f"videos/{key}/file_index", [mapping[p][1] for p in pairs])
+            columns[f"videos/{key}/chunk_index"] = [mapping[p][0] for p in pairs]
+            columns[f"videos/{key}/file_index"] = [mapping[p][1] for p in pairs]
+        for name, values in columns.items():
+            episodes = _set_column(episodes, name, values)
         episode_tables.append(episodes)
 
-    if pending:
-        flush()
+    writer.flush()
     schema = episode_tables[0].schema
     episodes_all = pa.concat_tables([t.select(schema.names).cast(schema) for t in episode_tables])
     episodes_path = out / DEFAULT_EPISODES_PATH.format(chunk_index=0, file_index=0)
@@ -293,6 +299,7 @@ def write_merged_dataset(
     )
     write_info(info, out)
     merged = MergedDataset(root=out, episodes=next_episode, frames=next_index, tasks=len(tasks), lineage=lineage)
+    log.info("%s: %d episodes, %d frames from %d recordings", out, next_episode, next_index, len(sources))
     problems = check_merged(out, cache.durations)
     if problems:
         raise RuntimeError(f"{out}: merged dataset is inconsistent, not publishing it: " + "; ".join(problems[:10]))

@@ -136,6 +136,8 @@ def load_usable_recordings(validation_dir: Path) -> Selection:
                 excluded=report.episodes_excluded,
             )
         )
+    for name, reason in skipped.items():
+        log.info("split skips %s: %s", name, reason)
     if not entries:
         raise ValueError(
             f"{validation_dir}: no usable recording among {len(skipped)} report(s) ({skipped}) — "

@@ -146,7 +146,7 @@ def test_check_merged_flags_the_known_gap_of_lerobot_aggregate(settings, validat
 
 
 def test_check_merged_finds_rows_outside_the_named_data_file(settings, validated, tmp_path):
-    merged = write_merged_dataset([EpisodeSource("a", validated["a"], (0, 1))], tmp_path / "m", "local/m")
+    merged = write_merged_dataset([EpisodeSource("a", validated["a"], (0, 1))], tmp_path / "m")
     assert merged.episodes == 2 and merged.frames == 16
     path = tmp_path / "m/meta/episodes/chunk-000/file-000.parquet"
     df = pd.read_parquet(path)
@@ -154,7 +154,7 @@ def test_check_merged_finds_rows_outside_the_named_data_file(settings, validated
     df.to_parquet(path)
     assert any("do not match its index range" in p for p in check_merged(tmp_path / "m"))
     with pytest.raises(FileExistsError, match="already exists"):
-        write_merged_dataset([EpisodeSource("a", validated["a"], (0,))], tmp_path / "m", "local/m")
+        write_merged_dataset([EpisodeSource("a", validated["a"], (0,))], tmp_path / "m")
 
 
 def test_mixed_stroke_lengths_are_refused_with_a_clear_message(settings, validated, recording_copy):
@@ -197,3 +197,26 @@ def test_val_fraction_zero_writes_only_train(settings, validated):
     assert result.manifest["sides"]["val"] is None and not (result.root / "val").exists()
     assert result.side_path("val") is None
     assert load(result.side_path("train")).num_episodes == 7
+
+
+def test_many_files_and_chunks_map_every_episode_to_its_rows_and_frames(settings, recording_copy, tmp_path):
+    """Force a new data file per source and two files per chunk: the chunk/file bookkeeping must follow."""
+    a, b, c = (recording_copy(rec_name(i)) for i in (1, 2, 3))
+    info = json.loads((a / "meta/info.json").read_text())
+    info.update(data_files_size_in_mb=1e-6, chunks_size=2)  # a copy, never the pristine recording
+    (a / "meta/info.json").write_text(json.dumps(info))
+    sources = [EpisodeSource("a", a, (1, 3)), EpisodeSource("b", b, (0,)), EpisodeSource("c", c, (2, 3))]
+    merged = write_merged_dataset(sources, tmp_path / "m")
+    root = tmp_path / "m"
+    assert sorted(str(p.relative_to(root)) for p in (root / "data").rglob("*.parquet")) == [
+        "data/chunk-000/file-000.parquet", "data/chunk-000/file-001.parquet", "data/chunk-001/file-000.parquet"]
+    assert (root / "videos/observation.images.realsense2/chunk-001/file-000.mp4").exists()
+    ds = load(root)
+    srcs = {"a": load(a), "b": load(b), "c": load(c)}
+    for i in range(len(ds)):
+        item = ds[i]
+        name, src_ep = merged.lineage[int(item["episode_index"])]
+        ref = srcs[name][int(srcs[name].meta.episodes[src_ep]["dataset_from_index"]) + int(item["frame_index"])]
+        for key in KEYS:
+            assert torch.equal(item[key], ref[key]), (i, key)
+    assert merged.lineage == [("a", 1), ("a", 3), ("b", 0), ("c", 2), ("c", 3)]
