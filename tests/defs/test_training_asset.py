@@ -1,0 +1,132 @@
+"""The Dagster skin of training: a real tiny `trained_policy` materialization, its blocking health checks, and the
+retraining condition evaluated tick by tick."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from tatbot_pipeline.defs.resources import PipelineResource
+from tatbot_pipeline.defs.training import TRAINING_TAG, retrain_condition, trained_policy
+from tatbot_pipeline.recordings.scene import load_scene, secret_values
+
+
+@pytest.fixture
+def home_with_split(pristine_recording: Path, tmp_path: Path) -> Path:
+    """<home>/splits/latest -> v7, with train/ = the synthetic camera recording and the split builder's manifest."""
+    home = tmp_path / "home"
+    version = home / "splits" / "v7"
+    shutil.copytree(pristine_recording, version / "train")
+    (home / "splits" / "latest").symlink_to("v7", target_is_directory=True)
+    manifest = {"version": "v7", "stroke_length": 8, "recordings": [
+        {"name": pristine_recording.name, "path": str(pristine_recording), "fingerprint": "fp-123"}]}
+    (version / "split.json").write_text(json.dumps(manifest))
+    return home
+
+
+def _materialize(assets, home: Path, steps: int) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        assets,
+        resources={"pipeline": PipelineResource(recordings_dir=str(home / "recordings"), home=str(home))},
+        run_config={"ops": {"trained_policy": {"config": {"preset": "tiny_smolvla", "steps": steps}}}},
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def test_materialize_trains_a_loadable_checkpoint_with_lineage(home_with_split: Path, pristine_recording: Path):
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    result = _materialize([trained_policy], home_with_split, steps=12)
+    assert result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert {name: c.passed for name, c in checks.items()} == {
+        "loss_decreased": True, "grad_norm_stable": True, "batch_sane": True}, {n: c.description for n, c in checks.items()}
+
+    md = result.asset_materializations_for_node("trained_policy")[0].metadata
+    checkpoint = Path(md["checkpoint"].value)
+    run_name = f"tiny_smolvla-{result.run_id[:8]}"
+    assert checkpoint == home_with_split / "outputs" / "train" / run_name / "checkpoints" / "last" / "pretrained_model"
+    assert SmolVLAPolicy.from_pretrained(checkpoint).config.chunk_size == 8
+    assert md["policy_type"].value == "smolvla" and md["steps"].value == 12
+    assert 0 < md["final_loss"].value < 100
+    assert md["split_version"].value == "v7"
+    assert md["split_fingerprints"].value == {pristine_recording.name: "fp-123"}
+    assert "lerobot 0.4.4" in md["code_version"].value
+    assert md["loss_curve"].value.startswith("![loss](data:image/png;base64,")
+    assert "--policy.type=smolvla" in md["command"].value
+    scene_json = json.dumps(md["scene"].value)
+    assert md["scene"].value["design_name"] and not any(s in scene_json for s in secret_values(
+        load_scene(pristine_recording / "scene.yaml")))
+    # The backbone sits under the home at a stable path (the checkpoint refers to it by absolute path).
+    assert (home_with_split / "models" / "tiny_smolvlm" / "config.json").is_file()
+
+
+def test_failed_health_check_blocks_promotion(home_with_split: Path):
+    @dg.asset(deps=[trained_policy])
+    def policy_promotion() -> None:
+        """Stands in for policy_evaluation: must not run after a failed blocking check."""
+
+    result = _materialize([trained_policy, policy_promotion], home_with_split, steps=2)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["loss_decreased"].passed and "need 4" in checks["loss_decreased"].description
+    assert checks["loss_decreased"].severity == dg.AssetCheckSeverity.ERROR
+    materialized = {m.asset_key for m in result.get_asset_materialization_events()}
+    assert dg.AssetKey("trained_policy") in materialized
+    assert dg.AssetKey("policy_promotion") not in {e.asset_key for e in result.get_asset_materialization_events()}
+    assert not result.success
+
+
+# ---- scheduled retraining -------------------------------------------------------------------------------------
+
+
+@dg.asset(name="training_splits")
+def fake_splits() -> None:
+    """Stands in for the real split asset: only its materialization events matter to the condition."""
+
+
+def _at(day: int, hour: int, minute: int = 0) -> datetime:
+    base = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    return base + timedelta(days=day, hours=hour, minutes=minute)
+
+
+def test_retraining_fires_at_the_tick_after_new_data_and_stays_quiet_otherwise():
+    instance = dg.DagsterInstance.ephemeral()
+    policy = trained_policy.map_asset_specs(lambda s: s.replace_attributes(automation_condition=retrain_condition("0 2 * * *")))
+    defs = dg.Definitions(assets=[fake_splits, policy], resources={"pipeline": PipelineResource()})
+    cursor = None
+
+    def tick(when: datetime) -> int:
+        nonlocal cursor
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=when, cursor=cursor,
+                                                   asset_selection=dg.AssetSelection.assets("trained_policy"))
+        cursor = result.cursor
+        return result.get_num_requested(dg.AssetKey("trained_policy"))
+
+    assert tick(_at(0, 1)) == 0  # first evaluation: nothing changed yet
+    instance.report_runless_asset_event(dg.AssetMaterialization("training_splits"))
+    assert tick(_at(0, 1, 30)) == 0  # new data, but no cron tick yet
+    assert tick(_at(0, 2, 1)) == 1  # nightly tick after new data: retrain
+    assert tick(_at(0, 2, 30)) == 0
+    assert tick(_at(1, 2, 1)) == 0  # next night, nothing new: quiet
+    instance.report_runless_asset_event(dg.AssetMaterialization("training_splits"))
+    assert tick(_at(1, 12)) == 0
+    assert tick(_at(2, 2, 1)) == 1
+
+
+def test_definitions_wire_the_sensor_and_job():
+    from tatbot_pipeline.definitions import defs
+
+    sensor = defs.get_sensor_def("training_automation")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert dict(sensor.run_tags) == {TRAINING_TAG: "true"}
+    assert defs.resolve_job_def("train_policy_job").tags[TRAINING_TAG] == "true"
+    spec = defs.resolve_assets_def("trained_policy")
+    assert spec.op.tags[TRAINING_TAG] == "true"
+    assert {c.name for c in spec.check_specs} == {"loss_decreased", "grad_norm_stable", "batch_sane"}
+    assert all(c.blocking for c in spec.check_specs)
