@@ -40,7 +40,7 @@ class Timeline:
     def __init__(self) -> None:
         self.starts: list[float] = []
         self.ends: list[float] = []
-        self.policy_s: list[float] = []
+        self.policy_s: dict[int, float] = {}  # step index -> seconds inside select_action during that step
 
     def factory(self, scene, cameras, enable_realsense):
         robot = SimRobot(cameras=cameras, start=scene.sleep)
@@ -72,7 +72,8 @@ def instrument_select_action(timeline: Timeline):
             try:
                 return select(batch, *a, **kw)
             finally:
-                timeline.policy_s.append(time.perf_counter() - t0)
+                step = len(timeline.starts) - 1  # -1: the warm-up pass before the loop, not a control step
+                timeline.policy_s[step] = timeline.policy_s.get(step, 0.0) + time.perf_counter() - t0
 
         loaded.policy.select_action = timed
         return loaded
@@ -98,7 +99,7 @@ def run(name: str, checkpoint: Path, home: Path, steps: int, fps: int, record_ev
     jitter_ms = np.abs(np.diff(starts) - 1.0 / fps) * 1e3
     send_jitter_ms = np.abs(np.diff(ends) - 1.0 / fps) * 1e3
     busy_ms = (ends - starts) * 1e3
-    policy_ms = np.array(timeline.policy_s[: len(ends)]) * 1e3
+    policy_ms = np.array([timeline.policy_s.get(i, 0.0) for i in range(len(ends))]) * 1e3
     overhead_ms = busy_ms - policy_ms
     return {
         "policy": name, "steps": out.num_steps,
@@ -107,6 +108,7 @@ def run(name: str, checkpoint: Path, home: Path, steps: int, fps: int, record_ev
         "select_action_mean": policy_ms.mean(), "select_action_p99": np.percentile(policy_ms, 99),
         "overhead_p50": np.percentile(overhead_ms, 50), "overhead_mean": overhead_ms.mean(),
         "overhead_p99": np.percentile(overhead_ms, 99),
+        "slowest_steps": sorted(((round(float(ms), 1), i) for i, ms in enumerate(policy_ms)), reverse=True)[:6],
     }
 
 
@@ -137,6 +139,8 @@ def main() -> None:
               f"{r['select_action_mean']:18.3f} {r['select_action_p99']:7.3f} | "
               f"{r['overhead_p50']:12.3f} {r['overhead_mean']:7.3f} {r['overhead_p99']:7.3f} | "
               f"{r['send_jitter_p50']:15.3f} {r['send_jitter_p99']:7.3f}")
+    for r in rows:
+        print(f"{r['policy']}: slowest select_action (ms, step): {r['slowest_steps']}")
     for r in rows:
         print(f"{r['policy']}: p99 jitter {r['jitter_p99']:.2f} ms = {r['jitter_p99'] / 5:.2f}x the 5 ms target; "
               f"mean overhead {r['overhead_mean']:.2f} ms/step = {r['overhead_mean'] / 2:.2f}x the 2 ms target")

@@ -134,8 +134,10 @@ def _vla_infer(
     progress(0.03, f"loading {req.policy} policy from {checkpoint}")
     policy = load_policy(checkpoint, req.policy, device)
     task = req.task_prompt or scene.task
+    progress(0.05, "first forward pass")
+    first_action = warm_up(policy, scene, task)
     if req.dry_run:
-        return _dry_run(policy, scene, task, req, notes)
+        return _dry_run(first_action, policy, scene, req, notes)
     if stop is not None and stop.is_set():
         return VLAInferOutput(success=False, message="; ".join([*notes, "cancelled by the client before the robot moved"]))
 
@@ -253,12 +255,18 @@ def _return_to_ready(robot: Robot, scene: RobotScene) -> str | None:
     return problem
 
 
-def _dry_run(policy: LoadedPolicy, scene: RobotScene, task: str, req: VLAInferInput, notes: list[str]) -> VLAInferOutput:
-    """One forward pass on a simulated observation at the ready pose: no robot is connected, nothing moves."""
+def warm_up(policy: LoadedPolicy, scene: RobotScene, task: str) -> np.ndarray:
+    """One forward pass on a simulated observation at the ready pose, then a reset: the first call is the slow one
+    (allocations, lazy init), and it must not stall the first control step. Connects no robot, moves nothing."""
     with SimRobot(cameras=policy.cameras, start=scene.ready) as sim:
         frame = observation_frame(sim.observe(), policy.cameras)
     action = policy.act(frame, task)
     policy.reset()
+    return action
+
+
+def _dry_run(action: np.ndarray, policy: LoadedPolicy, scene: RobotScene, req: VLAInferInput, notes: list[str]) -> VLAInferOutput:
+    """The warm-up pass is the dry run: report whether its action would pass the safety envelope unchanged."""
     try:
         safe = SafetyEnvelope.for_tatbot(req.fps).apply(action, scene.ready)
     except UnsafeAction as e:
