@@ -5,11 +5,13 @@ import dagster as dg
 from tatbot_pipeline.defs import ingestion
 from tatbot_pipeline.defs import splits
 from tatbot_pipeline.defs import training
+from tatbot_pipeline.defs import evaluation
 from tatbot_pipeline.defs.resources import default_resources
 
 defs = dg.Definitions.merge(
     ingestion.defs,
     splits.defs,
     training.defs,
+    evaluation.defs,
     dg.Definitions(resources=default_resources()),
 )

@@ -1,0 +1,87 @@
+"""`policy_evaluation` in Dagster: reads the latest checkpoint from the instance, honours training health, promotes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from tatbot_pipeline.defs.evaluation import policy_evaluation
+from tatbot_pipeline.defs.resources import PipelineResource
+from tatbot_pipeline.defs.training import CHECKS
+from tatbot_pipeline.evaluation.gate import read_promoted
+
+LOOSE = {"max_mae": 1e9, "max_joint_mae": 1e9, "latency_budget_ms": 1e9, "max_episodes": 1}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, pristine_recording: Path) -> tuple[Path, Path]:
+    from tatbot_pipeline.training.tiny import save_tiny_smolvla_checkpoint
+
+    home = tmp_path_factory.mktemp("home")
+    ckpt = save_tiny_smolvla_checkpoint(home / "outputs/train/r1/checkpoints/last/pretrained_model", pristine_recording)
+    shutil.copytree(pristine_recording, home / "splits" / "v1" / "val")
+    (home / "splits" / "latest").symlink_to("v1")
+    return home, ckpt
+
+
+def _report_training(instance, ckpt: Path, failed: set[str] = frozenset()) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization("trained_policy", metadata={
+        "checkpoint": dg.MetadataValue.path(str(ckpt)), "split_version": "v1", "preset": "tiny_smolvla"}))
+    for name in CHECKS:
+        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey("trained_policy"), check_name=name, passed=name not in failed))
+
+
+def _evaluate(instance, home: Path, config: dict) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [policy_evaluation], instance=instance, raise_on_error=False,
+        resources={"pipeline": PipelineResource(home=str(home), recordings_dir=str(home / "none"))},
+        run_config={"ops": {"policy_evaluation": {"config": config}}},
+    )
+
+
+def test_healthy_checkpoint_within_thresholds_is_promoted(home):
+    home, ckpt = home
+    with dg.instance_for_test() as instance:
+        _report_training(instance, ckpt)
+        result = _evaluate(instance, home, LOOSE)
+        assert result.success
+        [mat] = result.get_asset_materialization_events()
+        meta = mat.materialization.metadata
+        assert meta["promoted"].value is True and meta["val_frames"].value == 8
+        assert "left.joint_0.pos" in meta["per_joint_error"].value
+        assert meta["plots"].value.count("data:image/png;base64,") == 2  # error summary + one episode (max_episodes=1)
+        assert "| 1 |" in meta["leaderboard"].value
+        [check] = result.get_asset_check_evaluations()
+        assert check.check_name == "promotion_gate" and check.passed
+    assert read_promoted(home)["checkpoint"] == str(ckpt)
+
+
+def test_failed_health_or_threshold_blocks_promotion(home, tmp_path: Path):
+    home, ckpt = home
+    fresh_home = tmp_path / "home"
+    shutil.copytree(home, fresh_home, symlinks=True)
+    (fresh_home / "promoted.json").unlink(missing_ok=True)
+    with dg.instance_for_test() as instance:
+        _report_training(instance, ckpt, failed={"grad_norm_stable"})
+        sick = _evaluate(instance, fresh_home, LOOSE)
+        [check] = sick.get_asset_check_evaluations()
+        assert not check.passed and "grad_norm_stable failed" in check.description
+        assert check.severity == dg.AssetCheckSeverity.WARN
+
+        _report_training(instance, ckpt)
+        too_strict = _evaluate(instance, fresh_home, {**LOOSE, "max_mae": 0.0})
+        [check] = too_strict.get_asset_check_evaluations()
+        assert not check.passed and "mean action error" in check.description
+    assert read_promoted(fresh_home) is None
+
+
+def test_without_a_trained_policy_the_run_fails_clearly(tmp_path: Path):
+    with dg.instance_for_test() as instance:
+        result = _evaluate(instance, tmp_path, LOOSE)
+        assert not result.success
+        [failure] = [e for e in result.all_events if e.is_step_failure]
+        assert "materialize trained_policy first" in failure.step_failure_data.error.message

@@ -1,0 +1,80 @@
+"""Offline evaluation of a tiny SmolVLA checkpoint on held-out episodes, and the promotion gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tatbot_pipeline.evaluation.gate import Thresholds, decide, leaderboard_markdown, read_promoted, record
+from tatbot_pipeline.evaluation.metrics import action_errors
+from tatbot_pipeline.evaluation.offline import evaluate_checkpoint
+from tatbot_pipeline.plots import error_summary, png_markdown, trajectories
+
+
+@pytest.fixture(scope="module")
+def smolvla_eval(tmp_path_factory, pristine_recording: Path):
+    from tatbot_pipeline.training.tiny import save_tiny_smolvla_checkpoint
+
+    home = tmp_path_factory.mktemp("evalhome")
+    ckpt = save_tiny_smolvla_checkpoint(home / "outputs/train/tiny/checkpoints/last/pretrained_model", pristine_recording)
+    return home, evaluate_checkpoint(ckpt, pristine_recording, device="cpu", max_episodes=2)
+
+
+def test_replay_covers_the_episodes_and_metrics_agree_with_the_traces(smolvla_eval, pristine_recording: Path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    _, result = smolvla_eval
+    assert result.policy_type == "smolvla" and result.device == "cpu"
+    assert result.episodes == 2 and result.frames == 16  # 2 episodes x stroke_length 8
+    assert result.latency.calls == 16 and result.latency.max_s >= result.latency.p95_s > 0
+    ds = LeRobotDataset("x", root=pristine_recording, video_backend="pyav")
+    recorded = np.stack(ds.hf_dataset["action"][:16])
+    np.testing.assert_allclose(np.concatenate([t.recorded for t in result.traces]), recorded, atol=1e-6)
+    predicted = np.concatenate([t.predicted for t in result.traces])
+    assert predicted.shape == (16, 14) and np.isfinite(predicted).all()
+    again = action_errors(predicted, recorded, np.tile(np.arange(8), 2))
+    assert result.errors.mae == pytest.approx(again.mae)
+    assert result.errors.mae_per_joint == pytest.approx(again.mae_per_joint)
+    assert len(result.errors.mae_per_chunk_step) == 8  # n_action_steps = stroke_length
+
+
+def test_gate_rejects_on_each_threshold_and_on_failed_health(smolvla_eval):
+    _, result = smolvla_eval
+    loose = Thresholds(max_mae=1e9, max_joint_mae=1e9, latency_budget_s=1e9)
+    assert decide(result, loose, health_passed=True).promoted
+    strict_error = decide(result, Thresholds(max_mae=0.0, max_joint_mae=1e9, latency_budget_s=1e9), health_passed=True)
+    assert not strict_error.promoted and "mean action error" in strict_error.reasons[0]
+    strict_joint = decide(result, Thresholds(max_mae=1e9, max_joint_mae=0.0, latency_budget_s=1e9), health_passed=True)
+    assert not strict_joint.promoted and ".pos error" in strict_joint.reasons[0]
+    slow = decide(result, Thresholds(max_mae=1e9, max_joint_mae=1e9, latency_budget_s=1e-9), health_passed=True)
+    assert not slow.promoted and "p95 latency" in slow.reasons[0]
+    sick = decide(result, loose, health_passed=False, health_note="loss_decreased failed")
+    assert not sick.promoted and "loss_decreased" in sick.reasons[0]
+
+
+def test_record_promotes_only_passing_checkpoints(smolvla_eval, tmp_path: Path):
+    _, result = smolvla_eval
+    loose = Thresholds(max_mae=1e9, max_joint_mae=1e9, latency_budget_s=1e9)
+    board = record(tmp_path, result, decide(result, loose, True), loose, {"split_version": "v1"})
+    assert read_promoted(tmp_path)["checkpoint"] == result.checkpoint
+    assert board[0]["promoted"] and board[0]["split_version"] == "v1"
+
+    rejected = type(result)(**{**result.__dict__, "checkpoint": "/elsewhere/pretrained_model"})
+    board = record(tmp_path, rejected, decide(rejected, loose, False), loose, {})
+    assert read_promoted(tmp_path)["checkpoint"] == result.checkpoint  # the rejected one did not take its place
+    assert [e["promoted"] for e in board] == [True, False]
+    table = leaderboard_markdown(board)
+    assert table.count("\n") == 3 and "no: training health checks did not pass" in table
+    assert json.loads((tmp_path / "outputs/eval/leaderboard.json").read_text()) == board
+
+
+def test_plots_render(smolvla_eval):
+    _, result = smolvla_eval
+    trace = result.traces[0]
+    md = png_markdown(trajectories(trace.recorded, trace.predicted, "episode 0"), "traj")
+    assert md.startswith("![traj](data:image/png;base64,") and len(md) > 5000
+    errs = np.abs(np.concatenate([t.predicted - t.recorded for t in result.traces]))
+    assert len(png_markdown(error_summary(errs, result.errors.mae_per_chunk_step))) > 5000
