@@ -216,16 +216,24 @@ def test_cancel_stops_the_loop_and_returns_to_ready(url, act_checkpoint, sim, se
                 tg.cancel_scope.cancel()
 
     anyio.run(main)
-    deadline = time.monotonic() + 30
-    while len(service.history) == before and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_history(service, before)
     last = service.history[-1]
     assert not last.success and "cancelled by the client" in last.message
     assert 3 <= last.num_steps < 1000
     assert_parked(sim.robots[-1])
 
 
-def test_a_second_concurrent_rollout_is_refused(url, act_checkpoint, sim):
+def wait_for_history(service: RolloutService, before: int) -> None:
+    """A cancelled call gets no answer; the server keeps the run's output once the robot is parked."""
+    deadline = time.monotonic() + 30
+    while len(service.history) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(service.history) > before, "the cancelled rollout never finished"
+
+
+def test_a_second_concurrent_rollout_is_refused(url, act_checkpoint, sim, service):
+    before = len(service.history)
+
     async def main():
         async with mcp_session(url) as first, mcp_session(url) as second:
             running = anyio.Event()
@@ -245,7 +253,9 @@ def test_a_second_concurrent_rollout_is_refused(url, act_checkpoint, sim):
 
     result = out(anyio.run(main))
     assert not result["success"] and "another rollout is already running on the sim robot" in result["message"]
-    time.sleep(0.5)  # let the cancelled first run park
+    wait_for_history(service, before + 1)  # the refusal is in the history too; then the cancelled first run
+    assert "cancelled by the client" in service.history[-1].message
+    assert_parked(sim.robots[-1])
 
 
 def test_checkpoint_outside_the_allowed_roots_is_refused(url, act_checkpoint, tmp_path):
