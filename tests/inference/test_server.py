@@ -100,6 +100,9 @@ def test_tool_schema_is_the_seeds(url):
     assert tool.name == "vla_infer"
     assert list(tool.input_schema["properties"]) == list(VLAInferInput.model_fields)
     assert sorted(tool.input_schema["required"]) == ["checkpoint_path", "policy"]
+    for name, field in VLAInferInput.model_fields.items():  # the tool's flat signature cannot drift from the core's
+        if not field.is_required():
+            assert tool.input_schema["properties"][name]["default"] == field.default, name
     assert set(tool.output_schema["properties"]) == {"success", "message", "num_steps", "eval_dir"}
 
 
