@@ -80,18 +80,18 @@ def build_splits(settings: PipelineSettings, config: SplitConfig) -> SplitResult
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        cache = SourceCache()
         sides = {}
-        for side in SIDES:
-            chosen = assignment.side(side)
-            if not chosen:
-                sides[side] = None
-                continue
-            sources = [EpisodeSource(e.name, e.path, tuple(chosen[e.name])) for e in recordings if e.name in chosen]
-            log.info("writing %s split: %d episodes from %d recordings", side, assignment.count(side), len(sources))
-            merged = write_merged_dataset(sources, tmp / side, cache=cache)
-            sides[side] = {"episodes": merged.episodes, "frames": merged.frames, "tasks": merged.tasks,
-                           "lineage": [list(x) for x in merged.lineage]}
+        with SourceCache() as cache:
+            for side in SIDES:
+                chosen = assignment.side(side)
+                if not chosen:
+                    sides[side] = None
+                    continue
+                sources = [EpisodeSource(e.name, e.path, tuple(chosen[e.name])) for e in recordings if e.name in chosen]
+                log.info("writing %s split: %d episodes from %d recordings", side, assignment.count(side), len(sources))
+                merged = write_merged_dataset(sources, tmp / side, cache=cache)
+                sides[side] = {"episodes": merged.episodes, "frames": merged.frames, "tasks": merged.tasks,
+                               "lineage": [list(x) for x in merged.lineage]}
         manifest = _manifest(version, config, recordings, selection.skipped, assignment, sides)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         try:

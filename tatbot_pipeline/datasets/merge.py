@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,13 +58,22 @@ class SourceCache:
 
     train and val reference the same recording videos; the second request for a source file hard-links the first
     copy, which keeps the build at about one copy of the source bytes. Links stay inside the split dir, never
-    into the recordings root.
+    into the recordings root. Copies run on background threads (sendfile releases the GIL) while the parquet
+    work goes on; `wait` joins them. Use as a context manager so the threads always stop.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, copy_threads: int = 2) -> None:
         self._placed: dict[Path, Path] = {}
         self._tables: dict[tuple[str, Path], pa.Table] = {}  # small meta tables only; data is read per use
+        self._pool = ThreadPoolExecutor(max_workers=copy_threads, thread_name_prefix="split-copy")
+        self._pending: list[Future] = []
         self.durations: dict[tuple[int, int], float] = {}  # (st_dev, st_ino) -> seconds, for check_merged
+
+    def __enter__(self) -> "SourceCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def episodes(self, root: Path) -> pa.Table:
         key = ("episodes", root)
@@ -78,16 +88,23 @@ class SourceCache:
         return self._tables[key].to_pandas().sort_values("task_index").index.tolist()  # LeRobot: index = task
 
     def place(self, src: Path, dst: Path) -> None:
+        """Copy `src` to `dst` in the background, or hard-link an earlier (finished) copy of it."""
         dst.parent.mkdir(parents=True, exist_ok=True)
         first = self._placed.get(src)
-        if first is not None:
+        if first is not None and first.exists():
             try:
                 os.link(first, dst)
                 return
             except OSError:  # filesystem without hard links: fall back to a copy
                 pass
-        shutil.copyfile(src, dst)
-        self._placed[src] = dst
+        self._pending.append(self._pool.submit(shutil.copyfile, src, dst))
+        self._placed.setdefault(src, dst)
+
+    def wait(self) -> None:
+        """Block until every queued copy is on disk; re-raises the first copy error."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
 
 
 class _DataWriter:
@@ -181,7 +198,9 @@ def write_merged_dataset(
         raise FileExistsError(f"{out}: already exists — merged datasets are written once; delete it to rebuild")
     if not sources or not any(s.episodes for s in sources):
         raise ValueError(f"{out}: no episodes to merge")
-    cache = cache or SourceCache()
+    if cache is None:
+        with SourceCache() as own:
+            return write_merged_dataset(sources, out, own)
     info = json.loads((sources[0].root / "meta" / "info.json").read_text())
     features = info["features"]
     chunks_size = int(info["chunks_size"])
@@ -300,6 +319,7 @@ def write_merged_dataset(
     write_info(info, out)
     merged = MergedDataset(root=out, episodes=next_episode, frames=next_index, tasks=len(tasks), lineage=lineage)
     log.info("%s: %d episodes, %d frames from %d recordings", out, next_episode, next_index, len(sources))
+    cache.wait()
     problems = check_merged(out, cache.durations)
     if problems:
         raise RuntimeError(f"{out}: merged dataset is inconsistent, not publishing it: " + "; ".join(problems[:10]))
@@ -322,62 +342,70 @@ def check_merged(root: Path, durations: dict[tuple[int, int], float] | None = No
     """Problems in a merged dataset's bookkeeping (empty list = consistent).
 
     Catches what merges get wrong: episode rows not in the data file the metadata names, holes in `index`,
-    task indices without a task, video time ranges past the end of the file, stale index stats.
+    task indices that do not match the episode's task, video time ranges past the end of the file, stale index
+    stats. Reads only the bookkeeping columns, so it stays cheap next to copying the videos.
     """
     from lerobot.datasets.utils import DEFAULT_DATA_PATH, DEFAULT_VIDEO_PATH
     from lerobot.datasets.video_utils import get_video_duration_in_s
 
     info = json.loads((root / "meta" / "info.json").read_text())
     stats = json.loads((root / "meta" / "stats.json").read_text())
-    episodes = _read_episodes(root).to_pylist()
-    tasks = pd.read_parquet(root / "meta" / "tasks.parquet").sort_values("task_index")
+    video_keys = [k for k, f in info["features"].items() if f["dtype"] == "video"]
+    columns = ["episode_index", "tasks", "length", "data/chunk_index", "data/file_index", "dataset_from_index",
+               "dataset_to_index"] + [f"videos/{k}/{c}" for k in video_keys
+                                      for c in ("chunk_index", "file_index", "to_timestamp")]
+    files = sorted((root / "meta" / "episodes").glob("*/*.parquet"))
+    episodes = pa.concat_tables([pq.read_table(f, columns=columns) for f in files]).sort_by("episode_index")
+    ep = {c: episodes[c].to_pylist() for c in columns}
+    task_names = pq.read_table(root / "meta" / "tasks.parquet").to_pandas().sort_values("task_index")
     problems: list[str] = []
-    if [e["episode_index"] for e in episodes] != list(range(info["total_episodes"])):
-        problems.append(f"episode indices are not 0..{info['total_episodes'] - 1}")
-    if list(tasks["task_index"]) != list(range(info["total_tasks"])):
+    n_eps, n_frames = info["total_episodes"], info["total_frames"]
+    if ep["episode_index"] != list(range(n_eps)):
+        problems.append(f"episode indices are not 0..{n_eps - 1}")
+    if list(task_names["task_index"]) != list(range(info["total_tasks"])):
         problems.append("task indices are not contiguous")
-    data_files: dict[tuple[int, int], pd.DataFrame] = {}
-    frames = 0
+    if sum(ep["length"]) != n_frames:
+        problems.append(f"episodes hold {sum(ep['length'])} frames, info.json says {n_frames}")
+
+    rows_total = 0
+    by_file: dict[tuple[int, int], list[int]] = {}
+    for i in range(len(ep["episode_index"])):
+        by_file.setdefault((ep["data/chunk_index"][i], ep["data/file_index"][i]), []).append(i)
+    for (chunk, file), members in sorted(by_file.items()):
+        path = root / DEFAULT_DATA_PATH.format(chunk_index=chunk, file_index=file)
+        if not path.exists():
+            problems.append(f"episodes {[ep['episode_index'][i] for i in members]}: data file {path.name} missing")
+            continue
+        data = pq.read_table(path, columns=["index", "episode_index", "frame_index", "task_index"])
+        rows_total += len(data)
+        ep_col, idx, frame, task = (data[c].to_numpy() for c in ("episode_index", "index", "frame_index", "task_index"))
+        for i in members:
+            e, lo, hi = ep["episode_index"][i], ep["dataset_from_index"][i], ep["dataset_to_index"][i]
+            mask = ep_col == e
+            if not np.array_equal(idx[mask], np.arange(lo, hi)) or hi - lo != ep["length"][i]:
+                problems.append(f"episode {e}: rows in data file ({chunk}, {file}) do not match its index range")
+            elif not np.array_equal(frame[mask], np.arange(hi - lo)):
+                problems.append(f"episode {e}: frame_index is not 0..{hi - lo - 1}")
+            elif set(task_names.index[np.unique(task[mask])]) != set(ep["tasks"][i]):
+                problems.append(f"episode {e}: task_index does not match tasks {ep['tasks'][i]}")
+    if rows_total != n_frames:
+        problems.append(f"data files hold {rows_total} rows for {n_frames} frames")
+
     durations = {} if durations is None else durations
-    fps = info["fps"]
-    for ep in episodes:
-        key = (ep["data/chunk_index"], ep["data/file_index"])
-        if key not in data_files:
-            path = root / DEFAULT_DATA_PATH.format(chunk_index=key[0], file_index=key[1])
+    for key in video_keys:
+        for i, e in enumerate(ep["episode_index"]):
+            chunk, file = ep[f"videos/{key}/chunk_index"][i], ep[f"videos/{key}/file_index"][i]
+            path = root / DEFAULT_VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=file)
             if not path.exists():
-                problems.append(f"episode {ep['episode_index']}: data file {path.name} {key} missing")
+                problems.append(f"episode {e}: video {path.relative_to(root)} missing")
                 continue
-            data_files[key] = pd.read_parquet(path, columns=["index", "episode_index", "frame_index", "task_index"])
-        df = data_files[key]
-        rows = df[df["episode_index"] == ep["episode_index"]]
-        n = ep["length"]
-        frames += n
-        if list(rows["index"]) != list(range(ep["dataset_from_index"], ep["dataset_to_index"])) or len(rows) != n:
-            problems.append(f"episode {ep['episode_index']}: rows in data file {key} do not match its index range")
-        elif list(rows["frame_index"]) != list(range(n)):
-            problems.append(f"episode {ep['episode_index']}: frame_index is not 0..{n - 1}")
-        task_names = set(tasks.index[rows["task_index"].unique()]) if len(rows) else set()
-        if task_names != set(ep["tasks"]):
-            problems.append(f"episode {ep['episode_index']}: task_index does not match tasks {ep['tasks']}")
-        for vkey in (k for k, f in info["features"].items() if f["dtype"] == "video"):
-            vpath = root / DEFAULT_VIDEO_PATH.format(
-                video_key=vkey, chunk_index=ep[f"videos/{vkey}/chunk_index"], file_index=ep[f"videos/{vkey}/file_index"]
-            )
-            if not vpath.exists():
-                problems.append(f"episode {ep['episode_index']}: video {vpath.relative_to(root)} missing")
-                continue
-            st = vpath.stat()
+            st = path.stat()
             if (st.st_dev, st.st_ino) not in durations:  # hard-linked copies are probed once
-                durations[(st.st_dev, st.st_ino)] = get_video_duration_in_s(vpath)
-            if ep[f"videos/{vkey}/to_timestamp"] > durations[(st.st_dev, st.st_ino)] + 1.0 / fps:
-                problems.append(f"episode {ep['episode_index']}: {vkey} ends after the end of {vpath.name}")
-    if frames != info["total_frames"]:
-        problems.append(f"episodes hold {frames} frames, info.json says {info['total_frames']}")
-    total_rows = sum(len(df) for df in data_files.values())
-    if total_rows != frames:
-        problems.append(f"data files hold {total_rows} rows for {frames} episode frames")
-    expected = {"index": (0, info["total_frames"] - 1), "episode_index": (0, info["total_episodes"] - 1)}
-    for column, (lo, hi) in expected.items():
-        if [stats[column]["min"][0], stats[column]["max"][0]] != [lo, hi]:
-            problems.append(f"stats.json {column} min/max {stats[column]['min']}/{stats[column]['max']} != {lo}/{hi}")
+                durations[(st.st_dev, st.st_ino)] = get_video_duration_in_s(path)
+            if ep[f"videos/{key}/to_timestamp"][i] > durations[(st.st_dev, st.st_ino)] + 1.0 / info["fps"]:
+                problems.append(f"episode {e}: {key} ends after the end of {path.relative_to(root)}")
+
+    for column, hi in (("index", n_frames - 1), ("episode_index", n_eps - 1)):
+        if [stats[column]["min"][0], stats[column]["max"][0]] != [0, hi]:
+            problems.append(f"stats.json {column} min/max {stats[column]['min']}/{stats[column]['max']} != 0/{hi}")
     return problems

@@ -162,7 +162,9 @@ def check_compatible(selection: Selection, group_key: str = "", group_value: str
             groups[entry.key(group_key)].append(entry)
         if group_value:
             if group_value not in groups:
-                raise ValueError(f"group_value={group_value!r} matches no recording; {group_key} values: {sorted(groups)}")
+                raise ValueError(
+                    f"group_value={group_value!r} matches no recording; {group_key} values: {sorted(groups)}"
+                )
             chosen = group_value
         else:
             chosen = max(sorted(groups), key=lambda k: sum(len(e.episodes) for e in groups[k]))

@@ -26,7 +26,8 @@ def test_training_splits_builds_train_and_val_from_usable_episodes(settings, rec
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     a, b, bad = (recording_copy(rec_name(i)) for i in (1, 2, 3))
-    write_report(settings, a, excluded={1: "arm disconnected (sleep pose)", 2: "black frame"}, summary={"design_name": "flower"})
+    write_report(settings, a, excluded={1: "arm disconnected (sleep pose)", 2: "black frame"},
+                 summary={"design_name": "flower"})
     write_report(settings, b, summary={"design_name": "snail"})
     write_report(settings, bad, status=Status.FAIL)
 
