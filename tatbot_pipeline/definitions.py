@@ -6,6 +6,7 @@ from tatbot_pipeline.defs import ingestion
 from tatbot_pipeline.defs import splits
 from tatbot_pipeline.defs import training
 from tatbot_pipeline.defs import evaluation
+from tatbot_pipeline.defs import robot
 from tatbot_pipeline.defs.resources import default_resources
 
 defs = dg.Definitions.merge(
@@ -13,5 +14,6 @@ defs = dg.Definitions.merge(
     splits.defs,
     training.defs,
     evaluation.defs,
+    robot.defs,
     dg.Definitions(resources=default_resources()),
 )

@@ -1,0 +1,57 @@
+"""Call `vla_infer` on a robot node's MCP server, streaming its progress to a callback.
+
+Used by the `robot_eval` job; plain asyncio + the official `mcp` client, so it works from any Python process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from tatbot_pipeline.inference.rollout import VLAInferOutput
+
+Progress = Callable[[float, str], None]
+
+
+class RobotNodeError(RuntimeError):
+    """The robot node could not be reached or refused the call (auth, validation); the message says which."""
+
+
+async def _call(url: str, token: str | None, arguments: dict[str, Any], on_progress: Progress, timeout_s: float) -> VLAInferOutput:
+    import httpx2
+    from mcp.client import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        on_progress(done / (total or 1.0), message or "")
+
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=timeout_s)) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                result = await session.call_tool("vla_infer", arguments, progress_callback=progress)
+    if result.is_error:
+        text = " ".join(getattr(c, "text", "") for c in result.content).strip()
+        raise RobotNodeError(f"vla_infer refused on {url}: {text or 'no message'}")
+    payload = result.structured_content or json.loads(result.content[0].text)
+    return VLAInferOutput.model_validate(payload)
+
+
+def call_vla_infer(url: str, arguments: dict[str, Any], token: str | None = None, on_progress: Progress | None = None,
+                   timeout_s: float = 3600.0) -> VLAInferOutput:
+    """Blocking call of the `vla_infer` tool. Connection and auth problems raise RobotNodeError with the URL."""
+    try:
+        return anyio.run(_call, url, token, arguments, on_progress or (lambda f, m: None), timeout_s)
+    except RobotNodeError:
+        raise
+    except Exception as e:  # boundary: httpx/anyio errors arrive wrapped in exception groups; name the node instead
+        leaf = e
+        while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
+            leaf = leaf.exceptions[0]
+        hint = " (wrong or missing token?)" if "401" in str(leaf) or "403" in str(leaf) else ""
+        raise RobotNodeError(f"cannot run vla_infer on {url}: {type(leaf).__name__}: {leaf}{hint}") from e

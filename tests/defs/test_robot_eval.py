@@ -1,0 +1,114 @@
+"""`robot_eval` end to end against the embedded sim node: in-process, and as users run it from the repo root."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+from tatbot_pipeline.definitions import defs
+from tatbot_pipeline.defs.resources import PipelineResource
+from tatbot_pipeline.defs.robot import RobotNode, robot_eval
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, pristine_recording: Path) -> Path:
+    """A pipeline home with a tiny SmolVLA checkpoint promoted, as policy_evaluation leaves it."""
+    from tatbot_pipeline.training.tiny import save_tiny_smolvla_checkpoint
+
+    home = tmp_path_factory.mktemp("home")
+    ckpt = save_tiny_smolvla_checkpoint(home / "outputs/train/tiny-1/checkpoints/last/pretrained_model", pristine_recording)
+    (home / "promoted.json").write_text(json.dumps({"checkpoint": str(ckpt), "mae": 0.1}))
+    return home
+
+
+def _run(instance, home: Path, config: dict | None = None) -> dg.ExecuteInProcessResult:
+    return robot_eval.execute_in_process(
+        instance=instance, raise_on_error=False,
+        resources={"pipeline": PipelineResource(home=str(home), recordings_dir=str(home / "none")), "robot_node": RobotNode()},
+        run_config={"ops": {"resolve_checkpoint": {"config": {"device": "cpu", "max_steps": 12, **(config or {})}}}},
+    )
+
+
+def test_rollout_of_the_promoted_checkpoint_becomes_an_eval_dataset_partition(home: Path):
+    with dg.instance_for_test() as instance:
+        result = _run(instance, home)
+        assert result.success
+        [mat] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("eval_dataset")]
+        partition = mat.materialization.partition
+        assert partition.startswith("vla-eval-default-")
+        assert instance.get_dynamic_partitions("eval_runs") == [partition]
+        meta = mat.materialization.metadata
+        assert meta["success"].value is True and meta["num_steps"].value == 12
+        assert meta["node"].value == "hog" and meta["checkpoint"].value.endswith("pretrained_model")
+        assert meta["commanded_vs_observed"].value.startswith("![commanded vs observed](data:image/png")
+        ds = LeRobotDataset("local/eval", root=meta["path"].value, video_backend="pyav")
+        assert ds.num_frames == 12
+        assert (home / "deployed" / "tiny-1-last" / "model.safetensors").exists()
+        logs = "".join(e.user_message for e in instance.all_logs(result.run_id))
+        assert "[hog" in logs and "step" in logs  # progress streamed from the node into the run log
+
+
+def test_eval_dataset_lineage_reaches_the_recordings():
+    graph = defs.resolve_asset_graph()
+    chain, key = [], dg.AssetKey("eval_dataset")
+    while True:
+        chain.append(key.path[-1])
+        parents = graph.get(key).parent_keys
+        if not parents:
+            break
+        key = sorted(parents)[0]
+    assert chain == ["eval_dataset", "trained_policy", "training_splits", "recording_validation", "stroke_recording"]
+
+
+def test_bad_checkpoint_fails_before_anything_moves(home: Path, tmp_path: Path):
+    with dg.instance_for_test() as instance:
+        result = _run(instance, home, {"checkpoint": str(tmp_path / "nope")})
+        assert not result.success
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert failure.step_key == "check_checkpoint_op"
+        assert "does not exist" in failure.step_failure_data.error.message
+        executed = {e.step_key for e in result.all_events if e.is_step_start}
+        assert "deploy_checkpoint" not in executed and "run_vla_infer" not in executed
+
+
+def test_failed_rollout_fails_the_run_with_the_tools_message(home: Path, pristine_recording: Path):
+    """A policy gone bad (NaN actions): the safety envelope stops the loop, the run fails with the tool's message."""
+    from tests.inference.checkpoints import poison_with_nan, save_tiny_act_checkpoint
+
+    act = save_tiny_act_checkpoint(home / "outputs/train/act-ok/checkpoints/last/pretrained_model", pristine_recording)
+    bad = poison_with_nan(act, home / "outputs/train/act-nan/checkpoints/last/pretrained_model")
+    with dg.instance_for_test() as instance:
+        result = _run(instance, home, {"checkpoint": str(bad), "max_steps": 5})
+        assert not result.success
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert failure.step_key == "register_eval_dataset"
+        message = failure.step_failure_data.error.message
+        assert "rollout failed on hog" in message and "non-finite action" in message and "back at ready" in message
+
+
+def test_dagster_job_execute_from_the_repo_root(home: Path, tmp_path: Path):
+    """The bare command users type, with the environment `source .venv/bin/activate` sets up."""
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    config = tmp_path / "config.yaml"
+    config.write_text("ops:\n  resolve_checkpoint:\n    config:\n      device: cpu\n      max_steps: 8\n")
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "DAGSTER_MODULE_NAME": "tatbot_pipeline.definitions",
+           "TATBOT_PIPELINE_HOME": str(home), "TATBOT_RECORDINGS_DIR": str(tmp_path / "rec")}
+    dagster = Path(sys.executable).parent / "dagster"
+    out = subprocess.run([str(dagster), "job", "execute", "-j", "robot_eval", "-c", str(config)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        [run] = instance.get_runs()
+        assert run.job_name == "robot_eval" and run.status == dg.DagsterRunStatus.SUCCESS
+        assert len(instance.get_dynamic_partitions("eval_runs")) == 1
