@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +223,13 @@ def test_many_files_and_chunks_map_every_episode_to_its_rows_and_frames(settings
         for key in KEYS:
             assert torch.equal(item[key], ref[key]), (i, key)
     assert merged.lineage == [("a", 1), ("a", 3), ("b", 0), ("c", 2), ("c", 3)]
+
+
+def test_a_pipeline_home_inside_the_recordings_root_is_refused(settings, validated):
+    from tatbot_pipeline.config import PipelineSettings
+
+    inside = PipelineSettings(recordings_dir=settings.recordings_dir, home=settings.recordings_dir / ".tatbot")
+    shutil.copytree(settings.validation_dir, inside.validation_dir)
+    with pytest.raises(ValueError, match="under the recordings root.*TATBOT_PIPELINE_HOME"):
+        build_splits(inside, CONFIG)
+    assert not inside.splits_dir.exists()
