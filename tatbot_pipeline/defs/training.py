@@ -28,6 +28,8 @@ class TrainingRunConfig(dg.Config):
     batch_size: int = 0
     chunk_size: int = 0  # default: the split's stroke length
     device: str = ""
+    log_freq: int = 0
+    save_freq: int = 0
     wandb_project: str = ""  # empty: wandb off; set WANDB_MODE=online (and log in) to sync
 
     def to_options(self) -> TrainOptions:
@@ -38,6 +40,8 @@ class TrainingRunConfig(dg.Config):
             batch_size=self.batch_size or None,
             chunk_size=self.chunk_size or None,
             device=self.device or None,
+            log_freq=self.log_freq or None,
+            save_freq=self.save_freq or None,
             wandb_project=self.wandb_project or None,
             wandb_mode=os.environ.get("WANDB_MODE", "offline"),
         )

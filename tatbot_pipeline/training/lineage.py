@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import subprocess
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 
 from tatbot_pipeline.recordings.scene import load_scene, scrub
 
-log = logging.getLogger(__name__)
 
 SPLIT_MANIFEST = "split.json"
 

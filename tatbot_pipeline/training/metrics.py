@@ -17,7 +17,7 @@ from pathlib import Path
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 _FIELD_RE = re.compile(r"(\w+):(\S+)")
-_WANDB_RE = re.compile(r"Track this run --> (\S+)")
+_WANDB_RE = re.compile(r"Track this run --> (https?://\S+)")  # offline runs print "None"
 _SUFFIX = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
 # LeRobot's short names -> ours.
 _NAMES = {"loss": "loss", "grdn": "grad_norm", "lr": "lr", "updt_s": "update_s", "data_s": "data_s"}

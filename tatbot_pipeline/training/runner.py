@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tatbot_pipeline.training.metrics import MetricsParser, MetricsSeries
-from tatbot_pipeline.training.presets import TrainOptions, command_line, get_preset, resume_argv, train_argv
+from tatbot_pipeline.training.presets import TrainOptions, get_preset, resume_argv, train_argv
 from tatbot_pipeline.training.tiny import ensure_tiny_smolvlm, episode_length, tiny_smolvlm_dir
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ def _stream(cmd: list[str], env: dict[str, str], log_path: Path, parser: Metrics
     """Run `cmd`, sending each output line to the log file, the metrics parser and `emit`; raise on failure."""
     tail: deque[str] = deque(maxlen=20)
     with open(log_path, "a", encoding="utf-8") as log_file:
-        log_file.write(f"$ {command_line(cmd[1:]) if cmd[0].endswith('lerobot-train') else ' '.join(cmd)}\n")
+        log_file.write(f"$ {shlex.join(cmd)}\n")
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
             cwd=log_path.parent, errors="replace",

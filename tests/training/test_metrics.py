@@ -44,3 +44,7 @@ def test_json_round_trip_keeps_nan_and_resume_merge():
     back.truncate_after(2)
     back.extend(resumed)
     assert back.step == [1, 2, 3, 4] and back.loss[2:] == [0.5, 0.5]
+
+
+def test_offline_wandb_has_no_link():
+    assert parse_log(["INFO x Track this run --> \x1b[33mNone\x1b[0m"]).wandb_url is None

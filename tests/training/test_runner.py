@@ -97,3 +97,19 @@ def test_trainer_env_keeps_caches_under_the_pipeline_home(tmp_path, monkeypatch)
     assert env["HF_HOME"] == str(tmp_path / "hf")
     assert env["HF_DATASETS_CACHE"].startswith(str(tmp_path / "hf"))
     assert env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_second_training_waits_for_the_first(tmp_path):
+    import threading
+
+    from tatbot_pipeline.training.runner import training_lock
+
+    events: list[str] = []
+    with training_lock(tmp_path):
+        waiter = threading.Thread(target=lambda: training_lock(tmp_path, events.append).__enter__() or events.append("got it"))
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive(), "the second training must block while the first holds the lock"
+        assert events and "waiting" in events[0]
+    waiter.join(timeout=5.0)
+    assert events[-1] == "got it"
