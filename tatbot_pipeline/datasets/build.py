@@ -73,7 +73,9 @@ def build_splits(settings: PipelineSettings, config: SplitConfig) -> SplitResult
     if (root / MANIFEST).exists():
         log.info("split %s already built at %s: reusing it", version, root)
         point_latest(settings.splits_dir, version)
-        return SplitResult(version, root, reused=True, manifest=json.loads((root / MANIFEST).read_text()))
+        manifest = json.loads((root / MANIFEST).read_text())
+        manifest["skipped"] = selection.skipped  # failed recordings do not change the version, but show them
+        return SplitResult(version, root, reused=True, manifest=manifest)
 
     assignment = assign(recordings, config)
     tmp = settings.splits_dir / f".{version}.tmp-{os.getpid()}"
