@@ -31,6 +31,15 @@ def eval_dataset_name(scene: str, at: datetime) -> str:
     return f"{EVAL_PREFIX}{scene}-{at.strftime(TIME_FORMAT)}"
 
 
+def _unused(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3`… when rollouts start within the same second (names have 1 s resolution)."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
 class EvalRecorder:
     """Context manager around a LeRobotDataset; `add` one frame per control step."""
 
@@ -43,7 +52,7 @@ class EvalRecorder:
         info: dict[str, Any],
         at: datetime | None = None,
     ) -> None:
-        self.path = Path(root) / eval_dataset_name(scene.name, at or datetime.now())
+        self.path = _unused(Path(root) / eval_dataset_name(scene.name, at or datetime.now()))
         self.scene = scene
         self.cameras = cameras
         self.fps = fps
@@ -55,7 +64,7 @@ class EvalRecorder:
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
         if self.path.exists():
-            raise FileExistsError(f"{self.path}: already exists — eval datasets are never overwritten; retry in a second")
+            raise FileExistsError(f"{self.path}: already exists — eval datasets are never overwritten")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         shapes = set(self.cameras.values())
         if len(shapes) > 1:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator
 
 import pytest
 
@@ -40,33 +37,11 @@ def smolvla_checkpoint(checkpoint_home: Path, pristine_recording: Path) -> Path:
     return save_tiny_smolvla_checkpoint(out, pristine_recording)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def running_server(service):
+    """Serve `service` on a free loopback port in a thread (the embedded robot node's own helper); yields the URL."""
+    from tatbot_pipeline.inference.local_node import serve_in_thread
 
-
-@contextmanager
-def running_server(service) -> Iterator[str]:
-    """Serve `service` with uvicorn in a thread; yields the MCP URL."""
-    import uvicorn
-
-    from tatbot_pipeline.inference.server import MCP_PATH, build_app
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(service), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("MCP test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}{MCP_PATH}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    return serve_in_thread(service)
 
 
 @asynccontextmanager

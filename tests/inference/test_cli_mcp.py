@@ -11,7 +11,8 @@ import anyio
 import httpx2
 
 from tatbot_pipeline.cli import main
-from tests.inference.conftest import free_port, mcp_session
+from tatbot_pipeline.inference.local_node import free_port
+from tests.inference.conftest import mcp_session
 
 
 def test_refuses_to_bind_beyond_loopback_without_a_token(monkeypatch, capsys):
