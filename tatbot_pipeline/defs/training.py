@@ -79,8 +79,7 @@ def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
                    pipeline: PipelineResource) -> dg.MaterializeResult:
     settings = pipeline.settings
     train_root = (settings.splits_dir / "latest" / "train").resolve()  # pin the version: `latest` may move meanwhile
-    # A retry (re-execution) keeps the root run id, so it lands in the same run dir and resumes there.
-    run_name = f"{config.preset}-{(context.run.root_run_id or context.run.run_id)[:8]}"
+    run_name = run_dir_name(config.preset, context.run)
     run = train_policy(config.preset, train_root, settings.train_dir / run_name, settings.hf_home,
                        config.to_options(), models_home=settings.home, on_line=context.log.info)
     health = run_health(run.metrics, train_root, run.checkpoint_dir)
@@ -93,6 +92,11 @@ def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
             for h in health
         ],
     )
+
+
+def run_dir_name(preset: str, run: dg.DagsterRun) -> str:
+    """`<preset>-<root run id[:8]>`: a re-execution keeps the root run id, so it finds the same dir and resumes."""
+    return f"{preset}-{(run.root_run_id or run.run_id)[:8]}"
 
 
 def training_metadata(run: TrainingRun, train_root) -> dict:

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from tatbot_pipeline.defs.resources import PipelineResource
-from tatbot_pipeline.defs.training import TRAINING_TAG, retrain_condition, trained_policy
+from tatbot_pipeline.defs.training import TRAINING_TAG, retrain_condition, run_dir_name, trained_policy
 from tatbot_pipeline.recordings.scene import load_scene, secret_values
 
 
@@ -130,3 +130,10 @@ def test_definitions_wire_the_sensor_and_job():
     assert spec.op.tags[TRAINING_TAG] == "true"
     assert {c.name for c in spec.check_specs} == {"loss_decreased", "grad_norm_stable", "batch_sane"}
     assert all(c.blocking for c in spec.check_specs)
+
+
+def test_a_retried_run_reuses_its_run_dir():
+    first = dg.DagsterRun(job_name="j", run_id="aaaaaaaa-1111")
+    retry = dg.DagsterRun(job_name="j", run_id="bbbbbbbb-2222", parent_run_id=first.run_id, root_run_id=first.run_id)
+    assert run_dir_name("smolvla", first) == run_dir_name("smolvla", retry) == "smolvla-aaaaaaaa"
+    assert run_dir_name("smolvla", dg.DagsterRun(job_name="j", run_id="cccccccc-3333")) == "smolvla-cccccccc"
