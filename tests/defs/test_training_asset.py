@@ -67,21 +67,6 @@ def test_materialize_trains_a_loadable_checkpoint_with_lineage(home_with_split: 
     assert (home_with_split / "models" / "tiny_smolvlm" / "config.json").is_file()
 
 
-def test_failed_health_check_blocks_promotion(home_with_split: Path):
-    @dg.asset(deps=[trained_policy])
-    def policy_promotion() -> None:
-        """Stands in for policy_evaluation: must not run after a failed blocking check."""
-
-    result = _materialize([trained_policy, policy_promotion], home_with_split, steps=2)
-    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert not checks["loss_decreased"].passed and "need 4" in checks["loss_decreased"].description
-    assert checks["loss_decreased"].severity == dg.AssetCheckSeverity.ERROR
-    materialized = {m.asset_key for m in result.get_asset_materialization_events()}
-    assert dg.AssetKey("trained_policy") in materialized
-    assert dg.AssetKey("policy_promotion") not in {e.asset_key for e in result.get_asset_materialization_events()}
-    assert not result.success
-
-
 # ---- scheduled retraining -------------------------------------------------------------------------------------
 
 
@@ -137,3 +122,50 @@ def test_a_retried_run_reuses_its_run_dir():
     retry = dg.DagsterRun(job_name="j", run_id="bbbbbbbb-2222", parent_run_id=first.run_id, root_run_id=first.run_id)
     assert run_dir_name("smolvla", first) == run_dir_name("smolvla", retry) == "smolvla-aaaaaaaa"
     assert run_dir_name("smolvla", dg.DagsterRun(job_name="j", run_id="cccccccc-3333")) == "smolvla-cccccccc"
+
+
+
+@dg.asset(deps=[trained_policy])
+def policy_promotion() -> None:
+    """Stands in for policy_evaluation: must not run after a failed blocking check."""
+
+
+def _training_job() -> dg.JobDefinition:
+    """Module-level so `dg.reconstructable` can rebuild it for the re-execution (home comes from the environment)."""
+    job = dg.define_asset_job("retry_test_job", selection=[trained_policy, policy_promotion])
+    defs = dg.Definitions(assets=[trained_policy, policy_promotion], jobs=[job],
+                          resources={"pipeline": PipelineResource()})
+    return defs.resolve_job_def("retry_test_job")
+
+
+def test_failed_check_blocks_promotion_and_reexecution_resumes(home_with_split: Path, monkeypatch):
+    """A 2-step run fails `loss_decreased` (too few points) deterministically: the blocking check stops the
+    downstream asset; "re-execute from failure" then lands in the same run dir and resumes from its checkpoint."""
+    monkeypatch.setenv("TATBOT_PIPELINE_HOME", str(home_with_split))
+    run_config = {"ops": {"trained_policy": {"config": {"preset": "tiny_smolvla", "steps": 2, "save_freq": 1}}}}
+    job = dg.reconstructable(_training_job)
+    with dg.instance_for_test() as instance:
+        first = dg.execute_job(job, instance, run_config=run_config, raise_on_error=False)
+        assert not first.success
+        checks = {e.check_name: e for e in first.get_asset_check_evaluations()}
+        assert not checks["loss_decreased"].passed and "need 4" in checks["loss_decreased"].description
+        assert checks["loss_decreased"].severity == dg.AssetCheckSeverity.ERROR
+        assert checks["batch_sane"].passed and checks["grad_norm_stable"].passed
+        done = {e.asset_key for e in first.get_asset_materialization_events()}
+        assert done == {dg.AssetKey("trained_policy")}, "policy_promotion must not run after a failed blocking check"
+
+        # Pretend the first run died between its step-1 and step-2 checkpoints.
+        run_dir = home_with_split / "outputs" / "train" / f"tiny_smolvla-{first.run_id[:8]}"
+        checkpoints = run_dir / "checkpoints"
+        shutil.rmtree(checkpoints / "000002")
+        (checkpoints / "last").unlink()
+        (checkpoints / "last").symlink_to("000001", target_is_directory=True)
+
+        retry = dg.execute_job(job, instance, reexecution_options=dg.ReexecutionOptions.from_failure(
+            first.run_id, instance), raise_on_error=False)
+        assert retry.dagster_run.root_run_id == first.run_id
+        md = retry.asset_materializations_for_node("trained_policy")[0].metadata
+        assert md["resumed_from_step"].value == 1 and md["steps"].value == 2
+        assert Path(md["checkpoint"].value) == checkpoints / "last" / "pretrained_model"
+        assert "--resume=true" in md["command"].value
+        assert (checkpoints / "000002" / "pretrained_model" / "model.safetensors").is_file()
