@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from tatbot_pipeline.defs.resources import PipelineResource
-from tatbot_pipeline.defs.training import TRAINING_TAG, retrain_condition, run_dir_name, trained_policy
+from tatbot_pipeline.defs.training import CHECKS, TRAINING_TAG, retrain_condition, run_dir_name, trained_policy
 from tatbot_pipeline.recordings.scene import load_scene, secret_values
 
 
@@ -113,7 +113,7 @@ def test_definitions_wire_the_sensor_and_job():
     assert defs.resolve_job_def("train_policy_job").tags[TRAINING_TAG] == "true"
     spec = defs.resolve_assets_def("trained_policy")
     assert spec.op.tags[TRAINING_TAG] == "true"
-    assert {c.name for c in spec.check_specs} == {"loss_decreased", "grad_norm_stable", "batch_sane"}
+    assert {c.name for c in spec.check_specs} == {"loss_decreased", "grad_norm_stable", "batch_sane"} == set(CHECKS)
     assert all(c.blocking for c in spec.check_specs)
 
 
