@@ -7,7 +7,8 @@ setup:
 demo: setup
 	. .venv/bin/activate && tatbot-pipeline demo $(DEMO_ARGS)
 
-test: setup
+test:
+	./scripts/setup.sh --with-browser
 	. .venv/bin/activate && python -m pytest $(PYTEST_ARGS)
 
 bench: setup

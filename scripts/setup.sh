@@ -2,6 +2,13 @@
 # Install the project into .venv/ at the repo root from the committed uv.lock, and make `source .venv/bin/activate`
 # export what Dagster's CLI needs (DESIGN.md §7: `dagster job execute` reads neither pyproject nor workspace.yaml).
 set -euo pipefail
+with_browser=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-browser) with_browser=1 ;;  # Debian's chromium, for the UI test (tests/test_ui.py)
+    *) echo "usage: $0 [--with-browser]" >&2; exit 2 ;;
+  esac
+done
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 python="${PYTHON:-python3.11}"
@@ -25,6 +32,18 @@ export DAGSTER_HOME="$root"
 export DAGSTER_MODULE_NAME=tatbot_pipeline.definitions
 export TATBOT_PIPELINE_HOME="\${TATBOT_PIPELINE_HOME:-$root/.tatbot}"
 export HF_HUB_OFFLINE=1
+# \`dagster dev\` hangs when DAGSTER_MODULE_NAME is set (it must be, for \`dagster job execute\`): drop it there only.
+dagster() {
+  if [ "\${1:-}" = dev ]; then env -u DAGSTER_MODULE_NAME dagster "\$@"; else command dagster "\$@"; fi
+}
 ACT
+fi
+
+if [ "$with_browser" = 1 ] && ! command -v chromium >/dev/null; then
+  echo "==> installing Debian's chromium (headless browser for the UI test)"
+  sudo_cmd=""
+  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
 fi
 echo "==> installed. Activate with: source .venv/bin/activate"

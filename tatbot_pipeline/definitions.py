@@ -15,5 +15,7 @@ defs = dg.Definitions.merge(
     training.defs,
     evaluation.defs,
     robot.defs,
-    dg.Definitions(resources=default_resources()),
+    # Steps run one after the other in the run's process: a subprocess per step would re-import torch and
+    # lerobot each time (seconds), and training already isolates itself in a lerobot-train subprocess.
+    dg.Definitions(resources=default_resources(), executor=dg.in_process_executor),
 )

@@ -168,5 +168,6 @@ def run_demo(ui: bool = True, port: int = 3000) -> int:
         return 0
     print(f"\nStarting the Dagster UI: http://127.0.0.1:{port}  (Ctrl-C to stop)", flush=True)
     dagster = Path(sys.executable).parent / "dagster"
-    env = {**os.environ, "DAGSTER_MODULE_NAME": "tatbot_pipeline.definitions"}
+    # workspace.yaml names the code location; DAGSTER_MODULE_NAME (exported for `dagster job execute`) hangs `dagster dev`.
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_MODULE_NAME"}
     return subprocess.call([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)], env=env)
