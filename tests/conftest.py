@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,13 @@ from tatbot_pipeline.synth import SynthSpec, make_recordings  # noqa: E402
 
 # Small but real: 4 strokes of 8 frames, both cameras at a reduced resolution to keep video encoding quick.
 SMALL = SynthSpec(recordings=1, episodes=4, stroke_length=8, cameras=True, image_shape=(48, 64), seed=7)
+
+
+def age_tree(path: Path, seconds: float) -> None:
+    """Make a recording look untouched for `seconds` (what the settle time looks at)."""
+    old = time.time() - seconds
+    for p in [path, *path.rglob("*")]:
+        os.utime(p, (old, old))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from safetensors.numpy import load_file
 

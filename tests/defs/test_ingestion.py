@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -13,12 +12,8 @@ import dagster as dg
 from tatbot_pipeline.defs.ingestion import recording_validation, recordings_partitions, recordings_sensor, stroke_recording
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.recordings.report import Status, ValidationReport
+from tests.conftest import age_tree
 
-
-def _age(path: Path, seconds: float) -> None:
-    old = time.time() - seconds
-    for p in [path, *path.rglob("*")]:
-        os.utime(p, (old, old))
 
 
 def _tree_digest(root: Path) -> dict[str, tuple[str, int]]:
@@ -38,8 +33,8 @@ def test_sensor_adds_settled_recordings_and_skips_the_rest(recording_copy, recor
     fresh = recording_copy("stroke-zorya-2025y-08m-11d-09h-00m-00s")  # "still being written"
     (recordings_root / "not-a-recording").mkdir()
     (recordings_root / "stroke-bad-name").mkdir()
-    _age(a, 3600)
-    _age(b, 3600)
+    age_tree(a, 3600)
+    age_tree(b, 3600)
     os.utime(fresh / "meta" / "info.json")
 
     with dg.instance_for_test() as instance:
@@ -59,7 +54,7 @@ def test_sensor_adds_settled_recordings_and_skips_the_rest(recording_copy, recor
         # A changed recording is requested again (new run key), without re-adding its partition.
         with open(a / "logs" / "episode_000000.txt", "a") as f:
             f.write("late line\n")
-        _age(a, 3600)
+        age_tree(a, 3600)
         changed = recordings_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=result.cursor))
         assert [r.partition_key for r in changed.run_requests] == [a.name]
         assert changed.run_requests[0].run_key != next(r.run_key for r in result.run_requests if r.partition_key == a.name)

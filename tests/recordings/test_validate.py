@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from safetensors.numpy import load_file, save_file
 
 from tatbot_pipeline.recordings.report import Severity, Status
 from tatbot_pipeline.recordings.validate import validate_recording
 from tatbot_pipeline.synth import SynthSpec, make_recordings
+from tests.conftest import age_tree
 
 DATA = "data/chunk-000/file-000.parquet"
 EPISODES = "meta/episodes/chunk-000/file-000.parquet"
@@ -138,18 +136,13 @@ def test_wrong_stroke_length_excludes_everything_so_recording_fails(recording_co
     assert excluded(report) == {0, 1, 2, 3}
 
 
-def _age(path: Path, seconds: float) -> None:
-    old = time.time() - seconds
-    for p in [path, *path.rglob("*")]:
-        os.utime(p, (old, old))
-
 
 def test_unfinalized_recording_is_incomplete_while_fresh_and_fails_when_stale(recording_copy):
     rec = recording_copy()
     shutil.rmtree(rec / "meta/episodes")
     fresh = validate_recording(rec, settle_seconds=60)
     assert fresh.status is Status.INCOMPLETE
-    _age(rec, 3600)
+    age_tree(rec, 3600)
     stale = validate_recording(rec, settle_seconds=60)
     assert stale.status is Status.FAIL
     assert any("never finalized" in f.message for f in stale.findings)
