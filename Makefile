@@ -8,7 +8,7 @@ demo: setup
 	. .venv/bin/activate && tatbot-pipeline demo $(DEMO_ARGS)
 
 test:
-	./scripts/setup.sh --with-browser
+	./scripts/setup.sh --with-test-deps
 	. .venv/bin/activate && python -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -2,11 +2,13 @@
 # Install the project into .venv/ at the repo root from the committed uv.lock, and make `source .venv/bin/activate`
 # export what Dagster's CLI needs (DESIGN.md §7: `dagster job execute` reads neither pyproject nor workspace.yaml).
 set -euo pipefail
-with_browser=0
+with_test_deps=0
 for arg in "$@"; do
   case "$arg" in
-    --with-browser) with_browser=1 ;;  # Debian's chromium, for the UI test (tests/test_ui.py)
-    *) echo "usage: $0 [--with-browser]" >&2; exit 2 ;;
+    # Debian packages the tests need: chromium for the UI test (tests/test_ui.py), the PostgreSQL server for the
+    # production instance test (tests/deploy/test_postgres.py). --with-browser is the old name.
+    --with-test-deps|--with-browser) with_test_deps=1 ;;
+    *) echo "usage: $0 [--with-test-deps]" >&2; exit 2 ;;
   esac
 done
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,11 +41,16 @@ dagster() {
 ACT
 fi
 
-if [ "$with_browser" = 1 ] && ! command -v chromium >/dev/null; then
-  echo "==> installing Debian's chromium (headless browser for the UI test)"
+apt_missing=()
+if [ "$with_test_deps" = 1 ]; then
+  command -v chromium >/dev/null || apt_missing+=(chromium)
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_missing+=(postgresql)
+fi
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+  echo "==> installing Debian packages for the tests: ${apt_missing[*]}"
   sudo_cmd=""
   [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${apt_missing[@]}" >/dev/null
 fi
 echo "==> installed. Activate with: source .venv/bin/activate"
