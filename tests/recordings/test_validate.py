@@ -140,6 +140,7 @@ def test_wrong_stroke_length_excludes_everything_so_recording_fails(recording_co
 def test_unfinalized_recording_is_incomplete_while_fresh_and_fails_when_stale(recording_copy):
     rec = recording_copy()
     shutil.rmtree(rec / "meta/episodes")
+    os.utime(rec / "meta/info.json")  # stroke_tool rewrites info.json after every saved episode
     fresh = validate_recording(rec, settle_seconds=60)
     assert fresh.status is Status.INCOMPLETE
     age_tree(rec, 3600)
