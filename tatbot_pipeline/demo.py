@@ -86,7 +86,8 @@ def ingest(instance, settings: PipelineSettings) -> None:
 
 # A tiny model learns enough in a few hundred CPU steps to draw a falling loss curve; the demo's gate is set for it.
 DEMO_TRAIN_STEPS = 200
-DEMO_GATE = {"max_mae": 0.5, "max_joint_mae": 1.0}
+# Its latency budget is loose too: on a busy 2-core machine a CPU forward pass can take a few hundred ms.
+DEMO_GATE = {"max_mae": 0.5, "max_joint_mae": 1.0, "latency_budget_ms": 2000.0}
 
 
 def _materialize(instance, asset, config: dict | None = None, progress: bool = False) -> dict:
@@ -152,6 +153,10 @@ def run_demo(ui: bool = True, port: int = 3000) -> int:
     evaluation = _materialize(instance, policy_evaluation, DEMO_GATE)
     _done(t0, f"MAE {evaluation['mae_rad']:.3f} rad, p95 latency {evaluation['latency_p95_ms']:.1f} ms, "
               f"promoted: {evaluation['promoted']}")
+    if not evaluation["promoted"]:
+        print(f"error: the checkpoint was not promoted:\n{evaluation['gate']}\nrobot_eval rolls out the promoted "
+              "checkpoint only; see policy_evaluation in the UI", file=sys.stderr)
+        return 1
 
     t0 = _step("6/6 robot_eval job: deploy the promoted checkpoint, vla_infer on the sim robot over MCP")
     rollout = _robot_eval(instance)
