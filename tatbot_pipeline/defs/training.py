@@ -6,6 +6,7 @@ import os
 
 import dagster as dg
 
+from tatbot_pipeline.defs.placement import gpu_run_tags, train_gpus
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.plots import loss_curve, png_markdown
 from tatbot_pipeline.training.health import run_health
@@ -18,6 +19,8 @@ TRAINING_TAG = "tatbot/training"
 # Nightly; retraining only happens at a tick after the split changed.
 RETRAIN_CRON = os.environ.get("TATBOT_RETRAIN_CRON", "0 2 * * *")
 CHECKS = ("loss_decreased", "grad_norm_stable", "batch_sane")
+# Run tags of every training launch: the queue limit, and a GPU node under the Kubernetes profile (placement.py).
+TRAINING_RUN_TAGS = {TRAINING_TAG: "true", **gpu_run_tags()}
 
 
 class TrainingRunConfig(dg.Config):
@@ -31,6 +34,7 @@ class TrainingRunConfig(dg.Config):
     log_freq: int = 0
     save_freq: int = 0
     wandb_project: str = ""  # empty: wandb off; set WANDB_MODE=online (and log in) to sync
+    num_gpus: int = 0  # 0: TATBOT_TRAIN_GPUS (default 1); >1 trains through `accelerate launch --multi_gpu`
 
     def to_options(self) -> TrainOptions:
         if self.preset not in PRESETS:
@@ -44,6 +48,7 @@ class TrainingRunConfig(dg.Config):
             save_freq=self.save_freq or None,
             wandb_project=self.wandb_project or None,
             wandb_mode=os.environ.get("WANDB_MODE", "offline"),
+            num_gpus=self.num_gpus or train_gpus(),
         )
 
 
@@ -60,7 +65,7 @@ def retrain_condition(cron: str = RETRAIN_CRON) -> dg.AutomationCondition:
     group_name="training",
     kinds={"lerobot", "pytorch"},
     deps=[dg.AssetDep("training_splits")],
-    op_tags={TRAINING_TAG: "true"},
+    op_tags=TRAINING_RUN_TAGS,
     automation_condition=retrain_condition(),
     description="A LeRobot policy checkpoint trained with `lerobot-train` on splits/latest/train "
     "($TATBOT_PIPELINE_HOME/outputs/train/<run>/checkpoints/last/pretrained_model). A retried run resumes from its "
@@ -114,7 +119,7 @@ def training_metadata(run: TrainingRun, train_root) -> dict:
         "split_path": dg.MetadataValue.path(split["source"]),
         "scene": _meta(scene_snapshot(train_root) or {}),
         "code_version": code_version(),
-        "command": dg.MetadataValue.md(f"```\n{command_line(list(run.argv))}\n```" if run.argv else "not retrained"),
+        "command": dg.MetadataValue.md(f"```\n{command_line(list(run.argv), run.num_gpus)}\n```" if run.argv else "not retrained"),
         "log": dg.MetadataValue.path(str(run.log_path)),
         "train_wall_s": round(run.wall_s, 1),
     }
@@ -133,13 +138,13 @@ def _meta(value):
     return value
 
 
-train_policy_job = dg.define_asset_job("train_policy_job", selection=[trained_policy], tags={TRAINING_TAG: "true"})
+train_policy_job = dg.define_asset_job("train_policy_job", selection=[trained_policy], tags=TRAINING_RUN_TAGS)
 
 retrain_sensor = dg.AutomationConditionSensorDefinition(
     "training_automation",
     target=[trained_policy],
     default_status=dg.DefaultSensorStatus.RUNNING,
-    run_tags={TRAINING_TAG: "true"},
+    run_tags=TRAINING_RUN_TAGS,
     minimum_interval_seconds=60,
     description=f"Retrains `trained_policy` at cron `{RETRAIN_CRON}` when `training_splits` changed since the last "
     "training request. Never two trainings at once (run tag limit + a file lock).",

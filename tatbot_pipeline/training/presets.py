@@ -37,6 +37,7 @@ class TrainOptions:
     wandb_project: str | None = None  # None: wandb off
     wandb_mode: str = "offline"  # "online" only when the user has configured wandb credentials
     extra_args: tuple[str, ...] = ()  # appended verbatim, e.g. ("--policy.optimizer_lr=5e-5",)
+    num_gpus: int | None = None  # >1: one process per GPU through `accelerate launch` (batch_size is per GPU)
 
 
 @dataclass(frozen=True)
@@ -244,11 +245,32 @@ def _argv(argv: list[str]):
         sys.argv = saved
 
 
-def command_line(argv: list[str]) -> str:
+def launcher_argv(num_gpus: int | None = None) -> list[str]:
+    """The program that runs `lerobot-train`'s arguments: itself, or LeRobot's documented multi-GPU path.
+
+    LeRobot 0.4.4 trains through Hugging Face Accelerate (docs: multi_gpu_training); with N GPUs it is
+    `accelerate launch --multi_gpu --num_processes=N` around the same module, each process taking `--batch_size`.
+    """
+    n = 1 if num_gpus is None else num_gpus
+    if n < 1:
+        raise ValueError(f"num_gpus={n}: at least one")
+    if n == 1:
+        return ["lerobot-train"]
+    return ["accelerate", "launch", "--multi_gpu", f"--num_processes={n}", "-m", "lerobot.scripts.lerobot_train"]
+
+
+def check_multi_gpu(options: TrainOptions) -> None:
+    """Refuse a multi-GPU run on a CPU device before anything starts (accelerate would fail after seconds)."""
+    if (options.num_gpus or 1) > 1 and options.device and not options.device.startswith("cuda"):
+        raise ValueError(f"num_gpus={options.num_gpus} needs --policy.device=cuda, not {options.device!r}: "
+                         "use a GPU preset (smolvla, pi0) or num_gpus=1")
+
+
+def command_line(argv: list[str], num_gpus: int | None = None) -> str:
     """The shell command a user can paste to run the same training by hand."""
     import shlex
 
-    return shlex.join(["lerobot-train", *argv])
+    return shlex.join([*launcher_argv(num_gpus), *argv])
 
 
 __all__ = [
@@ -256,8 +278,10 @@ __all__ = [
     "InvalidTrainCommand",
     "Preset",
     "TrainOptions",
+    "check_multi_gpu",
     "command_line",
     "get_preset",
+    "launcher_argv",
     "register",
     "resume_argv",
     "train_argv",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tatbot_pipeline.training.metrics import MetricsParser, MetricsSeries
-from tatbot_pipeline.training.presets import TrainOptions, get_preset, resume_argv, train_argv
+from tatbot_pipeline.training.presets import TrainOptions, check_multi_gpu, get_preset, launcher_argv, resume_argv, train_argv
 from tatbot_pipeline.training.tiny import ensure_tiny_smolvlm, episode_length, tiny_smolvlm_dir
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class TrainingRun:
     log_path: Path
     argv: tuple[str, ...]
     wall_s: float
+    num_gpus: int = 1  # processes `accelerate launch` started (1: plain lerobot-train)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -71,12 +72,16 @@ def checkpoint_step(run_dir: Path) -> int | None:
     return int(json.loads(state.read_text())["step"])
 
 
-def lerobot_train_command() -> list[str]:
-    """The `lerobot-train` console script of this interpreter's environment (not whatever is first on PATH)."""
-    script = Path(sys.executable).parent / "lerobot-train"
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-m", "lerobot.scripts.lerobot_train"]
+def lerobot_train_command(num_gpus: int | None = None) -> list[str]:
+    """`launcher_argv(num_gpus)` with this interpreter's environment's programs (not whatever is first on PATH)."""
+    bin_dir = Path(sys.executable).parent
+    program = launcher_argv(num_gpus)
+    if program == ["lerobot-train"]:
+        script = bin_dir / "lerobot-train"
+        return [str(script)] if script.is_file() else [sys.executable, "-m", "lerobot.scripts.lerobot_train"]
+    accelerate = bin_dir / "accelerate"
+    head = [str(accelerate)] if accelerate.is_file() else [sys.executable, "-m", "accelerate.commands.accelerate_cli"]
+    return [*head, *program[1:]]
 
 
 def training_env(hf_home: Path) -> dict[str, str]:
@@ -128,6 +133,7 @@ def train_policy(
     """
     p = get_preset(preset)
     opts = p.options(options)
+    check_multi_gpu(opts)
     dataset_root, run_dir = Path(dataset_root).absolute(), Path(run_dir).absolute()
     if not (dataset_root / "meta" / "info.json").is_file():
         raise FileNotFoundError(f"{dataset_root}: not a LeRobot dataset (no meta/info.json) — build training_splits first")
@@ -153,14 +159,15 @@ def train_policy(
 
         start = time.perf_counter()
         parser = MetricsParser(opts.log_freq, start_step=done or 0)
-        _stream(lerobot_train_command() + argv, training_env(hf_home), log_path, parser, emit)
+        _stream(lerobot_train_command(opts.num_gpus) + argv, training_env(hf_home), log_path, parser, emit)
         wall = time.perf_counter() - start
 
     metrics = _load_metrics(run_dir) if done is not None else MetricsSeries()
     metrics.truncate_after(done or 0)
     metrics.extend(parser.series)
     metrics.save(run_dir / METRICS_FILE)
-    return TrainingRun(p.name, p.policy_type, run_dir, checkpoint_step(run_dir) or 0, done, metrics, log_path, tuple(argv), wall)
+    return TrainingRun(p.name, p.policy_type, run_dir, checkpoint_step(run_dir) or 0, done, metrics, log_path, tuple(argv), wall,
+                       opts.num_gpus or 1)
 
 
 def _load_metrics(run_dir: Path) -> MetricsSeries:

@@ -109,7 +109,9 @@ def test_definitions_wire_the_sensor_and_job():
 
     sensor = defs.get_sensor_def("training_automation")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert dict(sensor.run_tags) == {TRAINING_TAG: "true"}
+    from tatbot_pipeline.defs.placement import gpu_run_tags
+
+    assert dict(sensor.run_tags) == {TRAINING_TAG: "true", **gpu_run_tags()}  # queue limit + GPU node (deploy/)
     assert defs.resolve_job_def("train_policy_job").tags[TRAINING_TAG] == "true"
     spec = defs.resolve_assets_def("trained_policy")
     assert spec.op.tags[TRAINING_TAG] == "true"

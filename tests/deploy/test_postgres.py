@@ -8,15 +8,6 @@ the way the webserver reads what a run worker on another node wrote.
 from __future__ import annotations
 
 import contextlib
-import glob
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -29,100 +20,9 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, Postgr
 from tatbot_pipeline.defs.ingestion import recording_validation, stroke_recording
 from tatbot_pipeline.defs.resources import PipelineResource
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.deploy.conftest import REPO, Postgres
+
 PROFILE = REPO / "deploy" / "dagster.postgres.yaml"
-
-
-@dataclass(frozen=True)
-class Postgres:
-    host: str
-    port: int
-    user: str
-    password: str
-    db: str
-
-    def env(self) -> dict[str, str]:
-        return {"DAGSTER_PG_HOST": self.host, "DAGSTER_PG_PORT": str(self.port), "DAGSTER_PG_USER": self.user,
-                "DAGSTER_PG_PASSWORD": self.password, "DAGSTER_PG_DB": self.db}
-
-
-def _pg_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
-    if found:
-        return Path(found[-1]).parent
-    if shutil.which("initdb"):
-        return Path(shutil.which("initdb")).parent
-    raise RuntimeError("no PostgreSQL server binaries (initdb) found: install them with "
-                       "`scripts/setup.sh --with-test-deps` (Debian package `postgresql`)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_postgres() -> Iterator[Postgres]:
-    """initdb a cluster in a temp dir and serve it on a free loopback port; stop and delete it afterwards.
-
-    initdb refuses to run as root, so as root the cluster belongs to the `postgres` user Debian's package creates.
-    """
-    pg_bin = _pg_bin()
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            raise RuntimeError("running as root but there is no `postgres` user; install Debian's `postgresql`") from None
-        as_user = ["runuser", "-u", "postgres", "--"]
-    base = Path(tempfile.mkdtemp(prefix="tatbot-pg-"))
-    if as_user:
-        os.chown(base, pw.pw_uid, pw.pw_gid)
-    data, pwfile, log = base / "data", base / "pw", base / "server.log"
-    pg = Postgres(host="127.0.0.1", port=_free_port(), user="tatbot", password="s3cret-for-test", db="dagster")
-    pwfile.write_text(pg.password)
-    if as_user:
-        os.chown(pwfile, pw.pw_uid, pw.pw_gid)
-
-    def run(*cmd: str) -> None:
-        proc = subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=60)
-        if proc.returncode != 0:
-            server_log = log.read_text() if log.exists() else ""
-            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}{server_log}")
-
-    try:
-        run(str(pg_bin / "initdb"), "-D", str(data), "-U", pg.user, f"--pwfile={pwfile}", "-A", "scram-sha-256",
-            "--no-sync", "-E", "UTF8")
-        opts = f"-p {pg.port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-        run(str(pg_bin / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "30", "start")
-        try:
-            with contextlib.closing(psycopg2.connect(host=pg.host, port=pg.port, user=pg.user, password=pg.password,
-                                                     dbname="postgres")) as conn:
-                conn.autocommit = True
-                conn.cursor().execute(f"CREATE DATABASE {pg.db}")
-            yield pg
-        finally:
-            run(str(pg_bin / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    with running_postgres() as pg:
-        yield pg
-
-
-@pytest.fixture
-def production_home(tmp_path: Path, postgres: Postgres, monkeypatch) -> Path:
-    """A DAGSTER_HOME set up as the README says: the profile as its dagster.yaml, DAGSTER_PG_* in the env."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROFILE, home / "dagster.yaml")
-    for key, value in postgres.env().items():
-        monkeypatch.setenv(key, value)
-    return home
 
 
 def test_profile_keeps_the_run_queue_and_limits_of_the_default_instance():
@@ -137,13 +37,14 @@ def test_profile_keeps_the_run_queue_and_limits_of_the_default_instance():
     }, "the connection must come from the environment only"
 
 
-def test_recording_validation_round_trip_through_postgres(production_home: Path, postgres: Postgres,
+def test_recording_validation_round_trip_through_postgres(production_home, pg_database: Postgres,
                                                          recording_copy, recordings_root: Path, tmp_path: Path):
+    home = production_home("dagster.postgres.yaml")
     rec = recording_copy()
     resources = {"pipeline": PipelineResource(recordings_dir=str(recordings_root), home=str(tmp_path / "home"),
                                               settle_seconds=0.0)}
 
-    with dg.DagsterInstance.from_config(str(production_home)) as writer:
+    with dg.DagsterInstance.from_config(str(home)) as writer:
         assert isinstance(writer.run_storage, PostgresRunStorage)
         assert isinstance(writer.event_log_storage, PostgresEventLogStorage)
         assert isinstance(writer.schedule_storage, PostgresScheduleStorage)
@@ -160,7 +61,7 @@ def test_recording_validation_round_trip_through_postgres(production_home: Path,
         run_id = result.run_id
 
     # Another process (the webserver, the daemon) opening the same profile sees everything.
-    with dg.DagsterInstance.from_config(str(production_home)) as reader:
+    with dg.DagsterInstance.from_config(str(home)) as reader:
         assert reader.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
         assert reader.get_dynamic_partitions("recordings") == [rec.name]
         [record] = reader.fetch_materializations(
@@ -176,9 +77,9 @@ def test_recording_validation_round_trip_through_postgres(production_home: Path,
         assert check.event.asset_check_evaluation.passed
 
     # The records really are in PostgreSQL, not in a SQLite file next to the profile.
-    with contextlib.closing(psycopg2.connect(host=postgres.host, port=postgres.port, user=postgres.user,
-                                             password=postgres.password, dbname=postgres.db)) as conn:
+    with contextlib.closing(psycopg2.connect(host=pg_database.host, port=pg_database.port, user=pg_database.user,
+                                             password=pg_database.password, dbname=pg_database.db)) as conn:
         cur = conn.cursor()
         cur.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,))
         assert cur.fetchone() == ("SUCCESS",)
-    assert not list(production_home.rglob("*.db")), "no SQLite storage may be created under DAGSTER_HOME"
+    assert not list(home.rglob("*.db")), "no SQLite storage may be created under DAGSTER_HOME"

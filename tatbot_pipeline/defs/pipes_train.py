@@ -1,0 +1,75 @@
+"""Training off the Dagster host through Dagster Pipes: the GPU side runs this module, Dagster keeps the records.
+
+`python -m tatbot_pipeline.defs.pipes_train` is the external process: it reads what to train from the Pipes extras
+(`pipes_extras`), runs the same `train_policy` + `run_health` as `trained_policy`, streams lerobot-train's lines as
+Pipes logs, and reports the materialization and the three health checks back. It imports `dagster_pipes` only, not
+dagster. Any Pipes client launches it: `PipesSubprocessClient` on the same machine, `PipesK8sClient` or
+`PipesDockerClient` on a GPU node (image deploy/Dockerfile, the pipeline home on the shared mount).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from tatbot_pipeline.training.health import run_health
+from tatbot_pipeline.training.presets import TrainOptions, command_line
+from tatbot_pipeline.training.runner import train_policy
+
+
+def pipes_command() -> list[str]:
+    """The external process, with this environment's interpreter."""
+    return [sys.executable, "-m", "tatbot_pipeline.defs.pipes_train"]
+
+
+def pipes_extras(preset: str, dataset_root: Path, run_dir: Path, hf_home: Path, options: TrainOptions,
+                 models_home: Path | None = None) -> dict:
+    """What the external process trains; paths must mean the same on both sides (the shared mount)."""
+    return {
+        "preset": preset,
+        "dataset_root": str(Path(dataset_root).absolute()),
+        "run_dir": str(Path(run_dir).absolute()),
+        "hf_home": str(Path(hf_home).absolute()),
+        "models_home": str(Path(models_home).absolute()) if models_home else None,
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(options).items()},
+    }
+
+
+def _json(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def main() -> None:
+    from dagster_pipes import open_dagster_pipes
+
+    with open_dagster_pipes() as pipes:
+        x = pipes.extras
+        options = TrainOptions(**{k: tuple(v) if k == "extra_args" else v for k, v in x["options"].items()})
+        dataset_root = Path(x["dataset_root"])
+        run = train_policy(x["preset"], dataset_root, Path(x["run_dir"]), Path(x["hf_home"]), options,
+                           models_home=Path(x["models_home"]) if x["models_home"] else None,
+                           on_line=pipes.log.info)
+        for h in run_health(run.metrics, dataset_root, run.checkpoint_dir):
+            pipes.report_asset_check(check_name=h.name, passed=h.passed, severity="ERROR",
+                                     metadata={"message": h.message, **_json(h.details)})
+        final_loss = run.metrics.final_loss
+        pipes.report_asset_materialization(
+            metadata={
+                "checkpoint": {"raw_value": str(run.checkpoint_dir), "type": "path"},
+                "preset": run.preset,
+                "steps": run.steps,
+                "final_loss": final_loss if final_loss is not None else "none logged",
+                "resumed_from_step": run.resumed_from if run.resumed_from is not None else "fresh run",
+                "command": {"raw_value": f"```\n{command_line(list(run.argv), run.num_gpus)}\n```"
+                            if run.argv else "not retrained", "type": "md"},
+                "log": {"raw_value": str(run.log_path), "type": "path"},
+                "train_wall_s": round(run.wall_s, 1),
+            },
+            data_version=f"{run.run_dir.name}@{run.steps}",
+        )
+
+
+if __name__ == "__main__":
+    main()
