@@ -112,3 +112,21 @@ def test_dagster_job_execute_from_the_repo_root(home: Path, tmp_path: Path):
         [run] = instance.get_runs()
         assert run.job_name == "robot_eval" and run.status == dg.DagsterRunStatus.SUCCESS
         assert len(instance.get_dynamic_partitions("eval_runs")) == 1
+
+
+def test_checkpoint_slower_than_its_budget_is_refused(home: Path, tmp_path: Path):
+    """The leaderboard says this checkpoint needs 250 ms per action on cpu; at 10 Hz the budget is 100 ms."""
+    import shutil
+
+    slow_home = tmp_path / "home"
+    shutil.copytree(home, slow_home)
+    ckpt = str(slow_home / "outputs/train/tiny-1/checkpoints/last/pretrained_model")
+    board = slow_home / "outputs/eval/leaderboard.json"
+    board.parent.mkdir(parents=True, exist_ok=True)
+    board.write_text(json.dumps([{"checkpoint": ckpt, "latency_p95_ms": 250.0, "device": "cpu",
+                                  "thresholds": {"latency_budget_s": 0.0}}]))
+    with dg.instance_for_test() as instance:
+        result = _run(instance, slow_home, {"checkpoint": ckpt})
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert failure.step_key == "check_checkpoint_op"
+        assert "p95 latency 250.0 ms measured on cpu exceeds the 100 ms budget" in failure.step_failure_data.error.message
