@@ -1,4 +1,4 @@
-"""deploy/Dockerfile (no Docker daemon here): it installs from the committed lock with setup.sh's uv, copies what
+"""deploy/Dockerfile and deploy/workspace.yaml (no Docker daemon here): it installs from the committed lock with setup.sh's uv, copies what
 its .dockerignore lets through, and starts a code server with flags Dagster's own CLI accepts for this location."""
 
 from __future__ import annotations
@@ -7,7 +7,9 @@ import json
 import re
 import tomllib
 
+import yaml
 from dagster._cli.code_server import start_command
+from dagster._core.workspace.config_schema import process_workspace_config
 
 from tests.deploy.conftest import REPO
 
@@ -36,3 +38,12 @@ def test_code_server_command_matches_the_project_and_dagsters_cli():
     assert params["module_name"] == project["module_name"]
     assert params["location_name"] == project["code_location_name"]
     assert (params["host"], params["port"]) == ("0.0.0.0", 4000)
+
+
+def test_production_workspace_points_at_the_images_code_server(monkeypatch):
+    monkeypatch.setenv("TATBOT_CODE_SERVER_HOST", "dagster-host")
+    result = process_workspace_config(yaml.safe_load((REPO / "deploy" / "workspace.yaml").read_text()))
+    assert result.success, result.errors
+    [entry] = result.value["load_from"]
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dagster"]
+    assert entry["grpc_server"] == {"host": "dagster-host", "port": 4000, "location_name": project["code_location_name"]}
