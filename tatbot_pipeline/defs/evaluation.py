@@ -3,9 +3,15 @@
 import dagster as dg
 import numpy as np
 
+from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.training import CHECKS as HEALTH_CHECKS
-from tatbot_pipeline.evaluation.gate import Thresholds, decide, leaderboard_markdown, record
+from tatbot_pipeline.evaluation.gate import (
+    Thresholds,
+    decide,
+    leaderboard_markdown,
+    record,
+)
 from tatbot_pipeline.evaluation.offline import OfflineEval, evaluate_checkpoint
 from tatbot_pipeline.plots import error_summary, png_markdown, trajectories
 from tatbot_pipeline.robot.spec import JOINT_NAMES
@@ -56,7 +62,7 @@ def training_health(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, st
     deps=[dg.AssetDep(TRAINED)],
     group_name="evaluation",
     kinds={"lerobot", "pytorch"},
-    owners=["team:tatbot"],
+    owners=OWNERS,
     description="How well the latest checkpoint predicts held-out strokes (splits/latest/val), joint by joint, and "
     "how fast it answers; decides promotion to the robot (promoted.json under the pipeline home).",
     check_specs=[dg.AssetCheckSpec("promotion_gate", asset="policy_evaluation",

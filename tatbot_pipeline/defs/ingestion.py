@@ -2,11 +2,12 @@
 
 
 import json
-from pathlib import Path
 import time
+from pathlib import Path
 
 import dagster as dg
 
+from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.plots import joint_ranges, png_markdown
 from tatbot_pipeline.recordings.report import Status, ValidationReport
@@ -15,7 +16,6 @@ from tatbot_pipeline.recordings.summary import describe_recording
 from tatbot_pipeline.recordings.validate import validate_recording
 
 recordings_partitions = dg.DynamicPartitionsDefinition(name="recordings")
-OWNERS = ["team:tatbot"]
 
 
 @dg.asset(

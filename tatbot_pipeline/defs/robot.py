@@ -10,10 +10,15 @@ from pathlib import Path
 
 import dagster as dg
 
+from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.evaluation.gate import leaderboard_path, read_promoted
 from tatbot_pipeline.inference.client import RobotNodeError, call_vla_infer
-from tatbot_pipeline.inference.deploy import check_checkpoint, deploy_local, deploy_rsync
+from tatbot_pipeline.inference.deploy import (
+    check_checkpoint,
+    deploy_local,
+    deploy_rsync,
+)
 from tatbot_pipeline.inference.local_node import embedded_sim_node
 from tatbot_pipeline.plots import png_markdown, trajectories
 
@@ -27,7 +32,7 @@ eval_dataset = dg.AssetSpec(
     partitions_def=eval_runs,
     group_name="robot",
     kinds={"lerobot"},
-    owners=["team:tatbot"],
+    owners=OWNERS,
     description="A rollout of a checkpoint on the robot recorded by vla_infer (vla-eval-{scene}-{timestamp}, a LeRobot "
     "v3.0 dataset with the recordings' features). One partition per rollout, written by the `robot_eval` job.",
 )

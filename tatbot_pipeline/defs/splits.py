@@ -6,6 +6,7 @@ import dagster as dg
 
 from tatbot_pipeline.datasets.build import SplitResult, build_splits, excluded_markdown
 from tatbot_pipeline.datasets.split import SplitConfig
+from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.resources import PipelineResource
 
 
@@ -25,6 +26,7 @@ class SplitRunConfig(dg.Config):
 
 @dg.asset(
     group_name="training",
+    owners=OWNERS,
     kinds={"lerobot"},
     deps=[dg.AssetDep("recording_validation")],
     description="Train/val LeRobot v3.0 datasets under $TATBOT_PIPELINE_HOME/splits/<version>/{train,val} "

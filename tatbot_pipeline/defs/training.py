@@ -6,11 +6,16 @@ import os
 
 import dagster as dg
 
+from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.placement import gpu_run_tags, train_gpus
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.plots import loss_curve, png_markdown
 from tatbot_pipeline.training.health import run_health
-from tatbot_pipeline.training.lineage import code_version, scene_snapshot, split_identity
+from tatbot_pipeline.training.lineage import (
+    code_version,
+    scene_snapshot,
+    split_identity,
+)
 from tatbot_pipeline.training.presets import PRESETS, TrainOptions, command_line
 from tatbot_pipeline.training.runner import TrainingRun, train_policy
 
@@ -63,6 +68,7 @@ def retrain_condition(cron: str = RETRAIN_CRON) -> dg.AutomationCondition:
 
 @dg.asset(
     group_name="training",
+    owners=OWNERS,
     kinds={"lerobot", "pytorch"},
     deps=[dg.AssetDep("training_splits")],
     op_tags=TRAINING_RUN_TAGS,
