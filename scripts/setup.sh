@@ -6,8 +6,8 @@ with_test_deps=0
 for arg in "$@"; do
   case "$arg" in
     # Debian packages the tests need: chromium for the UI test (tests/test_ui.py), the PostgreSQL server for the
-    # production instance test (tests/deploy/test_postgres.py). --with-browser is the old name.
-    --with-test-deps|--with-browser) with_test_deps=1 ;;
+    # production instance test (tests/deploy/test_postgres.py).
+    --with-test-deps) with_test_deps=1 ;;
     *) echo "usage: $0 [--with-test-deps]" >&2; exit 2 ;;
   esac
 done

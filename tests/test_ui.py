@@ -29,7 +29,7 @@ ASSETS = ["stroke_recording", "recording_validation", "training_splits", "traine
 def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        pytest.fail("Debian's chromium is missing: run ./scripts/setup.sh --with-browser (what `make test` does)")
+        pytest.fail("Debian's chromium is missing: run ./scripts/setup.sh --with-test-deps (what `make test` does)")
     return path
 
 
