@@ -111,8 +111,9 @@ def load_recording(path: Path, settle_seconds: float, now: float) -> Recording:
         add(Finding(
             "format_version", Severity.ERROR,
             f"LeRobot dataset format {version}; the pipeline reads {SUPPORTED_VERSION}. Convert a copy outside the "
-            f"recordings root (e.g. `python -m lerobot.datasets.v30.convert_dataset_v21_to_v30 --root=<copy>`), "
-            "then point TATBOT_RECORDINGS_DIR at the converted copies",
+            f"recordings root (lerobot converts in place): `cp -r {path} <copies>/tatbot/{path.name}` then "
+            f"`python -m lerobot.datasets.v30.convert_dataset_v21_to_v30 --repo-id=tatbot/{path.name} "
+            "--root=<copies> --push-to-hub=false`, and point TATBOT_RECORDINGS_DIR at <copies>/tatbot",
         ))
         return rec
 
