@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.recordings.report import ValidationReport
 from tatbot_pipeline.synth import SynthSpec, make_recordings
 
 # Small enough for 2 CPU cores, real enough to train on: both cameras, 6 strokes of 8 frames per recording.
@@ -75,10 +76,7 @@ def ingest(instance, settings: PipelineSettings) -> None:
             run_config=QUIET,
             raise_on_error=False,
         )
-        report = settings.report_path(request.partition_key)
-        from tatbot_pipeline.recordings.report import ValidationReport
-
-        verdict = ValidationReport.load(report)
+        verdict = ValidationReport.load(settings.report_path(request.partition_key))
         print(f"    {verdict.status.value.upper():10s} {request.partition_key}  "
               f"{len(verdict.episodes_usable)}/{verdict.episodes_total} episodes usable"
               + ("" if run.success else "  (blocking check failed: run marked failed, nothing downstream uses it)"))

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 
 from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.resources import PipelineResource
@@ -93,10 +94,8 @@ def report_metadata(report: ValidationReport, report_path: Path) -> dict:
     }
     ranges = report.summary.get("action_ranges") or {}
     if ranges:
-        parsed = {int(ep): (lo_hi[0], lo_hi[1]) for ep, lo_hi in ranges.items()}
-        import numpy as np
-
-        fig = joint_ranges({ep: (np.array(lo), np.array(hi)) for ep, (lo, hi) in parsed.items()}, set(excluded))
+        parsed = {int(ep): (np.array(lo), np.array(hi)) for ep, (lo, hi) in ranges.items()}  # JSON keys are strings
+        fig = joint_ranges(parsed, set(excluded))
         metadata["joint_ranges"] = dg.MetadataValue.md(png_markdown(fig, "joint ranges vs URDF limits"))
     return metadata
 

@@ -5,6 +5,7 @@ Built from ops (not an asset) because it acts on hardware; its result joins the 
 """
 
 import contextlib
+import json
 import time
 from pathlib import Path
 
@@ -93,8 +94,6 @@ def check_checkpoint_op(context: dg.OpExecutionContext, pipeline: PipelineResour
     problems = check_checkpoint(Path(checkpoint))
     board = leaderboard_path(pipeline.settings.home)
     if not problems and board.exists():
-        import json
-
         entry = next((e for e in json.loads(board.read_text()) if e["checkpoint"] == checkpoint), None)
         # The budget the promotion gate applied (one control period unless the lab set its own).
         gate_budget_s = ((entry or {}).get("thresholds") or {}).get("latency_budget_s") or 0.0
@@ -129,8 +128,6 @@ def deploy_checkpoint(context: dg.OpExecutionContext, pipeline: PipelineResource
 @dg.op(description="Run vla_infer on the robot node through its MCP server, streaming progress into the run log.")
 def run_vla_infer(context: dg.OpExecutionContext, pipeline: PipelineResource, robot_node: RobotNode,
                   plan: dict) -> dict:
-    import json
-
     policy_type = json.loads((Path(plan["checkpoint"]) / "config.json").read_text())["type"]
     arguments = {
         "policy": policy_type, "checkpoint_path": plan["deployed"], "scene": plan["scene"], "device": plan["device"],
