@@ -33,6 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tatbot_pipeline.recordings.contents import numpy_column
+
 log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
@@ -176,13 +178,6 @@ def _set_column(table: pa.Table, name: str, values) -> pa.Table:
     return table.set_column(i, field_, pa.array(values, type=field_.type))
 
 
-def _numpy_column(column: pa.ChunkedArray) -> np.ndarray:
-    """Data columns as arrays: fixed-size lists (action, observation.state) become (n, d)."""
-    if pa.types.is_fixed_size_list(column.type) or pa.types.is_list(column.type):
-        return np.stack(column.to_numpy(zero_copy_only=False)) if len(column) else np.empty((0,))
-    return column.to_numpy()
-
-
 def write_merged_dataset(
     sources: list[EpisodeSource], out: Path, cache: SourceCache | None = None
 ) -> MergedDataset:
@@ -248,7 +243,7 @@ def write_merged_dataset(
             table = _set_column(table, "task_index", task_map[table["task_index"].to_numpy()])
             where = writer.append(table)
             for key in numeric_keys:
-                data_columns[key].append(_numpy_column(table[key]))
+                data_columns[key].append(numpy_column(table[key]))
             for ep in np.unique(new_eps):
                 rows = new_index[new_eps == ep]
                 ep_file[int(ep)] = where

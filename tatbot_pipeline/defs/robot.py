@@ -22,6 +22,7 @@ from tatbot_pipeline.inference.deploy import (
 )
 from tatbot_pipeline.inference.local_node import embedded_sim_node
 from tatbot_pipeline.plots import png_markdown, trajectories
+from tatbot_pipeline.recordings.contents import numpy_column
 
 eval_runs = dg.DynamicPartitionsDefinition(name="eval_runs")
 EVAL_DATASET = dg.AssetKey("eval_dataset")
@@ -189,15 +190,14 @@ def rollout_metadata(rollout: dict) -> dict:
 
 def commanded_vs_observed(eval_dir: Path) -> str | None:
     """Plot of the rollout when its dataset is readable from here (a remote node's may not be)."""
-    import numpy as np
     import pyarrow.parquet as pq
 
     files = sorted(eval_dir.glob("data/chunk-*/file-*.parquet"))
     if not files:
         return None
     table = pq.read_table(files[0], columns=["action", "observation.state"])
-    commanded = np.stack(table.column("action").to_numpy(zero_copy_only=False))
-    observed = np.stack(table.column("observation.state").to_numpy(zero_copy_only=False))
+    commanded = numpy_column(table.column("action"))
+    observed = numpy_column(table.column("observation.state"))
     fig = trajectories(observed, commanded, f"{eval_dir.name}: commanded vs observed", commanded_label="commanded")
     return png_markdown(fig, "commanded vs observed")
 

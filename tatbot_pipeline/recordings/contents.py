@@ -68,10 +68,13 @@ class Recording:
         return int(value) if isinstance(value, (int, float)) else None
 
 
-def _vectors(table: pa.Table, column: str) -> np.ndarray:
-    col = table.column(column).combine_chunks()
-    width = col.type.list_size if pa.types.is_fixed_size_list(col.type) else len(col[0]) if len(col) else 0
-    return np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(col), width)
+def numpy_column(column: pa.ChunkedArray) -> np.ndarray:
+    """A parquet column as an array; list columns (action, observation.state) become (n, d) without a Python loop."""
+    col = column.combine_chunks()
+    if pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type):
+        width = col.type.list_size if pa.types.is_fixed_size_list(col.type) else (len(col[0]) if len(col) else 0)
+        return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), width)
+    return col.to_numpy(zero_copy_only=False)
 
 
 def load_recording(path: Path, settle_seconds: float, now: float) -> Recording:
@@ -147,8 +150,8 @@ def load_recording(path: Path, settle_seconds: float, now: float) -> Recording:
             frame_index=table.column("frame_index").to_numpy(),
             timestamp=table.column("timestamp").to_numpy().astype(np.float64),
             index=table.column("index").to_numpy(),
-            action=_vectors(table, "action"),
-            state=_vectors(table, "observation.state"),
+            action=numpy_column(table.column("action")).astype(np.float32, copy=False),
+            state=numpy_column(table.column("observation.state")).astype(np.float32, copy=False),
         )
     except Exception as e:  # boundary
         add(Finding("metadata", Severity.ERROR, f"data parquet unreadable: {type(e).__name__}: {e}"))
