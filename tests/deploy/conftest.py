@@ -7,7 +7,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+
+from tatbot_pipeline.inference.local_node import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,12 +53,6 @@ def _pg_bin() -> Path:
                        "`scripts/setup.sh --with-test-deps` (Debian package `postgresql`)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def running_postgres() -> Iterator[Postgres]:
     """initdb a cluster in a temp dir and serve it on a free loopback port; stop and delete it afterwards.
@@ -76,7 +71,7 @@ def running_postgres() -> Iterator[Postgres]:
     if as_user:
         os.chown(base, pw.pw_uid, pw.pw_gid)
     data, pwfile, log = base / "data", base / "pw", base / "server.log"
-    pg = Postgres(host="127.0.0.1", port=_free_port(), user="tatbot", password="s3cret-for-test", db="postgres")
+    pg = Postgres(host="127.0.0.1", port=free_port(), user="tatbot", password="s3cret-for-test", db="postgres")
     pwfile.write_text(pg.password)
     if as_user:
         os.chown(pwfile, pw.pw_uid, pw.pw_gid)

@@ -8,7 +8,6 @@ Dagster host, both with the shared mounts, the Postgres password from its Secret
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import dagster as dg
 import psycopg2
-import pytest
 import yaml
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
