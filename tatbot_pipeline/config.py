@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_RECORDINGS_DIR = Path("/nfs/tatbot/recordings")
 DEFAULT_PIPELINE_HOME = Path(".tatbot")
+# Robot locks and arming are per node, not per pipeline home: every process on the node must see the same files.
+# Under /tmp they also vanish on reboot, which is what arming should do.
+DEFAULT_ROBOT_STATE_DIR = Path(tempfile.gettempdir()) / "tatbot-robot"
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,8 @@ class PipelineSettings:
     home: Path = DEFAULT_PIPELINE_HOME
     # A recording whose files changed less than this long ago may still be written by stroke_tool.
     settle_seconds: float = 60.0
+    # Robot lock files and the arming file, shared by every process on the robot node.
+    robot_state_dir: Path = DEFAULT_ROBOT_STATE_DIR
 
     @classmethod
     def from_env(cls, **overrides) -> "PipelineSettings":
@@ -29,6 +35,7 @@ class PipelineSettings:
             "recordings_dir": Path(env.get("TATBOT_RECORDINGS_DIR", DEFAULT_RECORDINGS_DIR)),
             "home": Path(env.get("TATBOT_PIPELINE_HOME", DEFAULT_PIPELINE_HOME)).absolute(),
             "settle_seconds": float(env.get("TATBOT_SETTLE_SECONDS", 60.0)),
+            "robot_state_dir": Path(env.get("TATBOT_ROBOT_STATE_DIR") or DEFAULT_ROBOT_STATE_DIR),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["recordings_dir"] = Path(values["recordings_dir"])

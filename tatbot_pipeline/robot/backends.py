@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from tatbot_pipeline.robot.base import Robot
@@ -24,11 +25,21 @@ def _tatbot(scene: RobotScene, cameras: dict[str, tuple[int, int]], enable_reals
     return TatbotRobot(scene, enable_realsense=enable_realsense)
 
 
-BACKENDS: dict[str, RobotFactory] = {"sim": _sim, "tatbot": _tatbot}
+@dataclass(frozen=True)
+class Backend:
+    factory: RobotFactory
+    moves_hardware: bool  # real arms: a rollout needs the node armed by an operator at the robot (robot/arming.py)
 
 
-def robot_factory(backend: str) -> RobotFactory:
+BACKENDS: dict[str, Backend] = {"sim": Backend(_sim, moves_hardware=False), "tatbot": Backend(_tatbot, moves_hardware=True)}
+
+
+def backend(name: str) -> Backend:
     try:
-        return BACKENDS[backend]
+        return BACKENDS[name]
     except KeyError:
-        raise ValueError(f"unknown robot backend {backend!r}; choose one of {sorted(BACKENDS)}") from None
+        raise ValueError(f"unknown robot backend {name!r}; choose one of {sorted(BACKENDS)}") from None
+
+
+def robot_factory(name: str) -> RobotFactory:
+    return backend(name).factory
