@@ -1,4 +1,4 @@
-"""`tatbot-pipeline` console script: synth, validate, demo, mcp."""
+"""`tatbot-pipeline` console script: synth, validate, demo, mcp, arm."""
 
 from __future__ import annotations
 
@@ -78,6 +78,28 @@ def _mcp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _arm(args: argparse.Namespace) -> int:
+    from tatbot_pipeline.config import PipelineSettings
+    from tatbot_pipeline.robot import arming
+
+    state_dir = PipelineSettings.from_env().robot_state_dir
+    if args.off:
+        print("disarmed: hardware rollouts are refused again" if arming.disarm(state_dir) else "was not armed")
+        return 0
+    if args.status:
+        armed = arming.current(state_dir)
+        print(armed.describe() if armed else f"not armed ({arming.HOW_TO_ARM})")
+        return 0 if armed else 1
+    try:
+        armed = arming.arm(state_dir, args.minutes)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{armed.describe()} — hardware rollouts on this node may move the arms until then.\n"
+          f"Stay at the robot. `tatbot-pipeline arm --off` disarms now and stops a running rollout.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tatbot-pipeline", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -112,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["sim", "tatbot"], default=None,
                    help="robot backend (default: TATBOT_ROBOT_BACKEND or sim)")
     p.set_defaults(func=_mcp)
+
+    p = sub.add_parser("arm", help="on the robot node, at the robot: allow hardware rollouts for a few minutes")
+    p.add_argument("--minutes", type=float, default=10.0, help="how long the node stays armed (at most 120)")
+    p.add_argument("--off", action="store_true", help="disarm now (a running rollout stops and parks)")
+    p.add_argument("--status", action="store_true", help="say whether the node is armed (exit 1 when not)")
+    p.set_defaults(func=_arm)
     return parser
 
 

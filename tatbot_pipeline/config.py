@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from tatbot_pipeline.robot.safety import RolloutLimits
 
 DEFAULT_RECORDINGS_DIR = Path("/nfs/tatbot/recordings")
 DEFAULT_PIPELINE_HOME = Path(".tatbot")
@@ -27,6 +29,9 @@ class PipelineSettings:
     settle_seconds: float = 60.0
     # Robot lock files and the arming file, shared by every process on the robot node.
     robot_state_dir: Path = DEFAULT_ROBOT_STATE_DIR
+    # Named scenes for rollouts (<name>.yaml); None: <home>/scenes.
+    scenes: Path | None = None
+    rollout_limits: RolloutLimits = field(default_factory=RolloutLimits)
 
     @classmethod
     def from_env(cls, **overrides) -> "PipelineSettings":
@@ -36,11 +41,26 @@ class PipelineSettings:
             "home": Path(env.get("TATBOT_PIPELINE_HOME", DEFAULT_PIPELINE_HOME)).absolute(),
             "settle_seconds": float(env.get("TATBOT_SETTLE_SECONDS", 60.0)),
             "robot_state_dir": Path(env.get("TATBOT_ROBOT_STATE_DIR") or DEFAULT_ROBOT_STATE_DIR),
+            "scenes": Path(env["TATBOT_SCENES_DIR"]) if env.get("TATBOT_SCENES_DIR") else None,
+            "rollout_limits": RolloutLimits.from_strings({
+                f.name: env[f"TATBOT_ROLLOUT_{f.name.upper()}"] for f in fields(RolloutLimits)
+                if env.get(f"TATBOT_ROLLOUT_{f.name.upper()}")
+            }),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["recordings_dir"] = Path(values["recordings_dir"])
         values["home"] = Path(values["home"]).absolute()
         return cls(**values)
+
+    @property
+    def scenes_dir(self) -> Path:
+        """Where rollout scenes live: TATBOT_SCENES_DIR, else <home>/scenes (a recording's scene.yaml, copied as is)."""
+        return Path(self.scenes) if self.scenes is not None else self.home / "scenes"
+
+    @property
+    def eval_datasets_dir(self) -> Path:
+        """Rollouts recorded by vla_infer (vla-eval-<scene>-<timestamp>)."""
+        return self.home / "eval_datasets"
 
     @property
     def splits_dir(self) -> Path:

@@ -144,13 +144,17 @@ def write_recording(path: Path, spec: SynthSpec, design: str, seed: int) -> Path
 
 
 def _strokebatch(rng: np.random.Generator, b: int, l: int, o: int) -> dict[str, np.ndarray]:
-    """Joint paths around the ready pose; depth offsets move j1/j2 (needle deeper or shallower)."""
+    """Joint paths from the ready pose; depth offsets move j1/j2 (needle deeper or shallower).
+
+    A tattoo line is a few centimetres of needle travel: each joint moves at most ~0.1 rad over the stroke, well
+    within the rollout's speed limit (1.5 rad/s), so a policy that learned the strokes is not clamped on the robot.
+    """
     t = np.linspace(0.0, 1.0, l, dtype=np.float32)
     joints = np.empty((b, l, o, NUM_JOINTS), dtype=np.float32)
     for i in range(b):
-        amp = rng.uniform(0.05, 0.25, NUM_JOINTS).astype(np.float32)
+        amp = rng.uniform(0.02, 0.08, NUM_JOINTS).astype(np.float32)
         phase = rng.uniform(0, 2 * math.pi, NUM_JOINTS).astype(np.float32)
-        path = READY_POSE + amp * np.sin(2 * math.pi * t[:, None] + phase)
+        path = READY_POSE + amp * (np.sin(2 * math.pi * t[:, None] + phase) - np.sin(phase))
         for k in range(o):
             depth = (k - (o - 1) / 2) * 0.01
             joints[i, :, k] = path

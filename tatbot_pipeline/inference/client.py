@@ -20,7 +20,15 @@ class RobotNodeError(RuntimeError):
     """The robot node could not be reached or refused the call (auth, validation); the message says which."""
 
 
-async def _call(url: str, token: str | None, arguments: dict[str, Any], on_progress: Progress, timeout_s: float) -> VLAInferOutput:
+AUTH_HINT = {
+    401: "401 Unauthorized: the robot node wants a bearer token and did not accept this one — set the robot_node "
+         "resource's token (e.g. {env: TATBOT_MCP_TOKEN}) to the TATBOT_MCP_TOKEN the node's `tatbot-pipeline mcp` runs with",
+    403: "403 Forbidden: the robot node accepted the token but refused the call — check the token's scope on the node",
+}
+
+
+async def _call(url: str, token: str | None, arguments: dict[str, Any], on_progress: Progress, timeout_s: float,
+                statuses: list[int]) -> VLAInferOutput:
     import httpx2
     from mcp.client import ClientSession
     from mcp.client.streamable_http import streamable_http_client
@@ -30,7 +38,13 @@ async def _call(url: str, token: str | None, arguments: dict[str, Any], on_progr
     async def progress(done: float, total: float | None, message: str | None) -> None:
         on_progress(done / (total or 1.0), message or "")
 
-    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=timeout_s)) as http:
+    async def remember_status(response) -> None:
+        # The SDK turns an HTTP error into "Server returned an error response" and drops the status; keep it.
+        if response.status_code in AUTH_HINT:
+            statuses.append(response.status_code)
+
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=timeout_s),
+                                  event_hooks={"response": [remember_status]}) as http:
         async with streamable_http_client(url, http_client=http) as (read, write):
             async with ClientSession(read, write) as session:
                 await session.initialize()
@@ -45,13 +59,15 @@ async def _call(url: str, token: str | None, arguments: dict[str, Any], on_progr
 def call_vla_infer(url: str, arguments: dict[str, Any], token: str | None = None, on_progress: Progress | None = None,
                    timeout_s: float = 3600.0) -> VLAInferOutput:
     """Blocking call of the `vla_infer` tool. Connection and auth problems raise RobotNodeError with the URL."""
+    statuses: list[int] = []
     try:
-        return anyio.run(_call, url, token, arguments, on_progress or (lambda f, m: None), timeout_s)
+        return anyio.run(_call, url, token, arguments, on_progress or (lambda f, m: None), timeout_s, statuses)
     except RobotNodeError:
         raise
     except Exception as e:  # boundary: httpx/anyio errors arrive wrapped in exception groups; name the node instead
+        if statuses:
+            raise RobotNodeError(f"cannot run vla_infer on {url}: {AUTH_HINT[statuses[0]]}") from e
         leaf = e
         while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
             leaf = leaf.exceptions[0]
-        hint = " (wrong or missing token?)" if "401" in str(leaf) or "403" in str(leaf) else ""
-        raise RobotNodeError(f"cannot run vla_infer on {url}: {type(leaf).__name__}: {leaf}{hint}") from e
+        raise RobotNodeError(f"cannot run vla_infer on {url}: {type(leaf).__name__}: {leaf}") from e

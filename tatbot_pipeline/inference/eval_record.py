@@ -2,13 +2,16 @@
 
 Same features as stroke_tool recordings (so the offline tooling reads it unchanged), one episode per rollout,
 plus what is needed to reproduce it: a scrubbed snapshot of the scene (`scene.yaml`) and the checkpoint path,
-policy type, task and fps (`meta/vla_eval.json`). It is finalized however the rollout ends.
+policy type, task, fps, the rollout's limits and what the loop measured (`meta/vla_eval.json`). It is finalized
+however the rollout ends — after the robot is parked, since encoding takes seconds — and a rollout that recorded no
+frame leaves no dataset behind (LeRobot cannot load an empty one).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +64,17 @@ class EvalRecorder:
         self._dataset: Any = None
 
     def __enter__(self) -> "EvalRecorder":
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def saved(self) -> bool:
+        """Whether closing left a dataset (at least one frame recorded)."""
+        return self.frames > 0
+
+    def open(self) -> "EvalRecorder":
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
         if self.path.exists():
@@ -88,12 +102,24 @@ class EvalRecorder:
         self._dataset.add_frame({**frame, "action": np.asarray(action, dtype=np.float32), "task": task})
         self.frames += 1
 
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if self.frames:
-                self._dataset.save_episode()
-        finally:
+    def close(self, **outcome: Any) -> None:
+        """Save the episode and finalize; `outcome` (what the loop measured) goes into meta/vla_eval.json."""
+        if self._dataset is None:
+            return
+        self.info.update(outcome)
+        if not self.frames:
+            self._dataset.stop_image_writer()
             self._dataset.finalize()
+            self._dataset = None
+            shutil.rmtree(self.path, ignore_errors=True)  # our own empty skeleton, never a recording
+            log.info("eval dataset %s: no frame recorded, nothing kept", self.path)
+            return
+        try:
+            self._dataset.save_episode()
+        finally:
+            self._dataset.stop_image_writer()
+            self._dataset.finalize()
+            self._dataset = None
             self._write_meta()
 
     def _write_meta(self) -> None:

@@ -73,7 +73,6 @@ class LoadedPolicy:
 
 def load_policy(path: Path, policy_type: str, device: str) -> LoadedPolicy:
     """Load `path` (a `pretrained_model` dir). `policy_type` must match the type its config.json declares."""
-    from lerobot.configs.policies import PreTrainedConfig
     from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
     path = Path(path)
@@ -82,7 +81,7 @@ def load_policy(path: Path, policy_type: str, device: str) -> LoadedPolicy:
             f"{path}: no config.json — pass a LeRobot checkpoint dir such as "
             "outputs/train/<run>/checkpoints/last/pretrained_model"
         )
-    config = PreTrainedConfig.from_pretrained(path)
+    config = _read_config(path)
     if config.type != policy_type:
         raise ValueError(f"{path}: the checkpoint is a '{config.type}' policy, not '{policy_type}' — pass policy='{config.type}'")
     _check_features(path, config)
@@ -94,6 +93,32 @@ def load_policy(path: Path, policy_type: str, device: str) -> LoadedPolicy:
     )
     log.info("loaded %s policy from %s on %s", config.type, path, device)
     return LoadedPolicy(path, config.type, config, policy, preprocessor, postprocessor, device)
+
+
+def _read_config(path: Path) -> Any:
+    """The checkpoint's PreTrainedConfig; a config.json LeRobot cannot parse is one short line, not a field dump."""
+    import draccus
+    from lerobot.configs.policies import PreTrainedConfig
+
+    try:
+        return PreTrainedConfig.from_pretrained(path)
+    except draccus.utils.DraccusException as e:
+        declared = _declared_type(path / "config.json")
+        detail = str(e).splitlines()[0]
+        if len(detail) > 160:
+            detail = detail[:160] + "…"
+        raise ValueError(f"{path}/config.json is not a valid LeRobot '{declared}' policy config ({detail}) — its type and "
+                         "its fields disagree, or the type is unknown to this LeRobot; use the checkpoint as "
+                         "lerobot-train saved it") from None
+
+
+def _declared_type(config_json: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads(config_json.read_text()).get("type"))
+    except (OSError, ValueError, AttributeError):
+        return "?"
 
 
 def _check_features(path: Path, config: Any) -> None:

@@ -1,81 +1,102 @@
-"""`vla_infer`: run a trained LeRobot policy on the tatbot (or its simulator) — the seed's MCP inference tool, done.
+"""`vla_infer`: run a trained LeRobot policy on the tatbot (or its simulator) — the seed's MCP inference tool.
 
-Inputs and outputs are exactly the seed's (`VLAInferInput` / `VLAInferOutput`). The loop: resolve the scene, load
-the checkpoint with LeRobot, connect the robot, move to ready, then at `fps` observe -> policy -> safety envelope ->
-send (optionally recording every step), and whatever happens return to ready and disconnect. Failures a user can act
-on (a dropped arm, a black camera frame, a NaN action, a cancel) end the rollout with `success=False` and a message;
-they are never raised through the caller.
+Inputs are the seed's (`VLAInferInput`), checked strictly: an unknown field or a string where a boolean belongs is
+refused, never guessed at. The rollout: take the robot's cross-process lock, resolve and validate the scene, load the
+checkpoint with LeRobot, run one warm-up forward pass (a non-finite action refuses the run before anything
+connects), check the node is armed when the backend moves real arms, connect, move to ready, run the paced loop
+(loop.py) and, whatever happens, park (back to ready, then disconnect) before the eval dataset is finalized.
+Failures a user can act on end the rollout with `success=False` and a message; they are never raised to the caller.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import EvalRecorder
+from tatbot_pipeline.inference.loop import LoopPlan, LoopStats, ProgressFn, RolloutStopped, run_loop
 from tatbot_pipeline.inference.policy import LoadedPolicy, load_policy, resolve_device
-from tatbot_pipeline.robot.backends import RobotFactory, robot_factory
-from tatbot_pipeline.robot.base import Robot, RobotError, check_frames, observation_frame
+from tatbot_pipeline.robot.arming import Arming, NotArmed, require_armed
+from tatbot_pipeline.robot.backends import Backend, RobotFactory, backend as robot_backend
+from tatbot_pipeline.robot.base import Robot, RobotError
+from tatbot_pipeline.robot.guard import GuardedRobot
+from tatbot_pipeline.robot.lock import RobotBusy, RobotLock
 from tatbot_pipeline.robot.safety import SafetyEnvelope, UnsafeAction
-from tatbot_pipeline.robot.scene import RobotScene, resolve_scene, scenes_dir
+from tatbot_pipeline.robot.scene import RobotScene, SceneError, resolve_scene, shown
 from tatbot_pipeline.robot.sim import SimRobot
 
 log = logging.getLogger(__name__)
 
-# (fraction done in [0, 1], what is happening)
-ProgressFn = Callable[[float, str], None]
+MAX_PATH_LENGTH = 4096
 
 
 class VLAInferInput(BaseModel):
-    """The seed's tool input. `policy` is smolvla or pi0, or any LeRobot type the checkpoint's config declares."""
+    """The seed's tool input. `policy` is smolvla or pi0, or any LeRobot type the checkpoint's config declares.
 
-    policy: str = Field(description="policy type: 'smolvla', 'pi0', or the type in the checkpoint's config.json")
-    checkpoint_path: str = Field(description="a pretrained_model dir; relative paths are under the pipeline home")
-    scene: str = Field("default", description="scene name: <scenes dir>/<scene>.yaml, else the built-in scene")
+    Strict: unknown fields are refused (`dryrun` is not `dry_run`), and nothing is coerced (`dry_run: "no"` is an
+    error, not a rollout)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    policy: str = Field(description="policy type: 'smolvla', 'pi0', or the type in the checkpoint's config.json",
+                        min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    checkpoint_path: str = Field(description="a pretrained_model dir; relative paths are under the pipeline home",
+                                 min_length=1)
+    scene: str = Field("default", description="scene name: <scenes dir>/<scene>.yaml; 'default' without a file is the "
+                       "built-in scene; any other unknown name is an error")
     device: Literal["cuda", "cpu"] = Field("cuda", description="falls back to cpu with a note when CUDA is absent")
-    max_steps: int = Field(500, gt=0, description="safety cap on control steps")
+    max_steps: int = Field(500, gt=0, description="cap on control steps (the server has its own cap too)")
     enable_realsense: bool = Field(False, description="use the scene's RealSense cameras (real robot)")
     fps: int = Field(10, gt=0, le=100, description="control rate in Hz")
     debug: bool = Field(False, description="log every step")
     record_eval: bool = Field(False, description="record the rollout as vla-eval-{scene}-{timestamp}")
     dry_run: bool = Field(False, description="load scene + policy, one forward pass, move nothing")
-    task_prompt: str | None = Field(None, description="task text for the policy; default: the scene's task")
+    task_prompt: str | None = Field(None, description="task text for the policy; default: the scene's task",
+                                    max_length=2000)
+
+    @field_validator("checkpoint_path", "scene")
+    @classmethod
+    def _plain_text(cls, value: str) -> str:
+        if len(value) > MAX_PATH_LENGTH:
+            raise ValueError(f"is {len(value)} characters long; at most {MAX_PATH_LENGTH}")
+        if any(ord(c) < 32 for c in value):
+            raise ValueError(f"contains a control character (NUL, newline…): {shown(value)}")
+        return value
 
 
 class VLAInferOutput(BaseModel):
     success: bool = True
     message: str = ""
     num_steps: int = 0
-    eval_dir: str | None = None
+    eval_dir: str | None = None  # only when the rollout recorded at least one frame
+    stop_reason: str | None = None  # why the loop ended early (None: it ran to max_steps, or never started)
+    actions_clamped: int = 0
+    actions_rate_limited: int = 0
+    max_tracking_error_rad: float | None = None  # previous command vs observed, revolute joints
+    armed_by: str | None = None  # hardware rollouts: who armed the node, when, until when
 
 
-@dataclass
-class _Run:
-    """What the loop learned, for the final message."""
-
-    steps: int = 0
-    clamped: int = 0
-    rate_limited: int = 0
-    stop_reason: str | None = None
+class RolloutRefused(RuntimeError):
+    """A rollout refused before anything moved (not armed); the message says how to proceed."""
 
 
-_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def robot_lock(key: str) -> threading.Lock:
-    """One rollout per robot: `dagster job execute` runs in-process and bypasses run-queue limits, so the lock is here."""
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(key, threading.Lock())
+def input_error(error: ValidationError) -> str:
+    """A pydantic error as one line per field, with no echo of the (possibly huge) value."""
+    problems = []
+    for e in error.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "input"
+        if e["type"] == "extra_forbidden":
+            problems.append(f"unknown field {shown(field, 40)} (fields: {', '.join(VLAInferInput.model_fields)})")
+        else:
+            problems.append(f"{field}: {e['msg']}")
+    return "invalid vla_infer input — " + "; ".join(problems)
 
 
 def resolve_checkpoint(path: str | Path, home: Path) -> Path:
@@ -91,153 +112,177 @@ def vla_infer(
     backend: str = "sim",
     factory: RobotFactory | None = None,
     eval_root: Path | None = None,
-    stop: threading.Event | None = None,
+    control: RolloutControl | None = None,
     progress: ProgressFn | None = None,
 ) -> VLAInferOutput:
     """Run one rollout; never raises for robot, policy or input trouble — the output says what happened.
 
-    `factory` overrides the backend's robot factory (tests inject faults this way); `stop` is set by a canceller
-    and checked every step; `progress` receives (fraction, message) as the rollout goes.
+    `factory` overrides the backend's robot factory (tests inject faults this way); `control` lets a supervisor stop
+    the rollout (checked every step) or abandon it; `progress` receives (fraction, message) as the rollout goes.
     """
-    lock = robot_lock(backend)
-    if not lock.acquire(blocking=False):
-        return VLAInferOutput(success=False, message=f"another rollout is already running on the {backend} robot — wait for it or cancel it")
+    control = control or RolloutControl()
     try:
-        return _vla_infer(request, settings, factory or robot_factory(backend), eval_root, stop, progress or _no_progress)
+        chosen = robot_backend(backend)
+        lock = RobotLock(settings.robot_state_dir, backend, owner=f"{request.policy} rollout of {request.checkpoint_path[:200]}")
+        lock.acquire()
+    except (RobotBusy, ValueError) as e:
+        control.done.set()
+        return VLAInferOutput(success=False, message=str(e))
+    control.attach(lock=lock)
+    rollout = _Rollout(request, settings, chosen, factory or chosen.factory, eval_root or settings.eval_datasets_dir,
+                       control, progress or _log_progress)
+    try:
+        return rollout.run()
+    except (RolloutRefused, SceneError) as e:  # refusals a user acts on: the message is the whole story
+        return VLAInferOutput(success=False, message=rollout.message(str(e)))
     except Exception as e:  # noqa: BLE001 - the tool boundary: every failure becomes a message for the operator
         log.exception("vla_infer failed")
-        return VLAInferOutput(success=False, message=f"{type(e).__name__}: {e}")
+        return VLAInferOutput(success=False, message=rollout.message(f"{type(e).__name__}: {e}"))
     finally:
         lock.release()
+        control.done.set()
 
 
-def _no_progress(fraction: float, message: str) -> None:
+def _log_progress(fraction: float, message: str) -> None:
     log.info("%3.0f%% %s", 100 * fraction, message)
 
 
-def _vla_infer(
-    req: VLAInferInput,
-    settings: PipelineSettings,
-    factory: RobotFactory,
-    eval_root: Path | None,
-    stop: threading.Event | None,
-    progress: ProgressFn,
-) -> VLAInferOutput:
-    notes: list[str] = []
-    progress(0.0, f"loading scene {req.scene}")
-    scene = resolve_scene(req.scene, scenes_dir(settings.home))
-    device, note = resolve_device(req.device)
-    if note:
-        notes.append(note)
-        progress(0.02, note)
-    checkpoint = resolve_checkpoint(req.checkpoint_path, settings.home)
-    progress(0.03, f"loading {req.policy} policy from {checkpoint}")
-    policy = load_policy(checkpoint, req.policy, device)
-    task = req.task_prompt or scene.task
-    progress(0.05, "first forward pass")
-    first_action = warm_up(policy, scene, task)
-    if req.dry_run:
-        return _dry_run(first_action, policy, scene, req, notes)
-    if stop is not None and stop.is_set():
-        return VLAInferOutput(success=False, message="; ".join([*notes, "cancelled by the client before the robot moved"]))
+@dataclass
+class _Rollout:
+    """One rollout's steps, in order; each a small method so the sequence reads top to bottom in `run`."""
 
-    progress(0.06, "connecting to the robot")
-    robot = factory(scene, policy.cameras, req.enable_realsense)
+    req: VLAInferInput
+    settings: PipelineSettings
+    backend: Backend
+    factory: RobotFactory
+    eval_root: Path
+    control: RolloutControl
+    progress: ProgressFn
+
+    def __post_init__(self) -> None:
+        self.notes: list[str] = []
+        self.armed: Arming | None = None
+
+    def message(self, text: str) -> str:
+        return "; ".join([*self.notes, text])
+
+    def run(self) -> VLAInferOutput:
+        req = self.req
+        if self.backend.moves_hardware and not req.dry_run:
+            self.require_armed()  # before loading anything: a refused rollout says so in a second
+        scene, policy, task = self.load()
+        first_action = warm_up(policy, scene, task)
+        if not np.isfinite(first_action).all():
+            return VLAInferOutput(success=False, message=self.message(
+                "the policy produced a non-finite action on its warm-up pass — refused before connecting to the robot"))
+        if req.dry_run:
+            return VLAInferOutput(success=True, message=self.message(_dry_run(first_action, policy, scene, req)))
+        if self.control.stop_requested:
+            return VLAInferOutput(success=False, message=self.message(
+                f"{self.control.reason or 'stopped'} before the robot moved"), stop_reason=self.control.reason)
+        if self.backend.moves_hardware:
+            self.require_armed()
+        return self.drive(scene, policy, task)
+
+    def require_armed(self) -> None:
+        try:
+            self.armed = require_armed(self.settings.robot_state_dir)
+        except NotArmed as e:
+            raise RolloutRefused(str(e)) from None
+
+    def load(self) -> tuple[RobotScene, LoadedPolicy, str]:
+        req = self.req
+        self.progress(0.0, f"loading scene {req.scene}")
+        scene = resolve_scene(req.scene, self.settings.scenes_dir)
+        device, note = resolve_device(req.device)
+        if note:
+            self.notes.append(note)
+            self.progress(0.02, note)
+        checkpoint = resolve_checkpoint(req.checkpoint_path, self.settings.home)
+        self.progress(0.03, f"loading {req.policy} policy from {checkpoint}")
+        policy = load_policy(checkpoint, req.policy, device)
+        self.progress(0.05, "first forward pass")
+        return scene, policy, req.task_prompt or scene.task
+
+    def drive(self, scene: RobotScene, policy: LoadedPolicy, task: str) -> VLAInferOutput:
+        """Connect, ready, loop; park whatever happens, then finalize the eval dataset."""
+        req = self.req
+        self.progress(0.06, "connecting to the robot")
+        robot = GuardedRobot(self.factory(scene, policy.cameras, req.enable_realsense))
+        self.control.attach(robot=robot)
+        _check_cameras(policy, robot)
+        recorder = self.recorder(scene, policy, task, robot) if req.record_eval else None
+        stats = LoopStats()
+        limits = self.settings.rollout_limits
+        still_armed = self.still_armed if self.backend.moves_hardware else None
+        recovery: str | None = "the rollout ended before parking"
+        try:
+            try:
+                robot.connect()
+                self.progress(0.08, f"moving to ready (goal time {scene.goal_time_slow} s)")
+                robot.send(scene.ready, scene.goal_time_slow, blocking=True)
+                policy.reset()
+                plan = LoopPlan(fps=req.fps, max_steps=req.max_steps, task=task, debug=req.debug)
+                run_loop(robot, policy, scene, plan, limits, stats, self.control, recorder, self.progress, still_armed)
+            except (RobotError, UnsafeAction, RolloutStopped) as e:
+                stats.stop_reason = str(e)
+            finally:
+                recovery = park(robot, scene)
+        finally:
+            if recorder is not None:
+                recorder.close(**stats.as_meta(), limits=vars(limits), armed_by=self.armed and self.armed.describe(),
+                               parked=recovery is None)
+        return self.output(stats, recovery, robot, policy, recorder)
+
+    def still_armed(self) -> None:
+        try:
+            require_armed(self.settings.robot_state_dir)
+        except NotArmed as e:
+            raise RolloutStopped(f"arming expired or was withdrawn ({e})") from None
+
+    def recorder(self, scene: RobotScene, policy: LoadedPolicy, task: str, robot: Robot) -> EvalRecorder:
+        info = {"checkpoint_path": str(policy.path), "policy": policy.type, "task": task, "device": policy.device,
+                "robot": robot.name, "max_steps": self.req.max_steps}
+        return EvalRecorder(self.eval_root, scene, policy.cameras, self.req.fps, info=info).open()
+
+    def output(self, stats: LoopStats, recovery: str | None, robot: Robot, policy: LoadedPolicy,
+               recorder: EvalRecorder | None) -> VLAInferOutput:
+        req = self.req
+        summary = f"{stats.steps} steps at {req.fps} Hz on {robot.name} ({policy.type} from {policy.path})"
+        envelope = f"{stats.clamped} actions clamped to joint limits, {stats.rate_limited} rate-limited"
+        ending = "robot back at ready and disconnected" if recovery is None else f"WARNING: {recovery}"
+        if self.armed is not None:
+            ending += f" ({self.armed.describe()})"
+        if stats.stop_reason is None:
+            text = f"rollout finished: {summary}; {envelope}; {ending}"
+        else:
+            text = f"rollout stopped at step {stats.steps}: {stats.stop_reason}; {summary}; {envelope}; {ending}"
+        kept = recorder is not None and recorder.saved
+        if recorder is not None and not kept:
+            text += "; no frames were recorded, so no eval dataset was kept"
+        return VLAInferOutput(
+            success=stats.stop_reason is None and recovery is None,
+            message=self.message(text),
+            num_steps=stats.steps,
+            eval_dir=str(recorder.path) if kept else None,
+            stop_reason=stats.stop_reason,
+            actions_clamped=stats.clamped,
+            actions_rate_limited=stats.rate_limited,
+            max_tracking_error_rad=round(stats.max_tracking_error_rad, 4) if stats.steps else None,
+            armed_by=self.armed.describe() if self.armed else None,
+        )
+
+
+def _check_cameras(policy: LoadedPolicy, robot: Robot) -> None:
     missing = sorted(set(policy.cameras) - set(robot.cameras))
     if missing:
         raise ValueError(
             f"the policy looks at cameras {missing} but the {robot.name} robot has {sorted(robot.cameras) or 'none'} — "
             "pass enable_realsense=true and check the scene's cams.realsenses"
         )
-    run = _Run()
-    recorder = (
-        EvalRecorder(
-            eval_root or settings.home / "eval_datasets", scene, policy.cameras, req.fps,
-            info={"checkpoint_path": str(checkpoint), "policy": policy.type, "task": task, "device": device,
-                  "robot": robot.name, "max_steps": req.max_steps},
-        )
-        if req.record_eval else None
-    )
-    try:
-        robot.connect()
-        progress(0.08, f"moving to ready (goal time {scene.goal_time_slow} s)")
-        robot.send(scene.ready, scene.goal_time_slow, blocking=True)
-        policy.reset()
-        with recorder if recorder is not None else nullcontext():
-            _loop(robot, policy, scene, task, req, run, recorder, stop, progress)
-    except (RobotError, UnsafeAction) as e:
-        run.stop_reason = str(e)
-    finally:
-        recovery = _return_to_ready(robot, scene)
-    eval_dir = str(recorder.path) if recorder is not None else None
-
-    summary = f"{run.steps} steps at {req.fps} Hz on {robot.name} ({policy.type} from {checkpoint})"
-    envelope = f"{run.clamped} actions clamped to joint limits, {run.rate_limited} rate-limited"
-    ending = "robot back at ready and disconnected" if recovery is None else f"WARNING: {recovery}"
-    if run.stop_reason is None:
-        message = f"rollout finished: {summary}; {envelope}; {ending}"
-    else:
-        message = f"rollout stopped at step {run.steps}: {run.stop_reason}; {summary}; {ending}"
-    return VLAInferOutput(
-        success=run.stop_reason is None and recovery is None,
-        message="; ".join([*notes, message]),
-        num_steps=run.steps,
-        eval_dir=eval_dir,
-    )
 
 
-def _loop(
-    robot: Robot,
-    policy: LoadedPolicy,
-    scene: RobotScene,
-    task: str,
-    req: VLAInferInput,
-    run: _Run,
-    recorder: EvalRecorder | None,
-    stop: threading.Event | None,
-    progress: ProgressFn,
-) -> None:
-    """observe -> policy -> envelope -> send, paced at req.fps on absolute deadlines (no drift)."""
-    envelope = SafetyEnvelope.for_tatbot(req.fps)
-    period = 1.0 / req.fps
-    previous = scene.ready.copy()
-    deadline = time.perf_counter()
-    for step in range(req.max_steps):
-        if stop is not None and stop.is_set():
-            run.stop_reason = "cancelled by the client"
-            return
-        observation = robot.observe()
-        check_frames(observation, policy.cameras)
-        frame = observation_frame(observation, policy.cameras)
-        safe = envelope.apply(policy.act(frame, task), previous)  # raises UnsafeAction before anything is sent
-        robot.send(safe.joints, scene.goal_time_fast)
-        previous = safe.joints
-        run.clamped += safe.clamped
-        run.rate_limited += safe.rate_limited
-        if recorder is not None:
-            recorder.add(frame, safe.joints, task)
-        run.steps = step + 1
-        if req.debug:
-            log.info("step %d: sent %s", run.steps, np.round(safe.joints, 4).tolist())
-        progress(0.1 + 0.9 * run.steps / req.max_steps, f"step {run.steps} of {req.max_steps}")
-        deadline += period
-        if not sleep_until(deadline):
-            deadline = time.perf_counter()  # overran: restart the schedule instead of bursting to catch up
-
-
-def sleep_until(deadline: float, spin: float = 0.002) -> bool:
-    """Sleep to a perf_counter deadline: OS sleep to within `spin` s, then spin. False when already late."""
-    remaining = deadline - time.perf_counter()
-    if remaining <= 0:
-        return False
-    if remaining > spin:
-        time.sleep(remaining - spin)
-    while time.perf_counter() < deadline:
-        pass
-    return True
-
-
-def _return_to_ready(robot: Robot, scene: RobotScene) -> str | None:
+def park(robot: Robot, scene: RobotScene) -> str | None:
     """Back to ready and disconnect, whatever happened. Returns a problem to report, None when all went well."""
     problem = None
     try:
@@ -258,6 +303,8 @@ def _return_to_ready(robot: Robot, scene: RobotScene) -> str | None:
 def warm_up(policy: LoadedPolicy, scene: RobotScene, task: str) -> np.ndarray:
     """One forward pass on a simulated observation at the ready pose, then a reset: the first call is the slow one
     (allocations, lazy init), and it must not stall the first control step. Connects no robot, moves nothing."""
+    from tatbot_pipeline.robot.base import observation_frame
+
     with SimRobot(cameras=policy.cameras, start=scene.ready) as sim:
         frame = observation_frame(sim.observe(), policy.cameras)
     action = policy.act(frame, task)
@@ -265,13 +312,10 @@ def warm_up(policy: LoadedPolicy, scene: RobotScene, task: str) -> np.ndarray:
     return action
 
 
-def _dry_run(action: np.ndarray, policy: LoadedPolicy, scene: RobotScene, req: VLAInferInput, notes: list[str]) -> VLAInferOutput:
-    """The warm-up pass is the dry run: report whether its action would pass the safety envelope unchanged."""
-    try:
-        safe = SafetyEnvelope.for_tatbot(req.fps).apply(action, scene.ready)
-    except UnsafeAction as e:
-        return VLAInferOutput(success=False, message="; ".join([*notes, f"dry run: {e}"]))
+def _dry_run(action: np.ndarray, policy: LoadedPolicy, scene: RobotScene, req: VLAInferInput) -> str:
+    """The warm-up pass is the dry run: say whether its action would pass the safety envelope unchanged."""
+    safe = SafetyEnvelope.for_tatbot(req.fps).apply(action, scene.ready)
     verdict = "within the envelope" if not (safe.clamped or safe.rate_limited) else "would be clamped/rate-limited"
-    message = (f"dry run OK: scene {scene.name}, {policy.type} policy from {policy.path} on {policy.device}, "
-               f"cameras {sorted(policy.cameras) or 'none'}; first action {verdict}; nothing moved")
-    return VLAInferOutput(success=True, message="; ".join([*notes, message]))
+    return (f"dry run OK: scene {scene.name}, {policy.type} policy from {policy.path} on {policy.device}, "
+            f"cameras {sorted(policy.cameras) or 'none'}; first action {verdict}; nothing moved")
+

@@ -3,41 +3,52 @@
 A rollout moves a robot, so the server is careful about who may start one: it binds to loopback by default, refuses
 to bind anywhere else without a bearer token (TATBOT_MCP_TOKEN), and only loads checkpoints under the configured
 roots (TATBOT_CHECKPOINT_ROOTS, default the pipeline home) — a checkpoint is pickled-free safetensors, but its
-config still names code paths and a backbone dir. The rollout runs in a worker thread; progress goes back as MCP
-progress notifications, and a client's cancel sets the loop's stop event and waits until the robot is back at
-ready and disconnected.
+config still names code paths and a backbone dir. Arguments are validated strictly against `VLAInferInput` (the
+published schema says `additionalProperties: false`). The rollout runs in a worker thread under a deadman (see
+`RolloutService`); progress goes back as MCP progress notifications, and a client's cancel, like a lost client,
+stops the loop and waits until the robot is back at ready and disconnected.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
 import queue
-import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Any
 
 import anyio
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import Field
+from mcp.shared.message import ServerMessageMetadata
+from mcp.types import EmptyResult, PingRequest
+from mcp.types import Tool as MCPTool
+from pydantic import ValidationError
 from starlette.applications import Starlette
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.inference.rollout import VLAInferInput, VLAInferOutput, resolve_checkpoint, vla_infer
+from tatbot_pipeline.inference.control import RolloutControl
+from tatbot_pipeline.inference.rollout import VLAInferInput, VLAInferOutput, input_error, resolve_checkpoint, vla_infer
 from tatbot_pipeline.robot.backends import BACKENDS, RobotFactory
+from tatbot_pipeline.robot.safety import RolloutLimits
+from tatbot_pipeline.robot.scene import shown
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MCP_PATH = "/mcp"
+TOOL_NAME = "vla_infer"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+MIN_TOKEN_LENGTH = 16
+PUMP_PERIOD_S = 0.05  # progress flush + closed-stream check: well within one control period at 10 Hz
+HEARTBEAT_PERIOD_S = 0.5  # pings on the request's stream; a client silent for client_timeout_s is gone
 TOOL_DESCRIPTION = (
     "Run a trained VLA policy (LeRobot checkpoint) on the tatbot: load scene and policy, move to ready, "
     "run the control loop at fps for up to max_steps (safety envelope on every action), return to ready. "
@@ -66,6 +77,9 @@ class ServerConfig:
 
     def check(self) -> None:
         """Refuse a configuration that would let anyone on the network move the robot."""
+        if self.token is not None and (len(self.token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in self.token)):
+            raise ValueError(f"TATBOT_MCP_TOKEN must be at least {MIN_TOKEN_LENGTH} characters with no whitespace — "
+                             "generate one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
         if self.host not in LOOPBACK and not self.token:
             raise ValueError(
                 f"refusing to serve on {self.host}: anyone who can reach it could move the robot — set TATBOT_MCP_TOKEN "
@@ -88,7 +102,14 @@ class StaticTokenVerifier:
 
 
 class RolloutService:
-    """The tool's behaviour, separate from MCP plumbing so the server and tests share it."""
+    """The tool's behaviour, separate from MCP plumbing so the server and tests share it.
+
+    Each call runs `vla_infer` in a worker thread under a deadman: the client must stay reachable. A closed stream
+    or session, a progress notification that cannot be delivered, or a ping left unanswered for
+    `client_timeout_s` means nobody is watching any more, so the rollout is stopped and parked. A cancel or a lost
+    client that does not lead to a parked robot within `cancel_timeout_s` (a hung driver call) abandons the worker:
+    its robot handle is revoked and its lock released, and the history says so.
+    """
 
     def __init__(self, config: ServerConfig, factory: RobotFactory | None = None, eval_root: Path | None = None) -> None:
         self.config = config
@@ -96,53 +117,153 @@ class RolloutService:
         self.eval_root = eval_root
         self.history: deque[VLAInferOutput] = deque(maxlen=50)  # every finished run, cancelled ones included
 
+    @property
+    def limits(self) -> RolloutLimits:
+        return self.config.settings.rollout_limits
+
     def allowed(self, checkpoint_path: str) -> Path:
         path = resolve_checkpoint(checkpoint_path, self.config.settings.home)
         roots = [Path(r).resolve() for r in self.config.checkpoint_roots]
         if not any(path.is_relative_to(root) for root in roots):
             raise ToolError(
-                f"checkpoint {path} is outside the allowed roots {[str(r) for r in roots]} — "
+                f"checkpoint {shown(str(path), 300, quote=False)} is outside the allowed roots {[str(r) for r in roots]} — "
                 "move it under one, or add its root to TATBOT_CHECKPOINT_ROOTS on the server"
             )
         return path
 
-    async def run(self, request: VLAInferInput, ctx: Context) -> VLAInferOutput:
+    async def run(self, request: VLAInferInput, ctx: Context | None = None) -> VLAInferOutput:
         request = request.model_copy(update={"checkpoint_path": str(self.allowed(request.checkpoint_path))})
         updates: queue.SimpleQueue[tuple[float, str]] = queue.SimpleQueue()
-        stop, done = threading.Event(), threading.Event()
+        control = RolloutControl()
 
         def work() -> VLAInferOutput:
-            try:
-                out = vla_infer(request, self.config.settings, backend=self.config.backend, factory=self.factory,
-                                eval_root=self.eval_root, stop=stop, progress=lambda f, m: updates.put((f, m)))
-                self.history.append(out)
-                return out
-            finally:
-                done.set()
-
-        async def send_updates() -> None:
-            while not updates.empty():
-                fraction, message = updates.get_nowait()
-                await ctx.report_progress(fraction, 1.0, message)
-
-        async def pump() -> None:
-            while True:
-                await send_updates()
-                await anyio.sleep(0.05)
+            out = vla_infer(request, self.config.settings, backend=self.config.backend, factory=self.factory,
+                            eval_root=self.eval_root, control=control, progress=lambda f, m: updates.put((f, m)))
+            self.history.append(out)
+            return out
 
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(pump)
-                result = await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
-                tg.cancel_scope.cancel()
-            await send_updates()
-            return result
+            result = await self._supervise(work, ctx, control, updates)
         except anyio.get_cancelled_exc_class():
-            # The client cancelled: stop the loop and hold the request open until the robot is safe again.
-            stop.set()
+            # The client cancelled: stop the loop and hold the request open until the robot is parked.
+            control.request_stop("cancelled by the client")
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(done.wait)
+                await self._settle(control)
             raise
+        if ctx is not None:
+            with contextlib.suppress(Exception):  # the last lines of progress are a courtesy, the result is what counts
+                await self._send_updates(ctx, updates)
+        return result
+
+    async def _supervise(self, work, ctx: Context | None, control: RolloutControl,
+                         updates: queue.SimpleQueue) -> VLAInferOutput:
+        results: list[VLAInferOutput] = []
+        try:
+            async with anyio.create_task_group() as tg:
+                if ctx is not None:
+                    tg.start_soon(self._deadman, ctx, control, updates)
+                results.append(await anyio.to_thread.run_sync(work, abandon_on_cancel=True))
+                tg.cancel_scope.cancel()
+        except* RolloutAbandoned as group:
+            results.append(group.exceptions[0].output)
+        return results[-1]
+
+    async def _deadman(self, ctx: Context, control: RolloutControl, updates: queue.SimpleQueue) -> None:
+        """Watch the client until the rollout ends; when it is gone, stop the rollout and see it parked."""
+        gone = await _first_of(self._pump(ctx, updates), self._heartbeat(ctx))
+        log.error("vla_infer client gone (%s): stopping the rollout and parking the robot", gone)
+        control.request_stop(f"the client went away ({gone}): nobody is watching the robot")
+        await self._settle(control)
+        if control.abandoned:
+            raise RolloutAbandoned(self.history[-1])
+
+    async def _pump(self, ctx: Context, updates: queue.SimpleQueue) -> str:
+        """Forward progress; returns why the client is gone (a closed stream, an undeliverable notification)."""
+        request = getattr(ctx.request_context, "request", None)
+        while True:
+            if request is not None and await request.is_disconnected():
+                return "its HTTP stream closed"
+            try:
+                await self._send_updates(ctx, updates)
+            except Exception as e:  # noqa: BLE001 - any failure to deliver means the client cannot watch any more
+                return f"a progress notification could not be delivered: {type(e).__name__}: {e}"
+            await anyio.sleep(PUMP_PERIOD_S)
+
+    async def _heartbeat(self, ctx: Context) -> str:
+        """Ping the client on the request's own stream; returns why it is gone (no answer within the timeout)."""
+        timeout = self.limits.client_timeout_s
+        metadata = ServerMessageMetadata(related_request_id=ctx.request_context.request_id)
+        while True:
+            await anyio.sleep(min(HEARTBEAT_PERIOD_S, timeout / 2))
+            try:
+                with anyio.fail_after(timeout):
+                    await ctx.session.send_request(PingRequest(), EmptyResult, request_read_timeout_seconds=timeout,
+                                                   metadata=metadata)
+            except Exception as e:  # noqa: BLE001 - a timeout, a closed channel, an error reply: all mean gone
+                return f"no answer to a ping within {timeout:g} s ({type(e).__name__})"
+
+    @staticmethod
+    async def _send_updates(ctx: Context, updates: queue.SimpleQueue) -> None:
+        while not updates.empty():
+            fraction, message = updates.get_nowait()
+            await ctx.report_progress(fraction, 1.0, message)
+
+    async def _settle(self, control: RolloutControl) -> None:
+        """Wait for a stopping rollout to park; abandon it (revoke + release) when it does not in time."""
+        timeout = self.limits.cancel_timeout_s
+        if await anyio.to_thread.run_sync(control.wait, timeout):
+            return
+        reason = f"the robot did not confirm it was parked within {timeout:g} s of the stop (a driver call hung?)"
+        log.error("vla_infer abandoned: %s", reason)
+        control.abandon(reason)
+        self.history.append(VLAInferOutput(
+            success=False, stop_reason=control.reason,
+            message=f"rollout stopped ({control.reason}) but {reason}: its commands are revoked and the robot lock "
+                    "released — CHECK THE ROBOT BY HAND before the next rollout"))
+
+
+class RolloutAbandoned(Exception):
+    """Raised out of the deadman to end a request whose worker could not be stopped in time."""
+
+    def __init__(self, output: VLAInferOutput) -> None:
+        super().__init__(output.message)
+        self.output = output
+
+
+async def _first_of(*coros) -> str:
+    """Run the watchers together; the first to return wins and the others are cancelled."""
+    result: list[str] = []
+    async with anyio.create_task_group() as tg:
+        async def run(coro) -> None:
+            result.append(await coro)
+            tg.cancel_scope.cancel()
+
+        for coro in coros:
+            tg.start_soon(run, coro)
+    return result[0]
+
+
+class RobotNodeServer(MCPServer):
+    """An MCPServer whose `vla_infer` takes exactly a `VLAInferInput`.
+
+    The SDK derives a tool's input model from its function signature and ignores unknown arguments; a robot must not
+    (`{"dryrun": true}` would roll out for real). So the published input schema is `VLAInferInput`'s own
+    (`additionalProperties: false`, every field described), the arguments are validated against it strictly before
+    the tool runs, and the tool function receives them as one validated object.
+    """
+
+    async def list_tools(self) -> list[MCPTool]:
+        schema = VLAInferInput.model_json_schema()
+        return [t.model_copy(update={"input_schema": schema}) if t.name == TOOL_NAME else t
+                for t in await super().list_tools()]
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Context | None = None):
+        if name == TOOL_NAME:
+            try:
+                arguments = {"request": VLAInferInput.model_validate(arguments).model_dump()}
+            except ValidationError as e:
+                raise ToolError(input_error(e)) from None
+        return await super().call_tool(name, arguments, context)
 
 
 def build_server(service: RolloutService) -> MCPServer:
@@ -152,29 +273,11 @@ def build_server(service: RolloutService) -> MCPServer:
         # A static bearer token, no OAuth server: the SDK's AuthSettings needs an issuer URL it never uses then.
         auth = {"auth": AuthSettings(issuer_url="http://localhost", resource_server_url=None),
                 "token_verifier": StaticTokenVerifier(config.token)}
-    server = MCPServer("tatbot-pipeline", instructions=TOOL_DESCRIPTION, **auth)
+    server = RobotNodeServer("tatbot-pipeline", instructions=TOOL_DESCRIPTION, **auth)
 
-    @server.tool(name="vla_infer", description=TOOL_DESCRIPTION)
-    async def vla_infer_tool(
-        policy: Annotated[str, Field(description="'smolvla', 'pi0', or the type in the checkpoint's config.json")],
-        checkpoint_path: Annotated[str, Field(description="pretrained_model dir; relative to the pipeline home")],
-        ctx: Context,
-        scene: Annotated[str, Field(description="scene name (<scenes dir>/<scene>.yaml or built-in)")] = "default",
-        device: Literal["cuda", "cpu"] = "cuda",
-        max_steps: Annotated[int, Field(gt=0, description="safety cap on control steps")] = 500,
-        enable_realsense: bool = False,
-        fps: Annotated[int, Field(gt=0, le=100, description="control rate in Hz")] = 10,
-        debug: bool = False,
-        record_eval: bool = False,
-        dry_run: bool = False,
-        task_prompt: str | None = None,
-    ) -> VLAInferOutput:
-        request = VLAInferInput(
-            policy=policy, checkpoint_path=checkpoint_path, scene=scene, device=device, max_steps=max_steps,
-            enable_realsense=enable_realsense, fps=fps, debug=debug, record_eval=record_eval, dry_run=dry_run,
-            task_prompt=task_prompt,
-        )
-        return await service.run(request, ctx)
+    @server.tool(name=TOOL_NAME, description=TOOL_DESCRIPTION)
+    async def vla_infer_tool(request: dict[str, Any], ctx: Context) -> VLAInferOutput:
+        return await service.run(VLAInferInput.model_validate(request), ctx)
 
     return server
 

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class RobotLock:
         self.robot = robot
         self.owner = owner
         self._fd: int | None = None
+        self._mutex = threading.Lock()  # a supervisor may release the lock of a rollout stuck in another thread
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,8 +47,10 @@ class RobotLock:
         self._fd = fd
 
     def release(self) -> None:
-        if self._fd is not None:
+        """Idempotent: the worker's own `finally` and a supervisor that abandoned it may both call it."""
+        with self._mutex:
             fd, self._fd = self._fd, None
+        if fd is not None:
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)

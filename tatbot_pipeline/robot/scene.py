@@ -1,23 +1,26 @@
 """The scene a rollout runs in: named poses, goal times, the task string and the hardware config.
 
-A scene is named (default "default") and resolved to `<scenes dir>/<name>.yaml` — the same scene.yaml tatbot
-writes next to every recording, so a recording's scene can be copied there as is. When no file exists, a built-in
-scene with the spec's ready/sleep poses is used, so the simulator always has something to run in.
+A scene is named and resolved to `<scenes dir>/<name>.yaml` — the same scene.yaml tatbot writes next to every
+recording, so a recording's scene can be copied there as is. Only the name "default" without a file falls back to a
+built-in scene; any other unknown name is an error listing the scenes there are (a typo must never roll out on a
+scene nobody chose). Every scene is validated before a robot is built: its poses are resolved by name through the
+pose table (robot/spec.py), finite and within the URDF limits, and its goal times positive and finite.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from tatbot_pipeline.recordings.scene import load_scene
-from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_UPPER, JOINTS_PER_ARM, READY_POSE, SLEEP_POSE
+from tatbot_pipeline.robot.guard import UnsafeCommand, check_command, check_goal_time
+from tatbot_pipeline.robot.spec import ARMS, scene_pose
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,12 @@ DEFAULT_SCENE = "default"
 # tatbot's Trossen defaults: fast for small continuous moves, slow for the big moves to ready/sleep.
 GOAL_TIME_FAST = 0.2
 GOAL_TIME_SLOW = 1.8
+MAX_NAME_LENGTH = 100
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class SceneError(ValueError):
+    """A scene that cannot be used: unknown, unreadable, or with values the robot must not be sent."""
 
 
 @dataclass(frozen=True)
@@ -48,71 +56,73 @@ class RobotScene:
         return list((self.data.get("cams") or {}).get("realsenses") or [])
 
 
-def scenes_dir(home: Path) -> Path:
-    """Where named scenes live: $TATBOT_SCENES_DIR, else <pipeline home>/scenes."""
-    return Path(os.environ.get("TATBOT_SCENES_DIR") or Path(home) / "scenes")
+def shown(text: str, limit: int = 80, quote: bool = True) -> str:
+    """A user's string for an error message: cut to `limit` characters, repr'd when quoted or not printable (a NUL
+    byte shows as \\x00 instead of vanishing)."""
+    text = str(text)
+    cut = text[:limit]
+    body = repr(cut) if quote or not cut.isprintable() else cut
+    return body if len(text) <= limit else f"{body}… ({len(text)} characters)"
+
+
+def available_scenes(directory: Path) -> list[str]:
+    names = sorted(p.stem for p in Path(directory).glob("*.yaml")) if Path(directory).is_dir() else []
+    return sorted({DEFAULT_SCENE, *names})
 
 
 def resolve_scene(name: str, directory: Path) -> RobotScene:
-    """Load `<directory>/<name>.yaml`, or the built-in scene when there is none."""
-    if not _NAME_RE.match(name):
-        raise ValueError(f"scene name {name!r}: use letters, digits, '_', '-' or '.' (it names <scenes dir>/<name>.yaml)")
+    """Load and validate `<directory>/<name>.yaml`; "default" without a file is the built-in scene."""
+    if len(name) > MAX_NAME_LENGTH or not _NAME_RE.match(name):
+        raise SceneError(f"scene name {shown(name)}: use up to {MAX_NAME_LENGTH} letters, digits, '_', '-' or '.' "
+                         "(it names <scenes dir>/<name>.yaml)")
     path = Path(directory) / f"{name}.yaml"
     if path.is_file():
-        return scene_from_dict(name, load_scene(path), source=path)
-    log.info("no %s; using the built-in scene (spec ready/sleep poses)", path)
-    return scene_from_dict(name, builtin_scene(name))
+        try:
+            data = load_scene(path)
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            raise SceneError(f"{path}: unreadable scene ({type(e).__name__}: {str(e)[:200]})") from None
+        return scene_from_dict(name, data, source=path)
+    if name == DEFAULT_SCENE:
+        log.info("no %s; using the built-in default scene (tatbot's left/right ready and sleep poses)", path)
+        return scene_from_dict(name, builtin_scene(name))
+    raise SceneError(f"unknown scene {shown(name)}: no {path}. Available scenes: {', '.join(available_scenes(directory))} "
+                     f"— copy a recording's scene.yaml to {directory}/<name>.yaml to add one")
 
 
 def builtin_scene(name: str = DEFAULT_SCENE) -> dict[str, Any]:
-    """A scene.yaml-shaped dict with the spec poses and tatbot's default goal times; no hardware addresses."""
-    def pose(values: np.ndarray) -> dict[str, list[float]]:
-        return {"joints": [round(float(v), 6) for v in values]}
-
+    """A scene.yaml-shaped dict as tatbot writes it (pose names, default goal times); no hardware addresses."""
+    poses = {f"{which}_pos_{arm[0]}_name": f"{arm}/{which}" for which in ("ready", "sleep") for arm in ARMS}
     return {
         "name": name,
         "design_name": name,
         "arms": {"goal_time_fast": GOAL_TIME_FAST, "goal_time_slow": GOAL_TIME_SLOW},
         "cams": {"realsenses": []},
-        "ready_pos_l": pose(READY_POSE[:JOINTS_PER_ARM]),
-        "ready_pos_r": pose(READY_POSE[JOINTS_PER_ARM:]),
-        "sleep_pos_l": pose(SLEEP_POSE[:JOINTS_PER_ARM]),
-        "sleep_pos_r": pose(SLEEP_POSE[JOINTS_PER_ARM:]),
+        **poses,
     }
 
 
 def scene_from_dict(name: str, data: dict[str, Any], source: Path | None = None) -> RobotScene:
-    where = source or "built-in scene"
+    """Every check a scene must pass before any robot is built from it; SceneError names the file and the value."""
+    where = str(source or "built-in scene")
     arms = data.get("arms") or {}
+    if not isinstance(arms, dict):
+        raise SceneError(f"{where}: 'arms' must be a mapping, got {type(arms).__name__}")
     design = data.get("design_name") or name
     # Recordings label episodes "left: <stroke>, right: <stroke>"; a scene may set its own `task`.
     task = str(data.get("task") or f"left: {design} stroke, right: {design} stroke")
-    return RobotScene(
-        name=name,
-        ready=_pose(data, "ready", READY_POSE, where),
-        sleep=_pose(data, "sleep", SLEEP_POSE, where),
-        goal_time_fast=float(arms.get("goal_time_fast", GOAL_TIME_FAST)),
-        goal_time_slow=float(arms.get("goal_time_slow", GOAL_TIME_SLOW)),
-        task=task,
-        data=data,
-        source=source,
-    )
+    try:
+        fast = check_goal_time(arms.get("goal_time_fast", GOAL_TIME_FAST), "arms.goal_time_fast")
+        slow = check_goal_time(arms.get("goal_time_slow", GOAL_TIME_SLOW), "arms.goal_time_slow")
+        ready, sleep = (_pose(data, which, slow) for which in ("ready", "sleep"))
+    except (UnsafeCommand, ValueError) as e:
+        raise SceneError(f"{where}: {e} — fix the scene before rolling out") from None
+    return RobotScene(name=name, ready=ready, sleep=sleep, goal_time_fast=fast, goal_time_slow=slow, task=task,
+                      data=data, source=source)
 
 
-def _pose(data: dict[str, Any], which: str, default: np.ndarray, where: object) -> np.ndarray:
-    """Both arms' `<which>_pos_l/r.joints`; a pose outside the URDF limits is refused, not clamped."""
-    halves = []
-    for side, part in (("l", default[:JOINTS_PER_ARM]), ("r", default[JOINTS_PER_ARM:])):
-        entry = data.get(f"{which}_pos_{side}")
-        joints = entry.get("joints") if isinstance(entry, dict) else None
-        if joints is None:
-            halves.append(part)
-            continue
-        if len(joints) != JOINTS_PER_ARM:
-            raise ValueError(f"{where}: {which}_pos_{side}.joints has {len(joints)} values, expected {JOINTS_PER_ARM}")
-        halves.append(np.asarray(joints, dtype=np.float32))
-    pose = np.concatenate(halves).astype(np.float32)
-    tol = 1e-4
-    if (pose < JOINT_LOWER - tol).any() or (pose > JOINT_UPPER + tol).any():
-        raise ValueError(f"{where}: {which} pose {pose.tolist()} is outside the URDF joint limits — fix the scene")
-    return np.clip(pose, JOINT_LOWER, JOINT_UPPER)
+def _pose(data: dict[str, Any], which: str, goal_time: float) -> np.ndarray:
+    """The scene's `which` pose, resolved by name, through the same guard every command passes."""
+    pose = scene_pose(data, which)
+    if pose is None:
+        raise ValueError(f"no {which} pose: expected {which}_pos_l_name and {which}_pos_r_name (e.g. left/{which})")
+    return check_command(pose, goal_time, f"{which} pose")

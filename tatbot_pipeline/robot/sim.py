@@ -22,11 +22,15 @@ from tatbot_pipeline.synth import CAMERAS, render_camera
 
 @dataclass(frozen=True)
 class SimFaults:
-    """Faults counted in observe() calls (1-based)."""
+    """Faults counted in observe() or send() calls (1-based)."""
 
     disconnect_at: int | None = None  # the link drops once at this observation; connect() brings it back
     camera_failure_at: int | None = None  # from this observation on, `failing_camera` returns black frames
     failing_camera: str = CAMERAS[0]
+    pushed_joint: int | None = None  # this joint is pushed `push_rad` off its command (a collision) ...
+    push_rad: float = 0.5
+    pushed_from: int = 1  # ... from this observation on
+    hang_at_command: int | None = None  # this send() never returns (a hung driver call) until `release_hang()`
 
 
 class SimRobot(Robot):
@@ -48,6 +52,8 @@ class SimRobot(Robot):
         self._last = time.perf_counter()
         self._connected = False
         self._lock = threading.Lock()
+        self._unhang = threading.Event()
+        self.sends = 0
 
     @property
     def is_connected(self) -> bool:
@@ -79,7 +85,13 @@ class SimRobot(Robot):
                 obs[cam] = render_camera(position, shape, i % len(CAMERAS))
         return obs
 
+    def release_hang(self) -> None:
+        self._unhang.set()
+
     def send(self, joints: np.ndarray, goal_time: float, blocking: bool = False) -> np.ndarray:
+        self.sends += 1
+        if self.faults.hang_at_command == self.sends:
+            self._unhang.wait(timeout=120)  # bounded, so a test that forgets to release still ends
         self._require_connection()
         target = np.asarray(joints, dtype=np.float32).reshape(NUM_JOINTS)
         if not np.isfinite(target).all() or (target < JOINT_LOWER - 1e-5).any() or (target > JOINT_UPPER + 1e-5).any():
@@ -97,7 +109,11 @@ class SimRobot(Robot):
     def _advance(self) -> None:
         now = time.perf_counter()
         alpha = 1.0 - math.exp(-(now - self._last) / self._tau)
-        self.position = (self.position + alpha * (self.target - self.position)).astype(np.float32)
+        moved = (self.position + alpha * (self.target - self.position)).astype(np.float32)
+        j = self.faults.pushed_joint
+        if j is not None and self.observations >= self.faults.pushed_from:
+            moved[j] = self.target[j] + self.faults.push_rad
+        self.position = moved
         self._last = now
 
     def _require_connection(self) -> None:

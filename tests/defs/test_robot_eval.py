@@ -81,7 +81,8 @@ def test_bad_checkpoint_fails_before_anything_moves(home: Path, tmp_path: Path):
 
 
 def test_failed_rollout_fails_the_run_with_the_tools_message(home: Path, pristine_recording: Path):
-    """A policy gone bad (NaN actions): the safety envelope stops the loop, the run fails with the tool's message."""
+    """A policy gone bad (NaN actions): refused before the robot connects; the run fails with the tool's message and
+    registers no eval dataset (nothing was recorded)."""
     from tests.inference.checkpoints import poison_with_nan, save_tiny_act_checkpoint
 
     act = save_tiny_act_checkpoint(home / "outputs/train/act-ok/checkpoints/last/pretrained_model", pristine_recording)
@@ -92,7 +93,9 @@ def test_failed_rollout_fails_the_run_with_the_tools_message(home: Path, pristin
         failure = next(e for e in result.all_events if e.is_step_failure)
         assert failure.step_key == "register_eval_dataset"
         message = failure.step_failure_data.error.message
-        assert "rollout failed on hog" in message and "non-finite action" in message and "back at ready" in message
+        assert "rollout failed on hog" in message and "non-finite action" in message
+        assert "refused before connecting to the robot" in message
+        assert instance.get_dynamic_partitions("eval_runs") == []
 
 
 def test_dagster_job_execute_from_the_repo_root(home: Path, tmp_path: Path):

@@ -29,6 +29,12 @@ def save_tiny_act_checkpoint(out_dir: Path, dataset_root: Path, chunk_size: int 
 
 def poison_with_nan(checkpoint: Path, out_dir: Path) -> Path:
     """A copy of an ACT checkpoint whose action head outputs NaN: a policy gone bad, for the safety envelope."""
+    return with_action_bias(checkpoint, out_dir, float("nan"))
+
+
+def with_action_bias(checkpoint: Path, out_dir: Path, value: float) -> Path:
+    """A copy of an ACT checkpoint whose action head outputs `value` (normalised units) for every joint: NaN for a
+    policy gone bad, a large number for one that asks for moves far outside the joint limits."""
     import shutil
 
     from safetensors.torch import load_file, save_file
@@ -37,6 +43,8 @@ def poison_with_nan(checkpoint: Path, out_dir: Path) -> Path:
     weights = load_file(out_dir / "model.safetensors")
     head = [k for k in weights if k.endswith("action_head.bias")]
     assert head, f"no action_head.bias in {sorted(weights)[:5]}…"
-    weights[head[0]] = torch.full_like(weights[head[0]], float("nan"))
+    weights[head[0]] = torch.full_like(weights[head[0]], value)
+    weight = [k for k in weights if k.endswith("action_head.weight")]
+    weights[weight[0]] = torch.zeros_like(weights[weight[0]])  # the bias alone decides the action
     save_file(weights, out_dir / "model.safetensors", metadata={"format": "pt"})
     return out_dir

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
+import os
+import subprocess
+import sys
+import time
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import pytest
 
-from tests.inference.checkpoints import poison_with_nan, save_tiny_act_checkpoint
+from tests.inference.checkpoints import poison_with_nan, save_tiny_act_checkpoint, with_action_bias
 
 
 @pytest.fixture(scope="session")
 def checkpoint_home(tmp_path_factory) -> Path:
     """A pipeline home holding the test checkpoints, as training would lay them out."""
     return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="session")
+def robot_state_dir(tmp_path_factory) -> Path:
+    """This session's robot locks and arming file: never the node-wide default, which a real server may hold."""
+    return tmp_path_factory.mktemp("robot-state")
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +36,12 @@ def act_checkpoint(checkpoint_home: Path, pristine_recording: Path) -> Path:
 @pytest.fixture(scope="session")
 def nan_checkpoint(checkpoint_home: Path, act_checkpoint: Path) -> Path:
     return poison_with_nan(act_checkpoint, checkpoint_home / "outputs" / "train" / "nan-act" / "pretrained_model")
+
+
+@pytest.fixture(scope="session")
+def wild_checkpoint(checkpoint_home: Path, act_checkpoint: Path) -> Path:
+    """An ACT checkpoint that always asks for every joint 50 standard deviations away: the envelope must correct it."""
+    return with_action_bias(act_checkpoint, checkpoint_home / "outputs" / "train" / "wild-act" / "pretrained_model", 50.0)
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +72,39 @@ async def mcp_session(url: str, token: str | None = None) -> AsyncIterator:
             async with ClientSession(read, write) as session:
                 await session.initialize()
                 yield session
+
+
+@contextmanager
+def server_process(home: Path, state_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`tatbot-pipeline mcp` as users start it, in its own process on a free port; yields (url, process).
+
+    Checkpoints under the tests' checkpoint home are allowed; `env` adds TATBOT_* settings."""
+    import httpx2
+
+    from tatbot_pipeline.inference.local_node import free_port
+
+    port = free_port()
+    full_env = {**os.environ, "TATBOT_PIPELINE_HOME": str(home), "TATBOT_ROBOT_STATE_DIR": str(state_dir), **env}
+    if "TATBOT_MCP_TOKEN" not in env:
+        full_env.pop("TATBOT_MCP_TOKEN", None)
+    proc = subprocess.Popen([sys.executable, "-m", "tatbot_pipeline.cli", "mcp", "--port", str(port)], env=full_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                httpx2.get(url, timeout=1)
+                break
+            except httpx2.TransportError:
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.2)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.inference.policy import resolve_device
-from tatbot_pipeline.inference.rollout import VLAInferInput, resolve_checkpoint, robot_lock, vla_infer
+from tatbot_pipeline.inference.control import RolloutControl
+from tatbot_pipeline.inference.rollout import VLAInferInput, resolve_checkpoint, vla_infer
+from tatbot_pipeline.robot.arming import arm
+from tatbot_pipeline.robot.lock import RobotLock
 from tatbot_pipeline.robot.sim import SimRobot
 
 
@@ -33,21 +34,26 @@ def test_relative_checkpoints_live_under_the_home(tmp_path):
     assert resolve_checkpoint("/abs/ckpt", tmp_path) == resolve_checkpoint("/abs/ckpt", tmp_path / "other")
 
 
+def settings(tmp_path) -> PipelineSettings:
+    return PipelineSettings(home=tmp_path, robot_state_dir=tmp_path / "robot-state")
+
+
 def test_a_held_robot_lock_refuses_the_rollout(act_checkpoint, tmp_path):
     made = []
-    with robot_lock("sim"):
-        out = vla_infer(request(act_checkpoint), PipelineSettings(home=tmp_path), factory=lambda *a: made.append(a))
+    with RobotLock(tmp_path / "robot-state", "sim", owner="robot_eval run 1234"):
+        out = vla_infer(request(act_checkpoint), settings(tmp_path), factory=lambda *a: made.append(a))
     assert not out.success and "another rollout is already running on the sim robot" in out.message
+    assert "robot_eval run 1234" in out.message
     assert made == []
 
 
 def test_cancel_before_the_loop_moves_nothing(act_checkpoint, tmp_path):
     made = []
-    stop = threading.Event()
-    stop.set()
-    out = vla_infer(request(act_checkpoint), PipelineSettings(home=tmp_path), stop=stop, factory=lambda *a: made.append(a))
+    control = RolloutControl()
+    control.request_stop("cancelled by the client")
+    out = vla_infer(request(act_checkpoint), settings(tmp_path), control=control, factory=lambda *a: made.append(a))
     assert not out.success and "cancelled by the client before the robot moved" in out.message
-    assert made == []
+    assert made == [] and control.done.is_set()
 
 
 def test_a_robot_without_the_policys_cameras_is_refused_before_connecting(act_checkpoint, tmp_path):
@@ -57,7 +63,7 @@ def test_a_robot_without_the_policys_cameras_is_refused_before_connecting(act_ch
         robots.append(SimRobot(cameras={}))
         return robots[-1]
 
-    out = vla_infer(request(act_checkpoint), PipelineSettings(home=tmp_path), factory=blind)
+    out = vla_infer(request(act_checkpoint), settings(tmp_path), factory=blind)
     assert not out.success
     assert "looks at cameras ['realsense1', 'realsense2'] but the tatbot-sim robot has none" in out.message
     assert "enable_realsense=true" in out.message and robots[0].commands == []
@@ -66,9 +72,10 @@ def test_a_robot_without_the_policys_cameras_is_refused_before_connecting(act_ch
 def test_hardware_backend_without_its_packages_fails_cleanly(act_checkpoint, tmp_path, monkeypatch, pristine_recording):
     import shutil
 
-    monkeypatch.setenv("TATBOT_SCENES_DIR", str(tmp_path))
     shutil.copy(pristine_recording / "scene.yaml", tmp_path / "lab.yaml")  # has arms and RealSense entries
-    out = vla_infer(request(act_checkpoint, scene="lab", enable_realsense=True), PipelineSettings(home=tmp_path),
+    arm(tmp_path / "robot-state", minutes=5, by="test@hog")
+    out = vla_infer(request(act_checkpoint, scene="lab", enable_realsense=True),
+                    PipelineSettings(home=tmp_path, scenes=tmp_path, robot_state_dir=tmp_path / "robot-state"),
                     backend="tatbot")
     assert not out.success and out.num_steps == 0
     assert out.message.startswith("RuntimeError: the 'tatbot' robot backend needs tatbot's hardware packages")

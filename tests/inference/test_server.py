@@ -41,11 +41,13 @@ def sim() -> FaultySim:
 
 
 @pytest.fixture(scope="module")
-def service(checkpoint_home: Path, act_checkpoint: Path, pristine_recording: Path, sim: FaultySim) -> RolloutService:
+def service(checkpoint_home: Path, act_checkpoint: Path, pristine_recording: Path, sim: FaultySim,
+            robot_state_dir: Path) -> RolloutService:
     scenes = checkpoint_home / "scenes"
     scenes.mkdir(exist_ok=True)
     shutil.copy(pristine_recording / "scene.yaml", scenes / "tatbotlogo.yaml")  # a recording's scene, as is
-    config = ServerConfig(settings=PipelineSettings(home=checkpoint_home), checkpoint_roots=(checkpoint_home,))
+    settings = PipelineSettings(home=checkpoint_home, robot_state_dir=robot_state_dir)
+    config = ServerConfig(settings=settings, checkpoint_roots=(checkpoint_home,))
     return RolloutService(config, factory=sim, eval_root=checkpoint_home / "eval_datasets")
 
 
@@ -100,10 +102,15 @@ def test_tool_schema_is_the_seeds(url):
     assert tool.name == "vla_infer"
     assert list(tool.input_schema["properties"]) == list(VLAInferInput.model_fields)
     assert sorted(tool.input_schema["required"]) == ["checkpoint_path", "policy"]
-    for name, field in VLAInferInput.model_fields.items():  # the tool's flat signature cannot drift from the core's
+    assert tool.input_schema["additionalProperties"] is False  # unknown fields are refused, and the schema says so
+    for name, field in VLAInferInput.model_fields.items():
+        assert tool.input_schema["properties"][name]["description"], name
         if not field.is_required():
             assert tool.input_schema["properties"][name]["default"] == field.default, name
-    assert set(tool.output_schema["properties"]) == {"success", "message", "num_steps", "eval_dir"}
+    seed = {"success", "message", "num_steps", "eval_dir"}
+    assert seed <= set(tool.output_schema["properties"])  # the seed's outputs, plus what the rollout measured
+    assert {"stop_reason", "actions_clamped", "actions_rate_limited", "max_tracking_error_rad"} <= set(
+        tool.output_schema["properties"])
 
 
 def test_dry_run_loads_and_moves_nothing(url, act_checkpoint, sim):
@@ -181,19 +188,22 @@ def test_faults_stop_the_rollout_and_park_the_robot(url, act_checkpoint, sim, fa
     assert not result["success"]
     assert f"rollout stopped at step {steps}: " in result["message"] and reason in result["message"]
     assert "robot back at ready and disconnected" in result["message"]
-    assert result["num_steps"] == steps
+    assert result["num_steps"] == steps and reason in result["stop_reason"]
     assert_parked(sim.robots[-1])
+    if steps == 0:  # nothing recorded: no dataset LeRobot could not load, and the message says so
+        assert result["eval_dir"] is None and "no frames were recorded" in result["message"]
+        return
     meta = json.loads((Path(result["eval_dir"]) / "meta" / "vla_eval.json").read_text())
     assert meta["frames"] == steps  # finalized with what was recorded before the fault
+    assert reason in meta["stop_reason"] and meta["parked"] is True
 
 
-def test_nan_action_is_never_sent(url, nan_checkpoint, sim):
+def test_a_nan_policy_is_refused_before_any_robot_connects(url, nan_checkpoint, sim):
+    made = len(sim.robots)
     result = out(call(url, act_args(nan_checkpoint, max_steps=20)))
     assert not result["success"] and result["num_steps"] == 0
-    assert "policy produced a non-finite action (left.joint_0.pos=nan" in result["message"]
-    robot = sim.robots[-1]
-    assert len(robot.commands) == 2  # ready before, ready after; the NaN never left the envelope
-    assert_parked(robot)
+    assert "non-finite action on its warm-up pass — refused before connecting" in result["message"]
+    assert len(sim.robots) == made  # no robot was even built, so nothing moved to ready
 
 
 def test_cancel_stops_the_loop_and_returns_to_ready(url, act_checkpoint, sim, service):
