@@ -66,7 +66,7 @@ class ArmConfig:
 
 
 class TrossenArm:
-    """One arm: configure without moving, read, command, hold, close. Every driver failure becomes a RobotError."""
+    """One arm: configure without moving, read, command, close. Every driver failure becomes a RobotError."""
 
     def __init__(self, config: ArmConfig, driver: ModuleType) -> None:
         config.check()

@@ -209,7 +209,7 @@ def check_arms(scene: RobotScene) -> list[str]:
         config.check()
         subnet, host = config.ip.rsplit(".", 1)
         found = driver.TrossenArmDriver.discover(subnet, int(host), int(host), config.connection_timeout)
-        if not found:
+        if not found:  # a controller serves one client at a time: main() holds the robot lock so no rollout runs
             lines.append(f"PROBLEM {config.label}: no controller answered — check power, cable and the scene's IP")
             continue
         firmware, error = str(found[0].firmware_version), found[0].error_state
@@ -223,12 +223,20 @@ def check_arms(scene: RobotScene) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from tatbot_pipeline.config import PipelineSettings
+    from tatbot_pipeline.robot.lock import RobotBusy, RobotLock
     from tatbot_pipeline.robot.scene import resolve_scene, scenes_dir
 
     parser = argparse.ArgumentParser(description="read-only check of tatbot's arm controllers (moves nothing)")
     parser.add_argument("scene", nargs="?", default="default")
     args = parser.parse_args(argv)
-    lines = check_arms(resolve_scene(args.scene, scenes_dir(PipelineSettings.from_env().home)))
+    settings = PipelineSettings.from_env()
+    scene = resolve_scene(args.scene, scenes_dir(settings.home))
+    try:
+        with RobotLock(settings.robot_state_dir, "tatbot", owner="read-only arm check"):
+            lines = check_arms(scene)
+    except RobotBusy as e:
+        print(f"not checked: {e}", file=sys.stderr)
+        return 2
     print("\n".join(lines))
     return 1 if any(line.startswith("PROBLEM") for line in lines) else 0
 

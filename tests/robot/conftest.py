@@ -2,7 +2,7 @@
 
 On Linux all of 127.0.0.0/8 is loopback, so each simulated arm gets its own address, as each real arm has its own
 controller (the driver always talks to TCP 50001 / UDP 50000 on the arm's IP). The pair the README's
-hardware-in-the-loop demo uses (127.0.0.2 left, 127.0.0.3 right) runs once per session; tests that kill a
+hardware-in-the-loop demo uses (127.0.0.2 left, 127.0.0.3 right) runs once per test module; tests that kill a
 simulator or need another scene start their own on 127.0.0.4 and up. The checkpoints come from tests/inference.
 """
 
@@ -62,8 +62,8 @@ class ArmSim:
             pytest.fail(f"{self.host}:{TCP_PORT} is taken (another simulator or controller?) — stop it first")
         argv = [sys.executable, "-m", self.module, *([str(self.scene)] if self.scene else []),
                 "--host", self.host, "--ws-port", str(self.ws_port), *self.extra]
-        log = open(self.log_dir / f"armsim-{self.host}.log", "w")
-        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.log_dir / f"armsim-{self.host}.log", "w") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START_TIMEOUT_S
         while not (_port_open(self.host, TCP_PORT) and _port_open(self.host, self.ws_port)):
             if not self.alive:
@@ -102,9 +102,10 @@ def _require_loopback_aliases() -> None:
             s.bind((host, 0))  # raises if the address is not loopback here
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def arm_sims(tmp_path_factory) -> dict[str, ArmSim]:
-    """The demo pair, unmodified trossen-arm-sim: left 127.0.0.2, right 127.0.0.3."""
+    """The demo pair, unmodified trossen-arm-sim: left 127.0.0.2, right 127.0.0.3 (idle, each still steps MuJoCo at
+    500 Hz: they run for one test module, not the whole session)."""
     _require_loopback_aliases()
     logs = tmp_path_factory.mktemp("armsim")
     sims = {side: ArmSim(host, WS_PORTS[host], log_dir=logs) for side, host in (("left", LEFT), ("right", RIGHT))}
@@ -202,21 +203,25 @@ class ContactStream:
     """Every message of a simulator's contact WebSocket, collected on a thread while the test runs."""
 
     def __init__(self, url: str) -> None:
+        self.events: list[dict] = []
+        self._ws = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._collect, args=(url,), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10), f"no contact stream at {url}"
+
+    def _collect(self, url: str) -> None:
+        from websockets.exceptions import ConnectionClosed
         from websockets.sync.client import connect
 
-        self.events: list[dict] = []
-        self._ws = connect(url)
-        self._thread = threading.Thread(target=self._collect, daemon=True)
-        self._thread.start()
-
-    def _collect(self) -> None:
-        from websockets.exceptions import ConnectionClosed
-
-        try:
-            for message in self._ws:
-                self.events.append(json.loads(message))
-        except ConnectionClosed:
-            pass
+        with connect(url) as ws:
+            self._ws = ws
+            self._ready.set()
+            try:
+                for message in ws:
+                    self.events.append(json.loads(message))
+            except ConnectionClosed:
+                pass
 
     def close(self) -> list[dict]:
         self._ws.close()

@@ -22,7 +22,8 @@ from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.inference.local_node import free_port
 from tatbot_pipeline.inference.rollout import VLAInferInput, vla_infer
 from tatbot_pipeline.robot import arming
-from tatbot_pipeline.robot.base import Collision, ControllerError, FirmwareMismatch, RobotDisconnected, RobotError
+from tatbot_pipeline.robot.base import ControllerError, FirmwareMismatch, RobotError
+from tatbot_pipeline.robot.lock import RobotLock
 from tatbot_pipeline.robot.scene import resolve_scene
 from tatbot_pipeline.robot.spec import READY_POSE, SLEEP_POSE
 from tatbot_pipeline.robot.tatbot import TatbotRobot
@@ -222,7 +223,11 @@ def test_the_read_only_check_reports_both_controllers(hil, tmp_path, capsys, mon
 
     write_scene(tmp_path / "scenes", "hil", LEFT, RIGHT)
     monkeypatch.setenv("TATBOT_SCENES_DIR", str(tmp_path / "scenes"))
+    monkeypatch.setenv("TATBOT_ROBOT_STATE_DIR", str(tmp_path / "state"))
     before = [read_back(LEFT), read_back(RIGHT)]
+    with RobotLock(tmp_path / "state", "tatbot", owner="a rollout"):
+        assert main(["hil"]) == 2  # a controller talks to one client at a time: never probe it mid-rollout
+    assert "another rollout is already running on the tatbot robot" in capsys.readouterr().err
     assert main(["hil"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("trossen_arm driver 1.11.")
