@@ -19,6 +19,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -143,19 +144,23 @@ class TatbotRobot(Robot):
         """
         sides = list(sides)
         failures: list[RobotError] = []
-        self._check_efforts(sides)
-        self._command(target, goal_time, sides)
-        deadline = time.monotonic() + goal_time
-        while sides and (remaining := deadline - time.monotonic()) > 0:
-            time.sleep(min(POLL_S, remaining))
+
+        def each(action: Callable[[str], None]) -> None:
             for side in list(sides):
                 try:
-                    self._check_efforts([side])
+                    action(side)
                 except Collision:
                     raise
                 except RobotError as e:
                     sides.remove(side)
                     failures.append(e)
+
+        each(lambda side: self._check_efforts([side]))
+        each(lambda side: self.arms[side].command(target[arm_slice(side)], goal_time))
+        deadline = time.monotonic() + goal_time
+        while sides and (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(POLL_S, remaining))
+            each(lambda side: self._check_efforts([side]))
         if failures:
             raise failures[0]
 
@@ -196,7 +201,9 @@ class TatbotRobot(Robot):
             except RobotError as e:
                 log.error("could not hold the %s arm: %s", side, e)
         time.sleep(HOLD_GOAL_TIME)  # blocking, as the fork's stop: whatever moves next starts from a settled hold
-        return f"{' and '.join(held)} arm{'s' if len(held) > 1 else ''} hold where they stopped" if held else "no arm could be held"
+        if not held:
+            return "no arm could be held"
+        return "both arms hold where they stopped" if len(held) == 2 else f"the {held[0]} arm holds where it stopped"
 
 
 def check_arms(scene: RobotScene) -> list[str]:

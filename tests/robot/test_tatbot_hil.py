@@ -100,7 +100,7 @@ def test_an_obstacle_stops_the_arms_on_external_effort(extra_sims, hil, node, ac
 
     assert not out.success and out.num_steps == 0, out.message
     assert "left arm (arms.ip_address_l): external effort" in out.message
-    assert "above the 8 Nm limit (arms.max_external_effort) — collision" in out.message
+    assert "above the 8 Nm limit (arms.max_external_effort) — collision; both arms hold where they stopped" in out.message
     hits = [e for e in events if e["type"] == "begin" and e["geom2"] == "obstacle"]
     assert hits and all(e["geom1"].startswith("link_") for e in hits), events
     # The stop is a stop: the arm never reached ready, and it was parked after.
