@@ -14,6 +14,9 @@ DEFAULT_PIPELINE_HOME = Path(".tatbot")
 # Robot locks and arming are per node, not per pipeline home: every process on the node must see the same files.
 # Under /tmp they also vanish on reboot, which is what arming should do.
 DEFAULT_ROBOT_STATE_DIR = Path(tempfile.gettempdir()) / "tatbot-robot"
+# Where the tatbot backend's camera frames come from: the RealSense cameras the scene lists, or the project's
+# renderer (`synth.render_camera`) for arm-only hardware-in-the-loop runs with no camera attached.
+CAMERA_SOURCES = ("realsense", "sim")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,12 @@ class PipelineSettings:
     # Named scenes for rollouts (<name>.yaml); None: <home>/scenes.
     scenes: Path | None = None
     rollout_limits: RolloutLimits = field(default_factory=RolloutLimits)
+    # TATBOT_CAMERA_SOURCE: realsense (the real cameras) or sim (rendered frames, same names and shapes).
+    camera_source: str = "realsense"
+
+    def __post_init__(self) -> None:
+        if self.camera_source not in CAMERA_SOURCES:
+            raise ValueError(f"camera source {self.camera_source!r} (TATBOT_CAMERA_SOURCE): choose one of {list(CAMERA_SOURCES)}")
 
     @classmethod
     def from_env(cls, **overrides) -> "PipelineSettings":
@@ -46,6 +55,7 @@ class PipelineSettings:
                 f.name: env[f"TATBOT_ROLLOUT_{f.name.upper()}"] for f in fields(RolloutLimits)
                 if env.get(f"TATBOT_ROLLOUT_{f.name.upper()}")
             }),
+            "camera_source": env.get("TATBOT_CAMERA_SOURCE") or "realsense",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["recordings_dir"] = Path(values["recordings_dir"])

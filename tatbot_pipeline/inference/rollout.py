@@ -24,7 +24,8 @@ from tatbot_pipeline.inference.eval_record import EvalRecorder
 from tatbot_pipeline.inference.loop import LoopPlan, LoopStats, ProgressFn, RolloutStopped, run_loop
 from tatbot_pipeline.inference.policy import LoadedPolicy, load_policy, resolve_device
 from tatbot_pipeline.robot.arming import Arming, NotArmed, require_armed
-from tatbot_pipeline.robot.backends import Backend, RobotFactory, backend as robot_backend
+from tatbot_pipeline.robot.backends import Backend, RobotFactory, robot_factory
+from tatbot_pipeline.robot.backends import backend as robot_backend
 from tatbot_pipeline.robot.base import Robot, RobotError
 from tatbot_pipeline.robot.guard import GuardedRobot
 from tatbot_pipeline.robot.lock import RobotBusy, RobotLock
@@ -129,7 +130,8 @@ def vla_infer(
         control.done.set()
         return VLAInferOutput(success=False, message=str(e))
     control.attach(lock=lock)
-    rollout = _Rollout(request, settings, chosen, factory or chosen.factory, eval_root or settings.eval_datasets_dir,
+    rollout = _Rollout(request, settings, chosen, factory or robot_factory(backend, settings),
+                       eval_root or settings.eval_datasets_dir,
                        control, progress or _log_progress)
     try:
         return rollout.run()
@@ -162,6 +164,7 @@ class _Rollout:
     def __post_init__(self) -> None:
         self.notes: list[str] = []
         self.armed: Arming | None = None
+        self.connected = False  # whether the robot ever connected (so whether anything of ours moved)
 
     def message(self, text: str) -> str:
         return "; ".join([*self.notes, text])
@@ -219,6 +222,7 @@ class _Rollout:
         try:
             try:
                 robot.connect()
+                self.connected = True
                 self.progress(0.08, f"moving to ready (goal time {scene.goal_time_slow} s)")
                 robot.send(scene.ready, scene.goal_time_slow, blocking=True)
                 policy.reset()
@@ -227,7 +231,8 @@ class _Rollout:
             except (RobotError, UnsafeAction, RolloutStopped) as e:
                 stats.stop_reason = str(e)
             finally:
-                recovery = park(robot, scene)
+                # Never connected: nothing of ours moved, and a controller that did not answer will not answer now.
+                recovery = park(robot, scene) if self.connected else disconnect(robot)
         finally:
             if recorder is not None:
                 recorder.close(**stats.as_meta(), limits=vars(limits), armed_by=self.armed and self.armed.describe(),
@@ -251,6 +256,8 @@ class _Rollout:
         summary = f"{stats.steps} steps at {req.fps} Hz on {robot.name} ({policy.type} from {policy.path})"
         envelope = f"{stats.clamped} actions clamped to joint limits, {stats.rate_limited} rate-limited"
         ending = "robot back at ready and disconnected" if recovery is None else f"WARNING: {recovery}"
+        if not self.connected and recovery is None:
+            ending = "the robot never connected, so nothing moved"
         if self.armed is not None:
             ending += f" ({self.armed.describe()})"
         if stats.stop_reason is None:
@@ -292,12 +299,18 @@ def park(robot: Robot, scene: RobotScene) -> str | None:
     except Exception as e:  # noqa: BLE001 - reported in the tool's message; the disconnect below must still run
         problem = f"could not return to ready ({type(e).__name__}: {e}) — check the robot by hand"
         log.error(problem)
+    failed = disconnect(robot)
+    return "; ".join(p for p in (problem, failed) if p) or None
+
+
+def disconnect(robot: Robot) -> str | None:
+    """Disconnect (a backend parks its arms at home on the way); the problem to report, if any."""
     try:
         robot.disconnect()
-    except Exception as e:  # noqa: BLE001 - same: reported, never swallowed
-        problem = (problem + "; " if problem else "") + f"disconnect failed ({type(e).__name__}: {e})"
-        log.error(problem)
-    return problem
+    except Exception as e:  # noqa: BLE001 - reported in the tool's message, never swallowed
+        log.error("disconnect failed: %s", e)
+        return f"disconnect failed ({type(e).__name__}: {e})"
+    return None
 
 
 def warm_up(policy: LoadedPolicy, scene: RobotScene, task: str) -> np.ndarray:

@@ -29,6 +29,18 @@ class CameraFailure(RobotError):
     """A camera read failed; tatbot's driver would otherwise hand back a black frame."""
 
 
+class ControllerError(RobotError):
+    """An arm controller reports an error state (`get_error_information()`): it stopped driving its joints."""
+
+
+class FirmwareMismatch(RobotError):
+    """The arm controller's firmware and the `trossen_arm` driver differ in major.minor: the driver refuses it."""
+
+
+class Collision(RobotError):
+    """An arm's external effort went above the limit: it touched something it should not have."""
+
+
 @runtime_checkable
 class Robot(Protocol):
     """A two-arm tatbot. Backends subclass this explicitly to inherit the context manager."""

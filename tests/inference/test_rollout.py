@@ -69,7 +69,7 @@ def test_a_robot_without_the_policys_cameras_is_refused_before_connecting(act_ch
     assert "enable_realsense=true" in out.message and robots[0].commands == []
 
 
-def test_hardware_backend_without_its_packages_fails_cleanly(act_checkpoint, tmp_path, monkeypatch, pristine_recording):
+def test_hardware_backend_refuses_a_scene_it_cannot_run_before_moving(act_checkpoint, tmp_path, monkeypatch, pristine_recording):
     import shutil
 
     shutil.copy(pristine_recording / "scene.yaml", tmp_path / "lab.yaml")  # has arms and RealSense entries
@@ -78,4 +78,6 @@ def test_hardware_backend_without_its_packages_fails_cleanly(act_checkpoint, tmp
                     PipelineSettings(home=tmp_path, scenes=tmp_path, robot_state_dir=tmp_path / "robot-state"),
                     backend="tatbot")
     assert not out.success and out.num_steps == 0
-    assert out.message.startswith("RuntimeError: the 'tatbot' robot backend needs tatbot's hardware packages")
+    # The recording's arm config files live on the robot node (tests/robot/test_tatbot*.py drive the real driver).
+    assert out.message.startswith("RobotError: left arm: arms.arm_l_config_filepath /home/tatbot/config/trossen/arm_l.yaml "
+                                  "does not exist")

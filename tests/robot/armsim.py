@@ -1,0 +1,95 @@
+"""trossen-arm-sim with the two things of a real arm controller the fault tests need and version 0.2.3 leaves out.
+
+- **External efforts.** The real controller reports every joint's external effort (measured effort minus what its
+  dynamics model explains); trossen-arm-sim sends 0 for every joint, always, so the driver's
+  `get_all_external_efforts()` could never see a collision. Here the field carries the joint torques of the contact
+  forces, `J_cᵀ f_c` over MuJoCo's contact constraints: what a perfect model would leave over. The simulator, its
+  MuJoCo scene, its wire protocol and its contact WebSocket are otherwise the unmodified package.
+- **A hardware fault on SIGUSR1**: the controller enters an error state (`joint_overheated`), as the simulator's own
+  `TrossenArmSimServer.fault()` does, which only in-process code can call.
+
+Run from the repo root like the simulator itself:
+`python -m tests.robot.armsim [scene.xml] --host 127.0.0.4 --ws-port 50104`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+import mujoco
+import numpy as np
+from trossen_arm_sim.collision import CollisionMonitor
+from trossen_arm_sim.collision_server import CollisionWebSocketServer
+from trossen_arm_sim.protocol import ErrorState, JointOutput
+from trossen_arm_sim.server import TrossenArmSimServer
+from trossen_arm_sim.sim import DEFAULT_SCENE, WidowXSim
+
+_CONTACT = (
+    mujoco.mjtConstraint.mjCNSTR_CONTACT_FRICTIONLESS,
+    mujoco.mjtConstraint.mjCNSTR_CONTACT_PYRAMIDAL,
+    mujoco.mjtConstraint.mjCNSTR_CONTACT_ELLIPTIC,
+)
+FAULT = ErrorState.JOINT_OVERHEATED
+FAULT_REASON = "joint 2 overheated (injected by SIGUSR1)"
+
+
+class ContactEffortSim(WidowXSim):
+    """WidowXSim whose joint outputs carry the contact torques as external efforts."""
+
+    def __init__(self, scene_path: str = DEFAULT_SCENE) -> None:
+        super().__init__(scene_path)
+        self._external = np.zeros(self.num_joints)
+        self._torque = np.zeros(self.model.nv)
+        self.add_step_hook(self._update_external)
+
+    def _update_external(self) -> None:
+        """Step hook (simulation lock held): joint torques of this step's contact forces."""
+        data = self.data
+        if data.nefc == 0:
+            self._external = np.zeros(self.num_joints)
+            return
+        contact = np.isin(data.efc_type, _CONTACT)
+        mujoco.mj_mulJacTVec(self.model, data, self._torque, np.where(contact, data.efc_force, 0.0))
+        self._external = self._torque[self._qvel_addr].copy()
+
+    def read_joint_outputs(self) -> list[JointOutput]:
+        outputs = super().read_joint_outputs()
+        with self._lock:
+            external = self._external
+        for out, value in zip(outputs, external):
+            out.external_effort = float(value)
+        return outputs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("scene", nargs="?", default=DEFAULT_SCENE)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--ws-port", type=int, required=True)
+    parser.add_argument("--driver-version", default=None)
+    args = parser.parse_args()
+
+    sim = ContactEffortSim(args.scene)
+    monitor = CollisionMonitor(sim)
+    sim.start()
+    extra = {"driver_version": args.driver_version} if args.driver_version else {}
+    server = TrossenArmSimServer(sim, host=args.host, **extra)
+    server.start()
+    contacts = CollisionWebSocketServer(monitor, host=args.host, port=args.ws_port)
+    contacts.start()
+    signal.signal(signal.SIGUSR1, lambda *_: server.fault(FAULT, FAULT_REASON))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"armsim ready on {args.host}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        contacts.stop()
+        server.stop()
+        sim.stop()
+
+
+if __name__ == "__main__":
+    main()
