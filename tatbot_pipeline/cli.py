@@ -68,7 +68,7 @@ def _mcp(args: argparse.Namespace) -> int:
     from tatbot_pipeline.config import PipelineSettings
     from tatbot_pipeline.inference.server import ServerConfig, serve
 
-    config = ServerConfig.from_env(PipelineSettings.from_env(), host=args.host, port=args.port, backend=args.backend)
+    config = ServerConfig.from_settings(PipelineSettings.from_env(), host=args.host, port=args.port, backend=args.backend)
     try:
         config.check()
     except ValueError as e:

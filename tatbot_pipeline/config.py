@@ -37,6 +37,12 @@ class PipelineSettings:
     rollout_limits: RolloutLimits = field(default_factory=RolloutLimits)
     # TATBOT_CAMERA_SOURCE: realsense (the real cameras) or sim (rendered frames, same names and shapes).
     camera_source: str = "realsense"
+    # The robot node's MCP server: its bearer token (TATBOT_MCP_TOKEN, on the node and for the clients that call it),
+    # the roots it loads checkpoints from (TATBOT_CHECKPOINT_ROOTS, os.pathsep-separated; empty: the pipeline home)
+    # and its robot backend (TATBOT_ROBOT_BACKEND).
+    mcp_token: str | None = field(default=None, repr=False)
+    checkpoint_roots: tuple[Path, ...] = ()
+    robot_backend: str = "sim"
 
     def __post_init__(self) -> None:
         if self.camera_source not in CAMERA_SOURCES:
@@ -56,11 +62,19 @@ class PipelineSettings:
                 if env.get(f"TATBOT_ROLLOUT_{f.name.upper()}")
             }),
             "camera_source": env.get("TATBOT_CAMERA_SOURCE") or "realsense",
+            "mcp_token": env.get("TATBOT_MCP_TOKEN") or None,
+            "checkpoint_roots": tuple(Path(p) for p in env.get("TATBOT_CHECKPOINT_ROOTS", "").split(os.pathsep) if p),
+            "robot_backend": env.get("TATBOT_ROBOT_BACKEND") or "sim",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["recordings_dir"] = Path(values["recordings_dir"])
         values["home"] = Path(values["home"]).absolute()
         return cls(**values)
+
+    @property
+    def allowed_checkpoint_roots(self) -> tuple[Path, ...]:
+        """Where the robot node may load checkpoints from: TATBOT_CHECKPOINT_ROOTS, else the pipeline home."""
+        return self.checkpoint_roots or (self.home,)
 
     @property
     def scenes_dir(self) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import matplotlib
 
@@ -136,3 +137,19 @@ def error_summary(abs_errors: np.ndarray, mae_per_chunk_step: list[float]):
     ax3.set_title("error vs chunk step", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def commanded_vs_observed(eval_dir: Path):
+    """A rollout's commanded vs observed joints from its eval dataset; None when the dataset is not readable from
+    here (a remote robot node's disk)."""
+    import pyarrow.parquet as pq
+
+    from tatbot_pipeline.recordings.contents import numpy_column
+
+    files = sorted(Path(eval_dir).glob("data/chunk-*/file-*.parquet"))
+    if not files:
+        return None
+    table = pq.read_table(files[0], columns=["action", "observation.state"])
+    commanded = numpy_column(table.column("action"))
+    observed = numpy_column(table.column("observation.state"))
+    return trajectories(observed, commanded, f"{Path(eval_dir).name}: commanded vs observed", commanded_label="commanded")

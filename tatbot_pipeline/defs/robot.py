@@ -1,54 +1,62 @@
 """`robot_eval`: deploy a checkpoint to the robot node, run `vla_infer` there over MCP, record an `eval_dataset` partition.
 
-Built from ops (not an asset) because it acts on hardware; its result joins the lineage as a partition of the
-`eval_dataset` asset, downstream of `trained_policy`. Ops log the materialization themselves (DESIGN.md §3).
+Built from ops (not an asset) because it acts on hardware, and it is never automated: a person decides when a robot
+next to a person moves (and on the real arms, an operator at the robot arms it first). Its result joins the lineage
+as a partition of the `eval_dataset` asset, downstream of the `policy_evaluation` that promoted the checkpoint; the
+ops log the materialization and the rollout-quality check themselves (DESIGN.md §3). Each op is a few lines over the
+core: inference/plan.py (what to roll out, and whether it may be), inference/deploy.py, inference/client.py,
+inference/quality.py.
 """
 
 import contextlib
-import json
 import time
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from tatbot_pipeline.defs import OWNERS
+from tatbot_pipeline.defs.metadata import headline_first, number
 from tatbot_pipeline.defs.resources import PipelineResource
-from tatbot_pipeline.evaluation.gate import leaderboard_path, read_promoted
 from tatbot_pipeline.inference.client import RobotNodeError, call_vla_infer
-from tatbot_pipeline.inference.deploy import (
-    check_checkpoint,
-    deploy_local,
-    deploy_rsync,
-)
+from tatbot_pipeline.inference.deploy import DeployTarget, deploy
 from tatbot_pipeline.inference.local_node import embedded_sim_node
-from tatbot_pipeline.plots import png_markdown, trajectories
-from tatbot_pipeline.recordings.contents import numpy_column
+from tatbot_pipeline.inference.plan import PlanError, RolloutPlan, checkpoint_problems, plan_rollout
+from tatbot_pipeline.inference.quality import rollout_quality
+from tatbot_pipeline.inference.rollout import VLAInferOutput
+from tatbot_pipeline.plots import commanded_vs_observed, png_markdown
 
 eval_runs = dg.DynamicPartitionsDefinition(name="eval_runs")
 EVAL_DATASET = dg.AssetKey("eval_dataset")
+QUALITY_CHECK = "rollout_quality"
 DEFAULT_NODE = "hog"
 
 eval_dataset = dg.AssetSpec(
     EVAL_DATASET,
-    deps=["trained_policy"],
+    deps=["policy_evaluation"],
     partitions_def=eval_runs,
     group_name="robot",
     kinds={"lerobot"},
     owners=OWNERS,
-    description="A rollout of a checkpoint on the robot recorded by vla_infer (vla-eval-{scene}-{timestamp}, a LeRobot "
-    "v3.0 dataset with the recordings' features). One partition per rollout, written by the `robot_eval` job.",
+    description="A rollout of a checkpoint on the robot, recorded by vla_infer (`vla-eval-<scene>-<timestamp>`, a "
+    "LeRobot v3.0 dataset with the recordings' features). One partition per rollout, written by the manual "
+    "`robot_eval` job; upstream is the policy_evaluation that promoted the checkpoint.",
 )
 
 
 class RobotNode(dg.ConfigurableResource):
-    """The robot node that runs `vla_infer`. An empty `mcp_url` starts an embedded local node with the sim robot."""
+    """The robot node that runs `vla_infer`. An empty `mcp_url` starts an embedded local node with the sim robot.
 
-    name: str = DEFAULT_NODE
-    mcp_url: str = ""  # e.g. http://hog:8765/mcp ; empty: embedded sim node on loopback
-    token: str = ""  # bearer token (the node's TATBOT_MCP_TOKEN); prefer dg.EnvVar("TATBOT_MCP_TOKEN")
-    deploy: str = "local"  # "local": copy on a shared filesystem; "rsync": rsync over ssh to ssh_host
-    checkpoints_dir: str = ""  # where checkpoints live on the node; empty: <pipeline home>/deployed
-    ssh_host: str = ""  # for deploy=rsync, e.g. tatbot@hog
+    The bearer token is never configuration: it comes from TATBOT_MCP_TOKEN in the environment of the process that
+    runs the job, so it never lands in a run's stored config."""
+
+    name: str = Field(DEFAULT_NODE, description="the node's name, in logs, metadata and tags (e.g. hog)")
+    mcp_url: str = Field("", description="its vla_infer MCP endpoint, e.g. http://hog:8765/mcp; empty: an embedded "
+                         "sim node on loopback")
+    deploy: str = Field("local", description="how checkpoints reach the node: 'local' (it mounts the same "
+                        "filesystem) or 'rsync' (over ssh to ssh_host)")
+    checkpoints_dir: str = Field("", description="where checkpoints live on the node; empty: <pipeline home>/deployed")
+    ssh_host: str = Field("", description="for deploy=rsync, e.g. tatbot@hog (key-based ssh)")
 
     @contextlib.contextmanager
     def connect(self, pipeline: PipelineResource):
@@ -59,153 +67,172 @@ class RobotNode(dg.ConfigurableResource):
             with embedded_sim_node(pipeline.settings) as url:
                 yield url
 
+    @property
+    def target(self) -> DeployTarget:
+        return DeployTarget(mode=self.deploy, checkpoints_dir=self.checkpoints_dir, ssh_host=self.ssh_host)
+
 
 class RolloutConfig(dg.Config):
     """What to roll out and how. An empty checkpoint means the promoted one (see policy_evaluation)."""
 
-    checkpoint: str = ""
-    scene: str = "default"
-    device: str = "cuda"  # falls back to cpu with a message when the node has no CUDA
-    max_steps: int = 40
-    fps: int = 10
-    enable_realsense: bool = False
-    task_prompt: str = ""
+    checkpoint: str = Field("", description="a pretrained_model dir (relative: under the pipeline home); empty: the "
+                            "checkpoint policy_evaluation promoted")
+    scene: str = Field("default", description="scene name on the node (<scenes dir>/<scene>.yaml; 'default' is "
+                       "built in)")
+    device: str = Field("cuda", description="'cuda' or 'cpu' on the node; cuda falls back to cpu with a note")
+    max_steps: int = Field(40, description="control steps to run (the node caps it too)")
+    fps: int = Field(10, description="control rate in Hz")
+    enable_realsense: bool = Field(False, description="use the scene's RealSense cameras (real robot)")
+    task_prompt: str = Field("", description="task text for the policy; empty: the scene's task")
 
 
 @dg.op(description="The rollout plan: the configured checkpoint, else the promoted one, with scene/device/steps. "
        "The job's only config lives here (ops.resolve_checkpoint.config).")
-def resolve_checkpoint(context: dg.OpExecutionContext, config: RolloutConfig, pipeline: PipelineResource) -> dict:
-    if config.checkpoint:
-        path = Path(config.checkpoint).expanduser()
-        path = path if path.is_absolute() else pipeline.settings.home / path
-        context.log.info(f"using the configured checkpoint {path}")
-    else:
-        promoted = read_promoted(pipeline.settings.home)
-        if promoted is None:
-            raise dg.Failure("no promoted checkpoint yet — materialize policy_evaluation (it promotes a checkpoint that "
-                             "passes the gate), or set ops.resolve_checkpoint.config.checkpoint")
-        path = Path(promoted["checkpoint"])
-        context.log.info(f"using the promoted checkpoint {path} (MAE {promoted['mae']:.4f} rad)")
-    return {**config.model_dump(), "checkpoint": str(path)}
+def resolve_checkpoint(context: dg.OpExecutionContext, config: RolloutConfig, pipeline: PipelineResource) -> RolloutPlan:
+    request = config.model_dump(exclude={"checkpoint"}) | {"task_prompt": config.task_prompt or None}
+    try:
+        plan = plan_rollout(config.checkpoint, pipeline.settings.home, **request)
+    except PlanError as e:
+        raise dg.Failure(str(e)) from None
+    context.log.info(f"rolling out the {plan.source} checkpoint {plan.checkpoint} ({plan.policy_type})")
+    return plan
 
 
 @dg.op(description="Refuse a checkpoint with missing files or too slow for the control rate, before anything moves.")
-def check_checkpoint_op(context: dg.OpExecutionContext, pipeline: PipelineResource, plan: dict) -> dict:
-    checkpoint = plan["checkpoint"]
-    problems = check_checkpoint(Path(checkpoint))
-    board = leaderboard_path(pipeline.settings.home)
-    if not problems and board.exists():
-        entry = next((e for e in json.loads(board.read_text()) if e["checkpoint"] == checkpoint), None)
-        # The budget the promotion gate applied (one control period unless the lab set its own).
-        gate_budget_s = ((entry or {}).get("thresholds") or {}).get("latency_budget_s") or 0.0
-        budget_ms = gate_budget_s * 1000 or 1000 / plan["fps"]
-        if entry and entry["latency_p95_ms"] > budget_ms and entry["device"] == plan["device"]:
-            problems.append(f"p95 latency {entry['latency_p95_ms']:.1f} ms measured on {entry['device']} exceeds the "
-                            f"{budget_ms:.0f} ms budget at {plan['fps']} Hz")
-        elif entry is None:
-            context.log.warning("checkpoint not evaluated offline (not in the leaderboard): latency budget unchecked")
+def check_checkpoint_op(context: dg.OpExecutionContext, pipeline: PipelineResource, plan: RolloutPlan) -> RolloutPlan:
+    problems, note = checkpoint_problems(plan, pipeline.settings.home)
     if problems:
         raise dg.Failure("checkpoint refused: " + "; ".join(problems))
+    if note:
+        context.log.info(note)
     return plan
 
 
 @dg.op(description="Copy the checkpoint to where the robot node loads it (shared filesystem or rsync over ssh).")
 def deploy_checkpoint(context: dg.OpExecutionContext, pipeline: PipelineResource, robot_node: RobotNode,
-                      plan: dict) -> dict:
-    checkpoint = plan["checkpoint"]
-    if robot_node.deploy == "rsync":
-        if not robot_node.ssh_host or not robot_node.checkpoints_dir:
-            raise dg.Failure("deploy=rsync needs robot_node.ssh_host and robot_node.checkpoints_dir")
-        deployed = deploy_rsync(Path(checkpoint), robot_node.ssh_host, robot_node.checkpoints_dir)
-    elif robot_node.deploy == "local":
-        dest = Path(robot_node.checkpoints_dir) if robot_node.checkpoints_dir else pipeline.settings.home / "deployed"
-        deployed = str(deploy_local(Path(checkpoint), dest))
-    else:
-        raise dg.Failure(f"unknown deploy mode {robot_node.deploy!r}: use 'local' or 'rsync'")
-    context.log.info(f"deployed {checkpoint} -> {robot_node.name}:{deployed}")
-    return {**plan, "deployed": deployed}
+                      plan: RolloutPlan) -> RolloutPlan:
+    try:
+        deployed = deploy(plan.checkpoint, robot_node.target, pipeline.settings.home)
+    except (ValueError, RuntimeError) as e:
+        raise dg.Failure(str(e)) from None
+    context.log.info(f"deployed {plan.checkpoint} -> {robot_node.name}:{deployed}")
+    return plan.with_deployment(deployed)
 
 
 @dg.op(description="Run vla_infer on the robot node through its MCP server, streaming progress into the run log.")
 def run_vla_infer(context: dg.OpExecutionContext, pipeline: PipelineResource, robot_node: RobotNode,
-                  plan: dict) -> dict:
-    policy_type = json.loads((Path(plan["checkpoint"]) / "config.json").read_text())["type"]
-    arguments = {
-        "policy": policy_type, "checkpoint_path": plan["deployed"], "scene": plan["scene"], "device": plan["device"],
-        "max_steps": plan["max_steps"], "fps": plan["fps"], "enable_realsense": plan["enable_realsense"],
-        "record_eval": True, "task_prompt": plan["task_prompt"] or None,
-    }
+                  plan: RolloutPlan) -> dict:
+    request = plan.request()
+    started = time.monotonic()
+    context.instance.add_run_tags(context.run_id, rollout_tags(robot_node.name, plan))
+    with robot_node.connect(pipeline) as url:
+        context.log.info(f"calling vla_infer on {robot_node.name} at {url}: {request.model_dump(exclude_none=True)}")
+        try:
+            out = call_vla_infer(url, request.model_dump(), token=pipeline.settings.mcp_token,
+                                 on_progress=progress_logger(context, robot_node.name))
+        except RobotNodeError as e:
+            raise dg.Failure(str(e)) from e
+    return {"output": out, "plan": plan, "node": robot_node.name, "duration_s": time.monotonic() - started}
+
+
+def progress_logger(context: dg.OpExecutionContext, node: str):
+    """A readable run log: one line per ~5 % of the rollout, not one per step."""
     last = [-1.0]
 
     def progress(fraction: float, message: str) -> None:
-        if fraction - last[0] >= 0.05 or fraction >= 1.0:  # every ~5%: a readable log, not one line per step
+        if fraction - last[0] >= 0.05 or fraction >= 1.0:
             last[0] = fraction
-            context.log.info(f"[{robot_node.name} {fraction:4.0%}] {message}")
+            context.log.info(f"[{node} {fraction:4.0%}] {message}")
 
-    started = time.monotonic()
-    with robot_node.connect(pipeline) as url:
-        context.log.info(f"calling vla_infer on {robot_node.name} at {url}: {arguments}")
-        try:
-            out = call_vla_infer(url, arguments, token=robot_node.token or None, on_progress=progress)
-        except RobotNodeError as e:
-            raise dg.Failure(str(e)) from e
-    return {**out.model_dump(), "duration_s": round(time.monotonic() - started, 2), "node": robot_node.name,
-            "scene": plan["scene"], "checkpoint": plan["checkpoint"], "deployed": plan["deployed"],
-            "policy_type": policy_type}
+    return progress
 
 
-@dg.op(description="Register the rollout's eval dataset as an eval_dataset partition (lineage: trained_policy); "
+def rollout_tags(node: str, plan: RolloutPlan) -> dict[str, str]:
+    """Tag values Dagster accepts (<= 63 characters of [A-Za-z0-9_.-])."""
+    clean = lambda v: "".join(c if c.isalnum() or c in "_.-" else "_" for c in str(v))[:63]  # noqa: E731
+    return {"tatbot/robot": clean(node), "tatbot/scene": clean(plan.scene), "tatbot/checkpoint": clean(plan.run_name)}
+
+
+@dg.op(description="Register the rollout's eval dataset as an eval_dataset partition with its rollout-quality check; "
        "fail the run with the tool's message when the rollout failed.")
 def register_eval_dataset(context: dg.OpExecutionContext, rollout: dict) -> str:
-    eval_dir = rollout.get("eval_dir")
-    if eval_dir:
-        name = Path(eval_dir).name
+    out: VLAInferOutput = rollout["output"]
+    if out.eval_dir:
+        name = Path(out.eval_dir).name
         context.instance.add_dynamic_partitions(eval_runs.name, [name])
-        context.log_event(dg.AssetMaterialization(
-            asset_key=EVAL_DATASET, partition=name, metadata=rollout_metadata(rollout)))
-    if not rollout["success"]:
-        raise dg.Failure(f"rollout failed on {rollout['node']}: {rollout['message']}",
-                         metadata={"num_steps": rollout["num_steps"], "eval_dir": str(eval_dir)})
-    context.log.info(f"rollout ok: {rollout['num_steps']} steps — {rollout['message']}")
-    return eval_dir or ""
+        quality = rollout_quality(out)
+        tags = rollout_tags(rollout["node"], rollout["plan"])
+        context.log_event(dg.AssetMaterialization(asset_key=EVAL_DATASET, partition=name, tags=tags,
+                                                  metadata=rollout_metadata(rollout, quality.describe())))
+        context.log_event(dg.AssetCheckEvaluation(
+            asset_key=EVAL_DATASET, check_name=QUALITY_CHECK, partition=name, passed=quality.passed,
+            severity=dg.AssetCheckSeverity.WARN, description=f"{name}: {quality.describe()}",
+            metadata={"clamped_fraction": number(quality.clamped_fraction),
+                      "rate_limited_fraction": number(quality.rate_limited_fraction),
+                      "max_tracking_error_rad": number(out.max_tracking_error_rad)}))
+    if not out.success:
+        raise dg.Failure(f"rollout failed on {rollout['node']}: {out.message}",
+                         metadata={"steps": out.num_steps, "eval_dir": str(out.eval_dir)})
+    context.log.info(f"rollout ok: {out.num_steps} steps — {out.message}")
+    return out.eval_dir or ""
 
 
-def rollout_metadata(rollout: dict) -> dict:
-    metadata = {
-        "success": rollout["success"],
-        "num_steps": rollout["num_steps"],
-        "message": dg.MetadataValue.text(rollout["message"]),
+def rollout_metadata(rollout: dict, quality: str) -> dict:
+    out: VLAInferOutput = rollout["output"]
+    plan: RolloutPlan = rollout["plan"]
+    verdict = "OK" if out.success else f"STOPPED at step {out.num_steps}: {out.stop_reason or out.message}"
+    summary = (f"{verdict} — {out.num_steps}/{plan.max_steps} steps of {plan.run_name} on {rollout['node']} "
+               f"({plan.scene}); {out.actions_clamped} clamped, {out.actions_rate_limited} rate-limited; {quality}")
+    entries = {
+        "success": out.success,
+        "steps": number(out.num_steps),
+        "max_steps": number(plan.max_steps),
+        "actions_clamped": number(out.actions_clamped),
+        "actions_rate_limited": number(out.actions_rate_limited),
+        "max_tracking_error_rad": number(out.max_tracking_error_rad),
+        "duration_s": number(rollout["duration_s"]),
         "node": rollout["node"],
-        "scene": rollout["scene"],
-        "checkpoint": dg.MetadataValue.path(rollout["checkpoint"]),
-        "policy_type": rollout["policy_type"],
-        "duration_s": dg.MetadataValue.float(rollout["duration_s"]),
-        "path": dg.MetadataValue.path(rollout["eval_dir"]),
+        "scene": plan.scene,
+        "checkpoint": dg.MetadataValue.path(str(plan.checkpoint)),
+        "policy_type": plan.policy_type,
+        "stop_reason": out.stop_reason or "none",
+        "armed_by": out.armed_by or "not needed (sim)",
+        "path": dg.MetadataValue.path(str(out.eval_dir)),
     }
-    plot = commanded_vs_observed(Path(rollout["eval_dir"]))
-    if plot:
-        metadata["commanded_vs_observed"] = dg.MetadataValue.md(plot)
-    return metadata
+    last = {"message": dg.MetadataValue.text(out.message)}
+    fig = commanded_vs_observed(Path(str(out.eval_dir)))
+    if fig is not None:  # a remote node's dataset may not be readable from here
+        last["commanded_vs_observed"] = dg.MetadataValue.md(png_markdown(fig, "commanded vs observed"))
+    return headline_first(summary, entries, last)
 
 
-def commanded_vs_observed(eval_dir: Path) -> str | None:
-    """Plot of the rollout when its dataset is readable from here (a remote node's may not be)."""
-    import pyarrow.parquet as pq
-
-    files = sorted(eval_dir.glob("data/chunk-*/file-*.parquet"))
-    if not files:
-        return None
-    table = pq.read_table(files[0], columns=["action", "observation.state"])
-    commanded = numpy_column(table.column("action"))
-    observed = numpy_column(table.column("observation.state"))
-    fig = trajectories(observed, commanded, f"{eval_dir.name}: commanded vs observed", commanded_label="commanded")
-    return png_markdown(fig, "commanded vs observed")
+@dg.asset_check(asset=EVAL_DATASET, name=QUALITY_CHECK, partitions_def=eval_runs,
+                description="Warns when a rollout needed the safety envelope on many steps (clamped > 25 % or "
+                "rate-limited > 50 % of them) or its arms lagged their commands by more than 0.2 rad. Evaluated "
+                "by robot_eval when it records the rollout; re-running it re-reads the partition's metadata.")
+def rollout_quality_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    name = context.partition_key
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=EVAL_DATASET, asset_partitions=[name]), limit=1).records
+    if not records:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                   description=f"{name}: no rollout recorded under this partition")
+    meta = records[0].asset_materialization.metadata
+    value = lambda key: meta[key].value if key in meta else None  # noqa: E731
+    tracking = value("max_tracking_error_rad")
+    out = VLAInferOutput(num_steps=int(value("steps") or 0), actions_clamped=int(value("actions_clamped") or 0),
+                         actions_rate_limited=int(value("actions_rate_limited") or 0),
+                         max_tracking_error_rad=tracking if isinstance(tracking, float) else None)
+    quality = rollout_quality(out)
+    return dg.AssetCheckResult(passed=quality.passed, severity=dg.AssetCheckSeverity.WARN,
+                               description=f"{name}: {quality.describe()}")
 
 
 @dg.job(
     name="robot_eval",
-    description="Roll a checkpoint (default: the promoted one) out on the robot node with vla_infer and record the "
-    "rollout as an eval_dataset partition. One rollout per robot at a time (run tag `robot`).",
+    description="MANUAL ONLY — moves a robot next to a person, so no sensor or schedule starts it. Rolls a checkpoint "
+    "(default: the promoted one) out on the robot node with vla_infer and records the rollout as an eval_dataset "
+    "partition. One rollout per robot at a time (run tag `robot`, and a lock on the node).",
     tags={"robot": DEFAULT_NODE},
     # One op after the other anyway; in-process keeps the embedded node and the robot lock in one process and spares
     # each step a fresh import of torch + lerobot.
@@ -215,4 +242,5 @@ def robot_eval():
     register_eval_dataset(run_vla_infer(deploy_checkpoint(check_checkpoint_op(resolve_checkpoint()))))
 
 
-defs = dg.Definitions(assets=[eval_dataset], jobs=[robot_eval], resources={"robot_node": RobotNode()})
+defs = dg.Definitions(assets=[eval_dataset], asset_checks=[rollout_quality_check], jobs=[robot_eval],
+                      resources={"robot_node": RobotNode()})

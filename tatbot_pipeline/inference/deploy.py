@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 REQUIRED_FILES = ("config.json", "model.safetensors")
@@ -67,3 +69,35 @@ def deploy_rsync(checkpoint: Path, ssh_host: str, dest_root: str) -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"rsync to {ssh_host} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
     return cmd[-1].split(":", 1)[1].rstrip("/")
+
+
+@dataclass(frozen=True)
+class DeployTarget:
+    """Where a robot node loads checkpoints from, and how they get there."""
+
+    mode: str = "local"  # a key of DEPLOYERS
+    checkpoints_dir: str = ""  # on the node; empty with mode=local: <pipeline home>/deployed
+    ssh_host: str = ""  # mode=rsync: e.g. tatbot@hog
+
+
+def _local(checkpoint: Path, target: DeployTarget, home: Path) -> str:
+    return str(deploy_local(checkpoint, Path(target.checkpoints_dir) if target.checkpoints_dir else Path(home) / "deployed"))
+
+
+def _rsync(checkpoint: Path, target: DeployTarget, home: Path) -> str:
+    if not target.ssh_host or not target.checkpoints_dir:
+        raise ValueError("deploy mode rsync needs robot_node.ssh_host and robot_node.checkpoints_dir")
+    return deploy_rsync(checkpoint, target.ssh_host, target.checkpoints_dir)
+
+
+# mode -> (checkpoint, target, pipeline home) -> the path the node loads
+DEPLOYERS: dict[str, Callable[[Path, DeployTarget, Path], str]] = {"local": _local, "rsync": _rsync}
+
+
+def deploy(checkpoint: Path, target: DeployTarget, home: Path) -> str:
+    """Put the checkpoint where the node loads it; returns that path (on the node)."""
+    try:
+        deployer = DEPLOYERS[target.mode]
+    except KeyError:
+        raise ValueError(f"unknown deploy mode {target.mode!r}: use one of {sorted(DEPLOYERS)}") from None
+    return deployer(Path(checkpoint), target, Path(home))

@@ -38,8 +38,10 @@ class LoopStats:
     """What the loop did, for the output, the message and the eval dataset."""
 
     steps: int = 0
-    clamped: int = 0  # steps with some joint clamped to its URDF limit
-    rate_limited: int = 0  # steps with some joint slowed to the per-step bound
+    # Steps where the envelope changed a revolute joint by more than the tolerance (a gripper a hair past its limit,
+    # or 0.001 rad of rate limiting, is not worth an operator's attention):
+    clamped: int = 0  # ... to keep it within its URDF limits
+    rate_limited: int = 0  # ... to keep it under the speed limit
     adjusted_streak: int = 0
     longest_adjusted_streak: int = 0
     max_adjustment_rad: float = 0.0
@@ -117,10 +119,11 @@ def check_tracking(observed: np.ndarray, commanded: np.ndarray, limits: RolloutL
 
 def count_adjustment(safe: SafeAction, limits: RolloutLimits, stats: LoopStats) -> None:
     """Count what the envelope changed; stop when it had to change the policy's action too many steps in a row."""
-    stats.clamped += safe.clamped
-    stats.rate_limited += safe.rate_limited
+    tolerance = limits.adjust_tolerance_rad
+    stats.clamped += safe.clamp_rad > tolerance
+    stats.rate_limited += safe.rate_limit_rad > tolerance
     stats.max_adjustment_rad = max(stats.max_adjustment_rad, safe.adjustment_rad)
-    stats.adjusted_streak = stats.adjusted_streak + 1 if safe.adjustment_rad > limits.adjust_tolerance_rad else 0
+    stats.adjusted_streak = stats.adjusted_streak + 1 if safe.adjustment_rad > tolerance else 0
     stats.longest_adjusted_streak = max(stats.longest_adjusted_streak, stats.adjusted_streak)
     if stats.adjusted_streak >= limits.max_adjusted_steps:
         raise RolloutStopped(

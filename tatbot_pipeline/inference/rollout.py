@@ -254,7 +254,9 @@ class _Rollout:
                recorder: EvalRecorder | None) -> VLAInferOutput:
         req = self.req
         summary = f"{stats.steps} steps at {req.fps} Hz on {robot.name} ({policy.type} from {policy.path})"
-        envelope = f"{stats.clamped} actions clamped to joint limits, {stats.rate_limited} rate-limited"
+        tolerance = self.settings.rollout_limits.adjust_tolerance_rad
+        envelope = (f"{stats.clamped} actions clamped to joint limits, {stats.rate_limited} rate-limited "
+                    f"(by more than {tolerance:g} rad)")
         ending = "robot back at ready and disconnected" if recovery is None else f"WARNING: {recovery}"
         if not self.connected and recovery is None:
             ending = "the robot never connected, so nothing moved"

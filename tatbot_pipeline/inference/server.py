@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
-import os
 import queue
 from collections import deque
 from dataclasses import dataclass, field
@@ -66,14 +65,12 @@ class ServerConfig:
     settings: PipelineSettings = field(default_factory=PipelineSettings)
 
     @classmethod
-    def from_env(cls, settings: PipelineSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 backend: str | None = None) -> "ServerConfig":
-        """TATBOT_MCP_TOKEN, TATBOT_CHECKPOINT_ROOTS (os.pathsep-separated), TATBOT_ROBOT_BACKEND."""
-        env = os.environ
-        roots = tuple(Path(p) for p in env.get("TATBOT_CHECKPOINT_ROOTS", "").split(os.pathsep) if p)
-        return cls(host=host, port=port, token=env.get("TATBOT_MCP_TOKEN") or None,
-                   checkpoint_roots=roots or (settings.home,), backend=backend or env.get("TATBOT_ROBOT_BACKEND", "sim"),
-                   settings=settings)
+    def from_settings(cls, settings: PipelineSettings, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                      backend: str | None = None) -> "ServerConfig":
+        """The node's token, checkpoint roots and backend from its settings (TATBOT_MCP_TOKEN,
+        TATBOT_CHECKPOINT_ROOTS, TATBOT_ROBOT_BACKEND); `backend` overrides the latter."""
+        return cls(host=host, port=port, token=settings.mcp_token, checkpoint_roots=settings.allowed_checkpoint_roots,
+                   backend=backend or settings.robot_backend, settings=settings)
 
     def check(self) -> None:
         """Refuse a configuration that would let anyone on the network move the robot."""

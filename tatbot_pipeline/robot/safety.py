@@ -33,6 +33,8 @@ class SafeAction:
     clamped: bool  # some joint was outside the URDF limits
     rate_limited: bool  # some joint wanted to move more than max_delta in one step
     adjustment_rad: float = 0.0  # largest change the envelope made to a revolute joint of the action
+    clamp_rad: float = 0.0  # of which the URDF limits (largest, revolute joints)
+    rate_limit_rad: float = 0.0  # of which the per-step bound (largest, revolute joints)
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,12 @@ class SafetyEnvelope:
         clipped = np.clip(action, self.lower, self.upper)
         step = np.clip(clipped - previous, -self.max_delta, self.max_delta)
         safe = np.clip(previous + step, self.lower, self.upper).astype(np.float32)
-        adjustment = float(np.abs(safe - action)[REVOLUTE].max())
+        def largest(delta: np.ndarray) -> float:
+            return float(np.abs(delta)[REVOLUTE].max())
+
         return SafeAction(safe, clamped=bool((clipped != action).any()), rate_limited=bool((step != clipped - previous).any()),
-                          adjustment_rad=adjustment)
+                          adjustment_rad=largest(safe - action), clamp_rad=largest(clipped - action),
+                          rate_limit_rad=largest(clipped - previous - step))
 
 
 @dataclass(frozen=True)

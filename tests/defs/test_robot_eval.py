@@ -47,9 +47,19 @@ def test_rollout_of_the_promoted_checkpoint_becomes_an_eval_dataset_partition(ho
         assert partition.startswith("vla-eval-default-")
         assert instance.get_dynamic_partitions("eval_runs") == [partition]
         meta = mat.materialization.metadata
-        assert meta["success"].value is True and meta["num_steps"].value == 12
+        assert list(meta)[0] == "summary" and meta["summary"].value.startswith("OK — 12/12 steps of tiny-1-last on hog")
+        assert meta["success"].value is True and meta["steps"].value == 12 and meta["max_steps"].value == 12
+        assert isinstance(meta["actions_clamped"].value, int) and isinstance(meta["actions_rate_limited"].value, int)
+        assert 0 <= meta["max_tracking_error_rad"].value < 0.35
         assert meta["node"].value == "hog" and meta["checkpoint"].value.endswith("pretrained_model")
         assert meta["commanded_vs_observed"].value.startswith("![commanded vs observed](data:image/png")
+        assert mat.materialization.tags == {"tatbot/robot": "hog", "tatbot/scene": "default",
+                                            "tatbot/checkpoint": "tiny-1-last"}
+        assert instance.get_run_by_id(result.run_id).tags["tatbot/checkpoint"] == "tiny-1-last"
+        [check] = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        evaluation = check.event_specific_data
+        assert evaluation.check_name == "rollout_quality" and evaluation.partition == partition
+        assert evaluation.description.startswith(partition)
         ds = LeRobotDataset("local/eval", root=meta["path"].value, video_backend="pyav")
         assert ds.num_frames == 12
         assert (home / "deployed" / "tiny-1-last" / "model.safetensors").exists()
@@ -66,7 +76,8 @@ def test_eval_dataset_lineage_reaches_the_recordings():
         if not parents:
             break
         key = sorted(parents)[0]
-    assert chain == ["eval_dataset", "trained_policy", "training_splits", "recording_validation", "stroke_recording"]
+    assert chain == ["eval_dataset", "policy_evaluation", "trained_policy", "training_splits", "recording_validation",
+                     "stroke_recording"]
 
 
 def test_bad_checkpoint_fails_before_anything_moves(home: Path, tmp_path: Path):

@@ -1,0 +1,89 @@
+"""What `robot_eval` rolls out, decided and checked before anything moves.
+
+A `RolloutPlan` is the typed record the job's ops pass along: the checkpoint (configured, or the promoted one), its
+policy type, the request the robot node will get, and where the checkpoint was deployed. `checkpoint_problems`
+collects every reason to refuse it on this side (files missing, slower than its latency budget) so a run fails
+before a deploy or a robot is touched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tatbot_pipeline.evaluation.gate import leaderboard_path, read_promoted
+from tatbot_pipeline.inference.deploy import check_checkpoint
+from tatbot_pipeline.inference.rollout import VLAInferInput, resolve_checkpoint
+
+
+class PlanError(ValueError):
+    """No checkpoint to roll out, or one that must not be rolled out; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    checkpoint: Path  # the pretrained_model dir on the Dagster side
+    policy_type: str
+    source: str  # "promoted" or "configured"
+    scene: str = "default"
+    device: str = "cuda"
+    max_steps: int = 40
+    fps: int = 10
+    enable_realsense: bool = False
+    task_prompt: str | None = None
+    deployed: str | None = None  # where the robot node loads it from, once deployed
+
+    @property
+    def run_name(self) -> str:
+        """<run>-<step> of an `outputs/train/<run>/checkpoints/<step>/pretrained_model` dir."""
+        from tatbot_pipeline.inference.deploy import deployed_name
+
+        return deployed_name(self.checkpoint)
+
+    def with_deployment(self, deployed: str) -> "RolloutPlan":
+        return replace(self, deployed=deployed)
+
+    def request(self) -> VLAInferInput:
+        """The `vla_infer` input for the robot node: always recorded, so the rollout joins the lineage."""
+        return VLAInferInput(policy=self.policy_type, checkpoint_path=self.deployed or str(self.checkpoint),
+                             scene=self.scene, device=self.device, max_steps=self.max_steps, fps=self.fps,
+                             enable_realsense=self.enable_realsense, record_eval=True, task_prompt=self.task_prompt)
+
+
+def plan_rollout(checkpoint: str, home: Path, **request) -> RolloutPlan:
+    """The configured checkpoint (relative paths under the pipeline home), else the promoted one."""
+    if checkpoint:
+        path, source = resolve_checkpoint(checkpoint, home), "configured"
+    else:
+        promoted = read_promoted(home)
+        if promoted is None:
+            raise PlanError("no promoted checkpoint yet — materialize policy_evaluation (it promotes a checkpoint that "
+                            "passes the gate), or set ops.resolve_checkpoint.config.checkpoint")
+        path, source = Path(promoted["checkpoint"]), "promoted"
+    return RolloutPlan(checkpoint=path, policy_type=policy_type(path), source=source, **request)
+
+
+def policy_type(checkpoint: Path) -> str:
+    try:
+        return str(json.loads((Path(checkpoint) / "config.json").read_text())["type"])
+    except (OSError, ValueError, KeyError):
+        return "unknown"  # check_checkpoint names what is wrong with the dir
+
+
+def checkpoint_problems(plan: RolloutPlan, home: Path) -> tuple[list[str], str]:
+    """(every reason to refuse the checkpoint, a note for the log). Latency is judged against the budget the
+    promotion gate applied when it evaluated this checkpoint on the same device (one control period by default)."""
+    problems = check_checkpoint(plan.checkpoint)
+    if problems:
+        return problems, ""
+    board = leaderboard_path(home)
+    entries = json.loads(board.read_text()) if board.exists() else []
+    entry = next((e for e in entries if e["checkpoint"] == str(plan.checkpoint)), None)
+    if entry is None:
+        return [], "checkpoint not evaluated offline (not in the leaderboard): latency budget unchecked"
+    budget_ms = ((entry.get("thresholds") or {}).get("latency_budget_s") or 0.0) * 1000 or 1000 / plan.fps
+    if entry["latency_p95_ms"] > budget_ms and entry["device"] == plan.device:
+        return [f"p95 latency {entry['latency_p95_ms']:.1f} ms measured on {entry['device']} exceeds the "
+                f"{budget_ms:.0f} ms budget at {plan.fps} Hz"], ""
+    return [], f"p95 latency {entry['latency_p95_ms']:.1f} ms within the {budget_ms:.0f} ms budget"
