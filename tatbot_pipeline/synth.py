@@ -116,7 +116,8 @@ def make_recordings(out_dir: Path, spec: SynthSpec, progress: bool = False) -> l
     """Write `spec.recordings` recordings under `out_dir`; returns their paths."""
     from tqdm import tqdm
 
-    at = [spec.started + timedelta(days=spec.seed, minutes=7 * i, seconds=3 * i) for i in range(spec.recordings)]
+    # Seeds shift the start by hours, so recordings of different seeds get different names but stay in their era.
+    at = [spec.started + timedelta(hours=spec.seed, minutes=7 * i, seconds=3 * i) for i in range(spec.recordings)]
     paths = [out_dir / recording_dir_name(spec.scene, t) for t in at]
     taken = [p for p in paths if p.exists() and any(p.iterdir())]
     if taken:  # checked up front so a refused run writes nothing at all
