@@ -126,7 +126,7 @@ def make_recordings(out_dir: Path, spec: SynthSpec, progress: bool = False) -> l
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     for i in tqdm(range(spec.recordings), desc="synth recordings", unit="rec", disable=not progress):
-        design = spec.design or DESIGNS[(spec.seed + i) % len(DESIGNS)]
+        design = spec.design or DESIGNS[i % len(DESIGNS)]
         write_recording(paths[i], spec, design=design, seed=spec.seed * 1000 + i, at=at[i])
     return paths
 
