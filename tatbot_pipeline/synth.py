@@ -22,11 +22,11 @@ import numpy as np
 from tatbot_pipeline.recordings.naming import recording_dir_name
 from tatbot_pipeline.robot.spec import JOINT_NAMES, READY_POSE, arm_slice, scene_pose
 from tatbot_pipeline.synth_files import (
+    actions_from_strokebatch,
     black_camera_log,
     dead_arm_log,
     make_strokebatch,
     make_strokes,
-    actions_from_strokebatch,
     scene_dict,
     stroke_png,
     stroke_yaml_dict,

@@ -25,6 +25,7 @@ import yaml
 from PIL import Image
 
 from tatbot_pipeline.recordings.naming import TIME_FORMAT
+from tatbot_pipeline.recordings.strokebatch import robot_joints
 from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_UPPER, JOINTS_PER_ARM, NUM_JOINTS, READY_POSE
 
 CAMERA_PASSWORD = "tatbot-cam-pw-1"  # a credential the scrubber must keep out of reports (tests look for it)
@@ -140,17 +141,13 @@ def make_strokebatch(rng: np.random.Generator, b: int, length: int, offsets: int
 
 
 def actions_from_strokebatch(joints: np.ndarray, stroke: int, offsets: np.ndarray) -> np.ndarray:
-    """The 14 sent joints per step: `StrokeBatch.offset_joints` at each arm's offset, mapped to the robot's action.
+    """The 14 sent joints per step: `StrokeBatch.offset_joints` at each arm's offset, as the robot's action.
 
-    A 16-joint batch goes through the fork's `_urdf_joints_to_action` of that time (hu-po/lerobot 247550d), which
-    skipped each arm's carriage joint (URDF indices 7 and 15).
+    A 16-joint batch goes through the fork's `_urdf_joints_to_action` of that time (`recordings.strokebatch`).
     """
-    steps = np.arange(joints.shape[1])
-    left = joints[stroke, steps, offsets[:, 0]]
-    right = joints[stroke, steps, offsets[:, 1]]
-    if joints.shape[-1] == 16:
-        return np.concatenate([left[:, :7], right[:, 8:15]], axis=1).astype(np.float32)
-    return np.concatenate([left[:, :7], right[:, 7:]], axis=1).astype(np.float32)
+    mapped = robot_joints(joints[stroke])  # (l, o, 14)
+    steps = np.arange(len(offsets))
+    return np.concatenate([mapped[steps, offsets[:, 0], :7], mapped[steps, offsets[:, 1], 7:]], axis=1).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------- scene.yaml
