@@ -60,6 +60,9 @@ def match_offsets(errors: np.ndarray, atol: float) -> OffsetPath:
     """
     ok = errors <= atol
     frames, n = ok.shape
+    steady = np.flatnonzero(ok.all(axis=0))
+    if len(steady):  # the common case: one offset explains the whole stroke (nobody touched the joystick)
+        return OffsetPath([int(steady[0])] * frames, [], [], 0.0)
     offsets: list[int | None] = [None] * frames
     back = np.zeros((frames, n), dtype=np.int64)
     breaks: list[int] = []
@@ -79,9 +82,10 @@ def match_offsets(errors: np.ndarray, atol: float) -> OffsetPath:
             start = None
             continue
         if start is not None:
-            came_from_below = np.r_[np.inf, cost[:-1]] + 1  # offset k reached from k-1
-            came_from_above = np.r_[cost[1:], np.inf] + 1
-            steps = np.stack([cost, came_from_below, came_from_above])
+            steps = np.full((3, n), np.inf)
+            steps[0] = cost
+            steps[1, 1:] = cost[:-1] + 1  # offset k reached from k-1
+            steps[2, :-1] = cost[1:] + 1  # ... from k+1
             new = np.where(ok[t], steps.min(axis=0), np.inf)
             if np.isfinite(new).any():
                 back[t] = np.arange(n) + np.array([0, -1, 1])[steps.argmin(axis=0)]
