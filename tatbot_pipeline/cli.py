@@ -62,7 +62,20 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"    {f.severity.value:10s} {f.check:14s} {where:11s} {f.message}")
         if excluded:
             print(f"    excluded episodes: {sorted(excluded)}")
+        if moves := _offset_moves(report.summary.get("offset_paths", {})):
+            print(f"    depth offset moved (joystick): {moves}")
     return 0 if all_usable else 1
+
+
+def _offset_moves(paths: dict) -> str:
+    """`episode 2: right 3->4@6` for every stroke whose depth-offset path changes (summary.offset_paths)."""
+    out = []
+    for ep, arms in sorted(paths.items(), key=lambda kv: int(kv[0])):
+        moves = [f"{arm} " + " ".join(f"{a[0]}->{b[0]}@{b[1]}" for a, b in zip(runs, runs[1:]))
+                 for arm, runs in arms.items() if len(runs) > 1]
+        if moves:
+            out.append(f"episode {ep}: {', '.join(moves)}")
+    return "; ".join(out)
 
 
 def _demo(args: argparse.Namespace) -> int:
