@@ -107,7 +107,10 @@ def write_strokes(path: Path, strokes: list[tuple[Stroke, Stroke]]) -> None:
 
 
 def make_strokebatch(rng: np.random.Generator, b: int, length: int, offsets: int, joints: int = NUM_JOINTS) -> dict[str, np.ndarray]:
-    """Joint paths around the ready pose, one per depth offset (offset k moves j1/j2 by `OFFSET_STEP_RAD`).
+    """Joint paths from the ready pose, one per depth offset (offset k moves j1/j2 by `OFFSET_STEP_RAD`).
+
+    A tattoo line is a few centimetres of needle travel: each joint moves at most ~0.1 rad over the stroke, well
+    within the rollout's speed limit (1.5 rad/s), so a policy that learned the strokes is not clamped on the robot.
 
     joints=16 reproduces the strokebatches tatbot wrote before 2025-07-24: 8 URDF joints per arm (the 7 the arm
     takes plus the gripper's mimic carriage joint, always 0) and a `dt` tensor of goal times.
@@ -115,9 +118,9 @@ def make_strokebatch(rng: np.random.Generator, b: int, length: int, offsets: int
     t = np.linspace(0.0, 1.0, length, dtype=np.float32)
     out = np.empty((b, length, offsets, NUM_JOINTS), dtype=np.float32)
     for i in range(b):
-        amp = rng.uniform(0.05, 0.25, NUM_JOINTS).astype(np.float32)
+        amp = rng.uniform(0.02, 0.08, NUM_JOINTS).astype(np.float32)
         phase = rng.uniform(0, 2 * math.pi, NUM_JOINTS).astype(np.float32)
-        path = READY_POSE + amp * np.sin(2 * math.pi * t[:, None] + phase)
+        path = READY_POSE + amp * (np.sin(2 * math.pi * t[:, None] + phase) - np.sin(phase))
         for k in range(offsets):
             depth = (k - (offsets - 1) / 2) * OFFSET_STEP_RAD
             out[i, :, k] = path
