@@ -19,6 +19,11 @@ def _synth(args: argparse.Namespace) -> int:
         image_shape=tuple(args.image_shape),
         seed=args.seed,
         scene=args.scene,
+        design=args.design,
+        format=args.format,
+        strokebatch_joints=args.strokebatch_joints,
+        joystick_episodes=None if args.joystick else (),
+        saved_episodes=args.saved_episodes,
     )
     try:
         paths = make_recordings(Path(args.out_dir), spec, progress=True)
@@ -36,10 +41,12 @@ def _validate(args: argparse.Namespace) -> int:
     from tatbot_pipeline.config import PipelineSettings
     from tatbot_pipeline.recordings.validate import validate_recording
 
-    settle = args.settle_seconds if args.settle_seconds is not None else PipelineSettings.from_env().settle_seconds
+    settings = PipelineSettings.from_env()
+    settle = args.settle_seconds if args.settle_seconds is not None else settings.settle_seconds
     all_usable = True
     for path in args.paths:
-        report = validate_recording(Path(path), settle_seconds=settle)
+        # v2.1 recordings are validated through a converted copy under the pipeline home, as in Dagster.
+        report = validate_recording(Path(path), settle_seconds=settle, converted_dir=settings.converted_dir)
         all_usable &= report.usable
         if args.json:
             d = report.to_dict()
@@ -55,7 +62,20 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"    {f.severity.value:10s} {f.check:14s} {where:11s} {f.message}")
         if excluded:
             print(f"    excluded episodes: {sorted(excluded)}")
+        if moves := _offset_moves(report.summary.get("offset_paths", {})):
+            print(f"    depth offset moved (joystick): {moves}")
     return 0 if all_usable else 1
+
+
+def _offset_moves(paths: dict) -> str:
+    """`episode 2: right 3->4@6` for every stroke whose depth-offset path changes (summary.offset_paths)."""
+    out = []
+    for ep, arms in sorted(paths.items(), key=lambda kv: int(kv[0])):
+        moves = [f"{arm} " + " ".join(f"{a[0]}->{b[0]}@{b[1]}" for a, b in zip(runs, runs[1:]))
+                 for arm, runs in arms.items() if len(runs) > 1]
+        if moves:
+            out.append(f"episode {ep}: {', '.join(moves)}")
+    return "; ".join(out)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -105,14 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="write synthetic stroke recordings laid out like tatbot's stroke_tool")
+    p = sub.add_parser("synth", help="write synthetic stroke recordings the way tatbot's stroke_tool and its LeRobot fork do")
     p.add_argument("out_dir", help="folder to write recordings into (each recording is a new sub-folder)")
     p.add_argument("--recordings", type=int, default=1)
     p.add_argument("--episodes", type=int, default=4, help="strokes (episodes) per recording")
     p.add_argument("--stroke-length", type=int, default=16, help="frames per episode (scene.stroke_length)")
-    p.add_argument("--cameras", action="store_true", help="record observation.images.realsense1/2 videos")
+    p.add_argument("--format", choices=["v3.0", "v2.1", "lerobot"], default="v3.0",
+                   help="recorder era: v3.0 = tatbot's fork since 2025-09-15 (default), v2.1 = the fork before, "
+                        "lerobot = upstream lerobot 0.4.4 (finalize() at the end)")
+    p.add_argument("--strokebatch-joints", type=int, choices=[14, 16], default=14,
+                   help="16: the strokebatch layout before 2025-07-24 (8 URDF joints per arm, plus dt)")
+    p.add_argument("--no-cameras", dest="cameras", action="store_false",
+                   help="no observation.images.realsense1/2 (stroke_tool records them by default)")
+    p.add_argument("--cameras", dest="cameras", action="store_true", help=argparse.SUPPRESS)  # the old opt-in flag
+    p.add_argument("--no-joystick", dest="joystick", action="store_false",
+                   help="keep every depth offset at offset_num // 2 (default: the operator moves it in some strokes)")
+    p.add_argument("--saved-episodes", type=int, default=None,
+                   help="stop the session after this many strokes (an interrupted or still running session)")
     p.add_argument("--image-shape", type=int, nargs=2, default=[480, 640], metavar=("H", "W"))
-    p.add_argument("--scene", default=None, help="design/scene name (default: cycle through a few)")
+    p.add_argument("--scene", default="default", help="scene.name, used in the directory name (tatbot's is 'default')")
+    p.add_argument("--design", default=None, help="design_name (default: cycle through a few)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_synth)
 

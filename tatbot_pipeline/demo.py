@@ -18,10 +18,17 @@ from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.recordings.report import ValidationReport
 from tatbot_pipeline.synth import SynthSpec, make_recordings
 
-# Small enough for 2 CPU cores, real enough to train on: both cameras, 6 strokes of 8 frames per recording.
-DEMO_SPEC = SynthSpec(recordings=3, episodes=6, stroke_length=8, cameras=True, image_shape=(96, 128), seed=1)
-DEFECTS_SPEC = SynthSpec(recordings=1, episodes=6, stroke_length=8, cameras=True, image_shape=(96, 128), seed=2,
-                         scene="snail", dead_arm_episodes=(1,), black_camera_episodes=(4,))
+# Small enough for 2 CPU cores, real enough to train on: both cameras, 6 strokes of 8 frames per recording, written
+# the way the robot node records (tatbot's LeRobot fork, v3.0; the operator moves the needle depth in some strokes).
+DEMO_SPEC = SynthSpec(recordings=3, episodes=6, stroke_length=8, image_shape=(96, 128), seed=1)
+DEFECTS_SPEC = SynthSpec(recordings=1, episodes=6, stroke_length=8, image_shape=(96, 128), seed=2, design="snail",
+                         dead_arm_episodes=(1,), black_camera_episodes=(4,))
+# From the archive: recorded in August 2025 by the fork's LeRobot v2.1 era; validation converts a copy, and the
+# split trains on it with the others.
+ARCHIVE_SPEC = SynthSpec(recordings=1, episodes=6, stroke_length=8, image_shape=(96, 128), seed=4, format="v2.1",
+                         scene="tatbotlogo", design="tatbotlogo")
+# A session stopped after 3 of its 6 strokes, in the middle of stroke 4: the fork leaves a complete 3-episode dataset.
+STOPPED_SPEC = SynthSpec(recordings=1, episodes=6, stroke_length=8, image_shape=(96, 128), seed=5, saved_episodes=3)
 
 
 # Step-by-step event logs live in the UI; the console shows warnings and the demo's own progress.
@@ -39,20 +46,24 @@ def _done(t0: float, what: str) -> None:
 
 
 def make_demo_recordings(root: Path) -> list[Path]:
-    """Three clean recordings, one with silent recorder failures (dead arm, black camera), one never finalized."""
+    """Recordings as the robot node leaves them, from two eras, some with the recorder's silent failures."""
     existing = sorted(p for p in root.glob("stroke-*") if p.is_dir()) if root.exists() else []
     if existing:
         print(f"    reusing {len(existing)} synthetic recordings in {root}")
         return existing
     paths = make_recordings(root, DEMO_SPEC, progress=True)
     paths += make_recordings(root, DEFECTS_SPEC, progress=True)
-    # A session that crashed before LeRobotDataset.finalize(): no episodes table, untouched for an hour.
-    [crashed] = make_recordings(root, SynthSpec(episodes=2, stroke_length=8, seed=3, scene="crashed"))
+    paths += make_recordings(root, ARCHIVE_SPEC, progress=True)
+    [stopped] = make_recordings(root, STOPPED_SPEC, progress=True)
+    (stopped / "episode_000003").mkdir()  # stroke_tool makes a stroke's dir before recording it
+    # Upstream lerobot 0.4.4 (not the fork) crashed before finalize(): no episodes table, untouched for an hour.
+    [crashed] = make_recordings(root, SynthSpec(episodes=2, stroke_length=8, cameras=False, seed=3, scene="crashed",
+                                                format="lerobot"))
     shutil.rmtree(crashed / "meta" / "episodes")
     old = time.time() - 3600
     for p in [crashed, *crashed.rglob("*")]:
         os.utime(p, (old, old))
-    return [*paths, crashed]
+    return [*paths, stopped, crashed]
 
 
 def ingest(instance, settings: PipelineSettings) -> None:
@@ -79,6 +90,7 @@ def ingest(instance, settings: PipelineSettings) -> None:
         verdict = ValidationReport.load(settings.report_path(request.partition_key))
         print(f"    {verdict.status.value.upper():10s} {request.partition_key}  "
               f"{len(verdict.episodes_usable)}/{verdict.episodes_total} episodes usable"
+              + ("  (LeRobot v2.1: validated and split through its converted copy)" if "converted_from" in verdict.summary else "")
               + ("" if run.success else "  (blocking check failed: run marked failed, nothing downstream uses it)"))
 
 
@@ -127,7 +139,7 @@ def run_demo(ui: bool = True, port: int = 3000) -> int:
 
     instance = dg.DagsterInstance.get()
 
-    t0 = _step(f"1/6 synthetic recordings (stroke_tool layout) in {demo_root}")
+    t0 = _step(f"1/6 synthetic recordings (as tatbot's stroke_tool writes them: fork v3.0, one v2.1) in {demo_root}")
     make_demo_recordings(demo_root)
     _done(t0, "recordings ready")
 

@@ -1,9 +1,12 @@
-"""Synthetic stroke recordings, laid out exactly as tatbot's `stroke_tool` writes them (DESIGN.md §1).
+"""Synthetic stroke recordings, written the way tatbot's `stroke_tool` and its LeRobot fork write them (DESIGN.md §1).
 
-The LeRobot part goes through `LeRobotDataset.create` / `add_frame` / `save_episode` / `finalize`, the same calls
-stroke_tool makes, so the files are real LeRobot v3.0 datasets. Around it sit the tatbot side files: scene.yaml
-(dumped with Python tags like tatbot's pydantic scene), strokes.yaml + arrays/*.npy, strokebatch.safetensors,
-per-episode logs and the episode_NNNNNN/ condition dirs. Everything is deterministic for a given seed.
+`RecordingSession` replays stroke_tool's loop (hu-po/tatbot `src/tatbot/tools/robot/stroke.py`): scene.yaml,
+strokes.yaml + arrays/ and strokebatch.safetensors first, then one episode per stroke pair — per pose step the
+joystick may move a depth offset, the observation is read, `StrokeBatch.offset_joints` at each arm's current offset
+is sent, and the frame holds the observation and the sent action; after the stroke its root-logger lines go to
+`logs/episode_NNNNNN.txt` and the episode is saved. The dataset files come from an era writer (`synth_writers`):
+by default the current fork (LeRobot v3.0, metadata rewritten after every episode, no finalize), optionally the
+v2.1-era fork or upstream lerobot 0.4.4. The tatbot side files come from `synth_files`. Deterministic per seed.
 """
 
 from __future__ import annotations
@@ -12,14 +15,25 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path, PosixPath
+from pathlib import Path
 
 import numpy as np
-import yaml
-from PIL import Image
 
-from tatbot_pipeline.recordings.naming import TIME_FORMAT, recording_dir_name
-from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_NAMES, JOINT_UPPER, NUM_JOINTS, READY_POSE, SLEEP_POSE
+from tatbot_pipeline.recordings.naming import recording_dir_name
+from tatbot_pipeline.robot.spec import JOINT_NAMES, READY_POSE, arm_slice, scene_pose
+from tatbot_pipeline.synth_files import (
+    actions_from_strokebatch,
+    black_camera_log,
+    dead_arm_log,
+    make_strokebatch,
+    make_strokes,
+    scene_dict,
+    stroke_png,
+    stroke_yaml_dict,
+    write_scene,
+    write_strokes,
+)
+from tatbot_pipeline.synth_writers import WRITERS, DatasetWriter
 
 log = logging.getLogger(__name__)
 
@@ -27,29 +41,61 @@ FPS = 10
 ROBOT_TYPE = "tatbot"
 CAMERAS = ("realsense1", "realsense2")
 DESIGNS = ("tatbotlogo", "flower", "zorya", "snail")
-_START = datetime(2025, 8, 9, 17, 2, 10)
+FORMATS = tuple(WRITERS)  # "v3.0" (fork, current), "v2.1" (fork, before 2025-09-15), "lerobot" (upstream 0.4.4)
+# When each era recorded: recordings get names (timestamps) from their era.
+_ERA_START = {"v3.0": datetime(2025, 9, 20, 14, 31, 7), "v2.1": datetime(2025, 8, 9, 17, 2, 10),
+              "lerobot": datetime(2025, 11, 3, 10, 0, 0)}
+_ERA_16_JOINTS = datetime(2025, 7, 20, 11, 5, 0)  # strokebatches had 16 joints and dt before 2025-07-24
 # Fraction of the remaining distance a Trossen arm covers per 1/fps tick at goal_time_fast=0.2 s.
 _ARM_LAG = 0.6
 
 
 @dataclass(frozen=True)
 class SynthSpec:
-    """What to generate. `image_shape` defaults to the RealSense stream tatbot records (480x640)."""
+    """What to generate. The defaults are what the robot node records today (fork v3.0, RealSense on, joystick on).
+
+    `scene` is `scene.name` (the directory name uses it; tatbot's scene is usually "default"), `design` the
+    design_name (default: cycles through DESIGNS). `saved_episodes` stops the session after that many strokes, as an
+    interrupted (or still running) session leaves it; `resume_recording` appends the rest later.
+    """
 
     recordings: int = 1
     episodes: int = 4
     stroke_length: int = 16
     offset_num: int = 6
-    cameras: bool = False
+    cameras: bool = True
     image_shape: tuple[int, int] = (480, 640)
     seed: int = 0
-    scene: str | None = None  # default: cycles through DESIGNS
-    start: datetime = _START
+    scene: str = "default"
+    design: str | None = None
+    start: datetime | None = None  # default: a date inside the chosen era
     vcodec: str = "libsvtav1"
-    # Silent recorder failures to reproduce (DESIGN.md §1): a disconnected left arm reporting its sleep pose, and a
-    # realsense1 camera delivering black frames, in the listed episodes.
+    format: str = "v3.0"
+    strokebatch_joints: int = 14  # 16: the strokebatch layout before 2025-07-24 (with `dt`)
+    # Strokes in which the operator moves a needle depth with the joystick; None = every third stroke from stroke 2.
+    joystick_episodes: tuple[int, ...] | None = None
+    frame_paths: bool = True  # drawn strokes carry a design frame image (copied as episode_NNNNNN/stroke_<l|r>.png)
+    saved_episodes: int | None = None
+    # Silent recorder failures (DESIGN.md §1): the left arm stops answering (its state reads as the sleep pose and the
+    # fork logs warnings), realsense1 times out (black frames, a warning per frame), in the listed episodes.
     dead_arm_episodes: tuple[int, ...] = ()
     black_camera_episodes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.format not in WRITERS:
+            raise ValueError(f"format {self.format!r}: use one of {FORMATS}")
+
+    @property
+    def started(self) -> datetime:
+        if self.start is not None:
+            return self.start
+        return _ERA_16_JOINTS if self.strokebatch_joints == 16 else _ERA_START[self.format]
+
+    @property
+    def joystick(self) -> tuple[int, ...]:
+        if self.joystick_episodes is not None:
+            return self.joystick_episodes
+        return tuple(range(2, self.episodes, 3))
 
 
 def dataset_features(cameras: bool, image_shape: tuple[int, int]) -> dict:
@@ -70,11 +116,9 @@ def make_recordings(out_dir: Path, spec: SynthSpec, progress: bool = False) -> l
     """Write `spec.recordings` recordings under `out_dir`; returns their paths."""
     from tqdm import tqdm
 
-    names = [
-        (spec.scene or DESIGNS[i % len(DESIGNS)], spec.start + timedelta(days=spec.seed, minutes=7 * i, seconds=3 * i))
-        for i in range(spec.recordings)
-    ]
-    paths = [out_dir / recording_dir_name(design, at) for design, at in names]
+    # Seeds shift the start by hours, so recordings of different seeds get different names but stay in their era.
+    at = [spec.started + timedelta(hours=spec.seed, minutes=7 * i, seconds=3 * i) for i in range(spec.recordings)]
+    paths = [out_dir / recording_dir_name(spec.scene, t) for t in at]
     taken = [p for p in paths if p.exists() and any(p.iterdir())]
     if taken:  # checked up front so a refused run writes nothing at all
         raise FileExistsError(
@@ -82,93 +126,130 @@ def make_recordings(out_dir: Path, spec: SynthSpec, progress: bool = False) -> l
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     for i in tqdm(range(spec.recordings), desc="synth recordings", unit="rec", disable=not progress):
-        write_recording(paths[i], spec, design=names[i][0], seed=spec.seed * 1000 + i)
+        design = spec.design or DESIGNS[i % len(DESIGNS)]
+        write_recording(paths[i], spec, design=design, seed=spec.seed * 1000 + i, at=at[i])
     return paths
 
 
-def write_recording(path: Path, spec: SynthSpec, design: str, seed: int) -> Path:
-    """One recording dir, as stroke_tool leaves it after a complete session."""
-    import datasets
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
-    datasets.disable_progress_bars()  # one "Map" bar per episode drowns the demo's own progress
+def write_recording(path: Path, spec: SynthSpec, design: str, seed: int, at: datetime | None = None,
+                    writer: type | None = None) -> Path:
+    """One recording dir, as stroke_tool leaves it after the session (all strokes, or `spec.saved_episodes`)."""
     if path.exists() and any(path.iterdir()):
         raise FileExistsError(f"{path}: not empty — synth never overwrites a recording; choose an empty dir")
-    if path.exists():
-        path.rmdir()  # LeRobotDataset.create insists on creating the root itself
-    rng = np.random.default_rng(seed)
-    batch = _strokebatch(rng, spec.episodes, spec.stroke_length, spec.offset_num)
-    offset = spec.offset_num // 2  # stroke_tool starts every arm at the middle depth offset
-    strokes = _strokes(rng, spec.episodes, design)
-
-    dataset = LeRobotDataset.create(
-        f"tatbot/{path.name}",
-        fps=FPS,
-        root=path,
-        robot_type=ROBOT_TYPE,
-        features=dataset_features(spec.cameras, spec.image_shape),
-        use_videos=True,
-        vcodec=spec.vcodec,
-    )
-    _write_scene(path / "scene.yaml", design, spec)
-    _write_strokes(path, strokes, batch)
-    logs_dir = path / "logs"
-    logs_dir.mkdir()
-    clock = spec.start
-    try:
-        for ep, (left, right) in enumerate(strokes):
-            cond_dir = path / f"episode_{ep:06d}"
-            cond_dir.mkdir()
-            for side, stroke in (("l", left), ("r", right)):
-                _stroke_png(rng).save(cond_dir / f"stroke_{side}.png")
-            actions = batch["joints"][ep, :, offset]
-            states = _follow(actions)
-            if ep in spec.dead_arm_episodes:
-                states[:, :7] = SLEEP_POSE[:7]
-            task = f"left: {left['description']}, right: {right['description']}"
-            for t in range(spec.stroke_length):
-                frame = {"action": actions[t], "observation.state": states[t], "task": task}
-                if spec.cameras:
-                    for c, cam in enumerate(CAMERAS):
-                        image = render_camera(states[t], spec.image_shape, c)
-                        if c == 0 and ep in spec.black_camera_episodes:
-                            image[:] = 0
-                        frame[f"observation.images.{cam}"] = image
-                dataset.add_frame(frame)
-            clock += timedelta(seconds=spec.stroke_length / FPS + 2)
-            (logs_dir / f"episode_{ep:06d}.txt").write_text(_episode_log(clock, ep, spec, left, right))
-            dataset.save_episode()
-    finally:
-        dataset.finalize()
+    session = RecordingSession(path, spec, design, seed, at or spec.started, writer=writer)
+    session.run(stop=spec.saved_episodes)
     return path
 
 
-def _strokebatch(rng: np.random.Generator, b: int, l: int, o: int) -> dict[str, np.ndarray]:
-    """Joint paths from the ready pose; depth offsets move j1/j2 (needle deeper or shallower).
+def resume_recording(path: Path, spec: SynthSpec, design: str, seed: int, at: datetime | None = None,
+                     stop: int | None = None, writer: type | None = None) -> Path:
+    """stroke_tool with `resume=true`: reopen the dataset and record the strokes after the last saved episode."""
+    session = RecordingSession(path, spec, design, seed, at or spec.started, writer=writer, resume=True)
+    session.run(stop=stop)
+    return path
 
-    A tattoo line is a few centimetres of needle travel: each joint moves at most ~0.1 rad over the stroke, well
-    within the rollout's speed limit (1.5 rad/s), so a policy that learned the strokes is not clamped on the robot.
+
+class RecordingSession:
+    """stroke_tool's loop over one recording dir; the same strokes and offsets for a given seed, resumed or not."""
+
+    def __init__(self, path: Path, spec: SynthSpec, design: str, seed: int, at: datetime,
+                 writer: type | None = None, resume: bool = False) -> None:
+        import datasets
+
+        datasets.disable_progress_bars()  # one "Map" bar per episode drowns the demo's own progress
+        self.path, self.spec, self.at = Path(path), spec, at
+        rng = np.random.default_rng(seed)
+        data_root = "/srv/tatbot-data" if spec.format == "v3.0" else "/nfs/tatbot"
+        self.scene = scene_dict(spec.scene, design, spec.stroke_length, spec.offset_num,
+                                list(CAMERAS) if spec.cameras else [], spec.image_shape, data_root)
+        self.strokes = make_strokes(rng, spec.episodes, spec.stroke_length, self.scene["design_dir"], spec.frame_paths)
+        self.batch = make_strokebatch(rng, spec.episodes, spec.stroke_length, spec.offset_num, spec.strokebatch_joints)
+        self.offsets = joystick_offsets(rng, self.strokes, spec.stroke_length, spec.offset_num, spec.joystick)
+        self.png_rng = np.random.default_rng(seed + 1)
+        make_writer = writer or WRITERS[spec.format]
+        # Dataset first: upstream LeRobotDataset.create insists on making the root dir itself.
+        self.dataset: DatasetWriter = make_writer(self.path, dataset_features(spec.cameras, spec.image_shape), FPS,
+                                                  ROBOT_TYPE, spec.vcodec, resume)
+        if not resume:
+            self._write_side_files()
+
+    def _write_side_files(self) -> None:
+        from safetensors.numpy import save_file
+
+        self.path.mkdir(parents=True, exist_ok=True)  # stroke_tool makes the dir, then writes the scene into it
+        write_scene(self.path / "scene.yaml", self.scene)
+        write_strokes(self.path, self.strokes)
+        save_file(self.batch, str(self.path / "strokebatch.safetensors"))
+        (self.path / "logs").mkdir(exist_ok=True)
+
+    def run(self, stop: int | None = None) -> None:
+        end = len(self.strokes) if stop is None else min(stop, len(self.strokes))
+        for ep in range(self.dataset.num_episodes, end):
+            self.record(ep)
+        self.dataset.close()
+
+    def record(self, ep: int) -> None:
+        """One stroke pair -> one episode, with its condition dir, frame images and log."""
+        spec = self.spec
+        left, right = self.strokes[ep]
+        cond_dir = self.path / f"episode_{ep:06d}"
+        cond_dir.mkdir(exist_ok=True)
+        for side, stroke in (("l", left), ("r", right)):
+            if stroke.frame_path is not None:
+                stroke_png(self.png_rng).save(cond_dir / f"stroke_{side}.png")
+        actions = actions_from_strokebatch(self.batch["joints"], ep, self.offsets[ep])
+        states = follow(actions)
+        if ep in spec.dead_arm_episodes:
+            states[:, arm_slice("left")] = scene_pose(self.scene, "sleep")[arm_slice("left")]
+        task = f"left: {left.description}, right: {right.description}"
+        for t in range(spec.stroke_length):
+            frame = {"action": actions[t], "observation.state": states[t], "task": task}
+            if spec.cameras:
+                for c, cam in enumerate(CAMERAS):
+                    image = render_camera(states[t], spec.image_shape, c)
+                    if c == 0 and ep in spec.black_camera_episodes:
+                        image[:] = 0
+                    frame[f"observation.images.{cam}"] = image
+            self.dataset.add_frame(frame)
+        (self.path / "logs" / f"episode_{ep:06d}.txt").write_text(self._episode_log(ep))
+        self.dataset.save_episode(episode_cond={"stroke_l": stroke_yaml_dict(left, ep), "stroke_r": stroke_yaml_dict(right, ep)})
+
+    def _episode_log(self, ep: int) -> str:
+        at = self.at + timedelta(seconds=ep * (self.spec.stroke_length / FPS + 2))
+        text = ""
+        if ep in self.spec.dead_arm_episodes:
+            text += dead_arm_log(at, "left", self.spec.stroke_length)
+        if ep in self.spec.black_camera_episodes and self.spec.cameras:
+            text += black_camera_log(at, CAMERAS[0], self.scene["cams"]["realsenses"][0]["serial_number"], self.spec.stroke_length)
+        return text
+
+
+def joystick_offsets(rng: np.random.Generator, strokes: list, length: int, offset_num: int,
+                     moved: tuple[int, ...]) -> np.ndarray:
+    """Depth offset index per stroke, pose step and arm (b, l, 2), as stroke_tool tracks them.
+
+    Every index starts at `offset_num // 2`. The joystick (read before each pose step) moves the left index with its
+    y axis and the right one with x, by one step, clamped to [0, offset_num). Ink-dip strokes move a separate pair of
+    indices, and none resets between strokes, so a stroke starts wherever the previous one of its kind ended.
     """
-    t = np.linspace(0.0, 1.0, l, dtype=np.float32)
-    joints = np.empty((b, l, o, NUM_JOINTS), dtype=np.float32)
-    for i in range(b):
-        amp = rng.uniform(0.02, 0.08, NUM_JOINTS).astype(np.float32)
-        phase = rng.uniform(0, 2 * math.pi, NUM_JOINTS).astype(np.float32)
-        path = READY_POSE + amp * (np.sin(2 * math.pi * t[:, None] + phase) - np.sin(phase))
-        for k in range(o):
-            depth = (k - (o - 1) / 2) * 0.01
-            joints[i, :, k] = path
-            joints[i, :, k, [1, 8]] += depth
-            joints[i, :, k, [2, 9]] -= depth
-    joints[..., [6, 13]] = 0.04  # grippers stay open: the needle is mounted on them
-    joints = np.clip(joints, JOINT_LOWER, JOINT_UPPER)
-    ee = lambda n: rng.normal(0, 0.05, (b, l, o, n)).astype(np.float32)  # noqa: E731
-    rot = np.zeros((b, l, o, 4), dtype=np.float32)
-    rot[..., 0] = 1.0
-    return {"joints": joints, "ee_pos_l": ee(3), "ee_pos_r": ee(3), "ee_rot_l": rot, "ee_rot_r": rot.copy()}
+    mid = offset_num // 2
+    main, inkdip = [mid, mid], [mid, mid]
+    out = np.empty((len(strokes), length, 2), dtype=np.int64)
+    for i, pair in enumerate(strokes):
+        moves = {}
+        if i in moved:
+            for t in sorted(rng.choice(np.arange(1, length), size=min(2, length - 1), replace=False)):
+                moves[int(t)] = (int(rng.integers(0, 2)), int(rng.choice([-1, 1])))
+        for t in range(length):
+            if t in moves:
+                arm, delta = moves[t]
+                current = inkdip if pair[arm].is_inkdip else main
+                current[arm] = max(0, min(current[arm] + delta, offset_num - 1))
+            out[i, t] = [(inkdip if pair[a].is_inkdip else main)[a] for a in (0, 1)]
+    return out
 
 
-def _follow(actions: np.ndarray) -> np.ndarray:
+def follow(actions: np.ndarray) -> np.ndarray:
     """Observed joints: a real arm is sampled before each command and lags it (first-order)."""
     states = np.empty_like(actions)
     state = READY_POSE.copy()
@@ -189,91 +270,3 @@ def render_camera(state: np.ndarray, shape: tuple[int, int], cam: int) -> np.nda
     r = max(2, min(h, w) // 12)
     img[max(0, cy - r) : cy + r, max(0, cx - r) : cx + r] = (30, 30, 40)
     return img
-
-
-def _strokes(rng: np.random.Generator, n: int, design: str) -> list[tuple[dict, dict]]:
-    strokes = []
-    for i in range(n):
-        pair = []
-        for arm in ("left", "right"):
-            inkdip = bool(i % 4 == 0)
-            desc = f"{'inkdip' if inkdip else design} stroke {i} ({arm})"
-            pair.append({"description": desc, "arm": arm, "is_inkdip": inkdip, "color": "black",
-                         "ee_pos": rng.normal(0, 0.02, (8, 3)).astype(np.float32)})
-        strokes.append((pair[0], pair[1]))
-    return strokes
-
-
-def _write_strokes(path: Path, strokes: list[tuple[dict, dict]], batch: dict[str, np.ndarray]) -> None:
-    """strokes.yaml references its large arrays as arrays/*.npy, like tatbot's StrokeList.to_yaml_with_arrays."""
-    from safetensors.numpy import save_file
-
-    arrays = path / "arrays"
-    arrays.mkdir()
-    doc = []
-    for i, pair in enumerate(strokes):
-        entry = []
-        for stroke in pair:
-            rel = f"arrays/stroke_{i:04d}_{stroke['arm'][0]}_ee_pos.npy"
-            np.save(path / rel, stroke["ee_pos"])
-            entry.append({**{k: v for k, v in stroke.items() if k != "ee_pos"}, "ee_pos": rel, "frame_path": None})
-        doc.append(entry)
-    (path / "strokes.yaml").write_text(yaml.safe_dump({"strokes": doc}, sort_keys=False))
-    save_file(batch, str(path / "strokebatch.safetensors"))
-
-
-def _write_scene(path: Path, design: str, spec: SynthSpec) -> None:
-    """tatbot dumps its Scene with plain `yaml.dump`, so Paths and tuples carry Python tags."""
-    def pose(values: np.ndarray) -> dict:
-        return {"joints": tuple(float(v) for v in values)}
-
-    scene = {
-        "name": spec.scene or "default",
-        "design_name": design,
-        "design_dir": PosixPath(f"/nfs/tatbot/designs/{design}"),
-        "stroke_length": spec.stroke_length,
-        "arms": {
-            "ip_address_l": "192.168.1.3",
-            "ip_address_r": "192.168.1.2",
-            "arm_l_config_filepath": PosixPath("/home/tatbot/config/trossen/arm_l.yaml"),
-            "arm_r_config_filepath": PosixPath("/home/tatbot/config/trossen/arm_r.yaml"),
-            "goal_time_fast": 0.2,
-            "goal_time_slow": 1.8,
-            "connection_timeout": 6.0,
-            "offset_range": (-0.002, 0.002),
-            "offset_num": spec.offset_num,
-        },
-        "cams": {
-            "realsenses": [
-                {"name": cam, "width": spec.image_shape[1], "height": spec.image_shape[0], "fps": 30,
-                 "serial_number": f"23062{i}7{i}94{i}"} for i, cam in enumerate(CAMERAS)
-            ] if spec.cameras else [],
-            "ipcameras": [
-                {"name": "camera1", "ip": "192.168.1.91", "username": "admin", "password": "tatbot-cam-pw-1",
-                 "rtsp_port": 554, "fps": 5},
-            ],
-        },
-        "ready_pos_l": pose(READY_POSE[:7]),
-        "ready_pos_r": pose(READY_POSE[7:]),
-        "sleep_pos_l": pose(SLEEP_POSE[:7]),
-        "sleep_pos_r": pose(SLEEP_POSE[7:]),
-    }
-    path.write_text(yaml.dump(scene, sort_keys=False))
-
-
-def _episode_log(clock: datetime, ep: int, spec: SynthSpec, left: dict, right: dict) -> str:
-    stamp = clock.strftime(TIME_FORMAT)
-    lines = [
-        f"{stamp}|tools.stroke|INFO| 🖌️ Executing stroke {ep + 1}/{spec.episodes}: "
-        f"left={left['description']}, right={right['description']}",
-        f"{stamp}|tools.stroke|INFO| 🖌️ 🤖 recording path {ep} of {spec.episodes}",
-        f"{stamp}|tools.stroke|INFO| 🖌️ 🗃️ Writing episode log to logs/episode_{ep:06d}.txt",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _stroke_png(rng: np.random.Generator) -> Image.Image:
-    img = np.full((64, 64, 3), 255, dtype=np.uint8)
-    ys = rng.integers(8, 56, 2)
-    img[ys[0] : ys[0] + 2, 8:56] = 0
-    return Image.fromarray(img)

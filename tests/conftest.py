@@ -14,8 +14,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from tatbot_pipeline.config import PipelineSettings  # noqa: E402
 from tatbot_pipeline.synth import SynthSpec, make_recordings  # noqa: E402
 
-# Small but real: 4 strokes of 8 frames, both cameras at a reduced resolution to keep video encoding quick.
+# Small but real: 4 strokes of 8 frames, both cameras at a reduced resolution to keep video encoding quick. Written
+# the way the robot node records today (tatbot's fork, LeRobot v3.0, no finalize), with the operator moving a needle
+# depth with the joystick in stroke 2 (synth's default).
 SMALL = SynthSpec(recordings=1, episodes=4, stroke_length=8, cameras=True, image_shape=(48, 64), seed=7)
+# The older eras a lab's archive also holds: LeRobot v2.1 (before 2025-09-15), and v2.1 with a 16-joint strokebatch
+# (before 2025-07-24). No cameras: what they test is the format, and encoding is the slow part.
+V21 = SynthSpec(episodes=3, stroke_length=8, cameras=False, seed=9, format="v2.1", scene="tatbotlogo")
+V21_16 = SynthSpec(episodes=3, stroke_length=8, cameras=False, seed=10, format="v2.1", strokebatch_joints=16)
 
 
 def age_tree(path: Path, seconds: float) -> None:
@@ -32,6 +38,25 @@ def synth_root(tmp_path_factory) -> Path:
     make_recordings(root / "cams", SMALL)
     make_recordings(root / "nocams", SynthSpec(recordings=1, episodes=4, stroke_length=8, cameras=False, seed=8))
     return root
+
+
+@pytest.fixture(scope="session")
+def era_root(tmp_path_factory) -> Path:
+    """Pristine recordings of the older eras (v2.1, v2.1 with a 16-joint strokebatch). Never modify."""
+    root = tmp_path_factory.mktemp("eras")
+    make_recordings(root / "v21", V21)
+    make_recordings(root / "v21_16", V21_16)
+    return root
+
+
+@pytest.fixture(scope="session")
+def pristine_v21(era_root: Path) -> Path:
+    return next((era_root / "v21").iterdir())
+
+
+@pytest.fixture(scope="session")
+def pristine_v21_16(era_root: Path) -> Path:
+    return next((era_root / "v21_16").iterdir())
 
 
 @pytest.fixture(scope="session")

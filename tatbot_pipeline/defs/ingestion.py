@@ -58,7 +58,8 @@ def stroke_recording(context: dg.AssetExecutionContext, pipeline: PipelineResour
 )
 def recording_validation(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     settings = pipeline.settings
-    report = validate_recording(settings.recordings_dir / context.partition_key, settle_seconds=settings.settle_seconds)
+    report = validate_recording(settings.recordings_dir / context.partition_key, settle_seconds=settings.settle_seconds,
+                                converted_dir=settings.converted_dir)
     report.save(settings.report_path(report.recording))
     context.log.info(f"{report.recording}: {report.status.value}, {len(report.episodes_usable)}/{report.episodes_total} episodes usable")
     return dg.MaterializeResult(
@@ -92,6 +93,9 @@ def report_metadata(report: ValidationReport, report_path: Path) -> dict:
         "findings": dg.MetadataValue.md(report.findings_markdown()),
         "report": dg.MetadataValue.path(str(report_path)),
     }
+    if "converted_from" in report.summary:  # a v2.1 recording: lineage names the original and the copy the split reads
+        metadata["original"] = dg.MetadataValue.path(report.summary["converted_from"]["path"])
+        metadata["converted_copy"] = dg.MetadataValue.path(report.path)
     ranges = report.summary.get("action_ranges") or {}
     if ranges:
         parsed = {int(ep): (np.array(lo), np.array(hi)) for ep, (lo, hi) in ranges.items()}  # JSON keys are strings

@@ -47,6 +47,7 @@ class Recording:
     scene: dict | None = None
     strokebatch_joints: np.ndarray | None = None
     findings: list[Finding] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)  # what rules learn on the way (offset paths), merged into the summary
 
     @property
     def name(self) -> str:
@@ -77,71 +78,114 @@ def numpy_column(column: pa.ChunkedArray) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False)
 
 
+LEGACY_LAYOUT = (
+    "legacy LeRobot layout (meta_data/, LeRobot before v2.0): lerobot 0.4.4 has no converter for it — convert a copy "
+    "outside the recordings root with an older lerobot (to v2.1, which the pipeline converts itself) or re-record"
+)
+
+
+def unsupported_version_message(path: Path, version: str) -> str:
+    if version == "v2.1":
+        return (f"LeRobot dataset format v2.1 (tatbot recorded v2.1 until 2025-09-15): validation converts a copy "
+                "under the pipeline home automatically (TATBOT_PIPELINE_HOME/converted) — this run was given no "
+                "place for the copy; the recording itself is never converted in place")
+    return f"LeRobot dataset format {version}; the pipeline reads {SUPPORTED_VERSION} and converts v2.1"
+
+
+def parquet_has_footer(path: Path) -> bool:
+    """A parquet file ends with the magic bytes PAR1 only once its writer closed it (lerobot 0.4.4: finalize())."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-4, 2)
+            return f.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def _unclosed(path: Path, files: list[Path], settle_seconds: float, now: float) -> Finding:
+    """Footerless parquet: still being written while it keeps changing, a recording never finalized after that."""
+    names = ", ".join(str(f.relative_to(path)) for f in files[:3])
+    newest = max(f.stat().st_mtime for f in files)
+    if now - newest < settle_seconds:
+        return Finding("finalized", Severity.INCOMPLETE,
+                       f"{names} has no parquet footer yet and changed {now - newest:.0f} s ago — still being written")
+    return Finding("finalized", Severity.ERROR,
+                   f"{names} has no parquet footer (recording never finalized: LeRobotDataset.finalize() did not run) — "
+                   "re-run the recorder with resume, or remove the dir from the recordings root by hand")
+
+
 def load_recording(path: Path, settle_seconds: float, now: float) -> Recording:
     """Read metadata, tables, scene and strokebatch; missing or broken pieces become findings, never exceptions."""
     rec = Recording(path=path)
-    add = rec.findings.append
     if not path.is_dir():
-        add(Finding("layout", Severity.ERROR, f"{path} does not exist or is not a directory"))
+        rec.findings.append(Finding("layout", Severity.ERROR, f"{path} does not exist or is not a directory"))
         return rec
+    _load_scene(rec)  # first: it says how long strokes should be
+    if _load_info(rec, settle_seconds, now) and _load_tables(rec, settle_seconds, now):
+        _load_tatbot_files(rec)
+    return rec
 
-    # scene.yaml first: it says how long strokes should be.
-    scene_path = path / "scene.yaml"
+
+def _load_scene(rec: Recording) -> None:
+    scene_path = rec.path / "scene.yaml"
     if not scene_path.exists():
-        add(Finding("scene", Severity.ERROR, "scene.yaml missing — cannot tell stroke_length or design"))
-    else:
-        try:
-            rec.scene = load_scene(scene_path)
-        except Exception as e:  # boundary: any parse problem is a verdict, not a traceback
-            add(Finding("scene", Severity.ERROR, f"scene.yaml unreadable: {type(e).__name__}: {e}"))
+        rec.findings.append(Finding("scene", Severity.ERROR, "scene.yaml missing — cannot tell stroke_length or design"))
+        return
+    try:
+        rec.scene = load_scene(scene_path)
+    except Exception as e:  # boundary: any parse problem is a verdict, not a traceback
+        rec.findings.append(Finding("scene", Severity.ERROR, f"scene.yaml unreadable: {type(e).__name__}: {e}"))
 
+
+def _load_info(rec: Recording, settle_seconds: float, now: float) -> bool:
+    """meta/info.json of a LeRobot v3.0 dataset; False (with the finding) when there is none to go on with."""
+    path, add = rec.path, rec.findings.append
     info_path = path / "meta" / "info.json"
+    if not info_path.exists() and (path / "meta_data").is_dir():
+        add(Finding("format_version", Severity.ERROR, LEGACY_LAYOUT))
+        return False
     if not info_path.exists():
-        state = recording_state(path)
-        if not state.settled(settle_seconds, now):
+        if not recording_state(path).settled(settle_seconds, now):
             add(Finding("finalized", Severity.INCOMPLETE, "meta/info.json not written yet — recording in progress"))
         else:
             add(Finding("layout", Severity.ERROR, "meta/info.json missing — not a LeRobot dataset"))
-        return rec
+        return False
     try:
         rec.info = json.loads(info_path.read_text())
     except (OSError, ValueError) as e:
         add(Finding("metadata", Severity.ERROR, f"meta/info.json unreadable: {e}"))
-        return rec
-
+        return False
     version = str(rec.info.get("codebase_version", "?"))
     if version != SUPPORTED_VERSION:
-        add(Finding(
-            "format_version", Severity.ERROR,
-            f"LeRobot dataset format {version}; the pipeline reads {SUPPORTED_VERSION}. Convert a copy outside the "
-            f"recordings root (lerobot converts in place): `cp -r {path} <copies>/tatbot/{path.name}` then "
-            f"`python -m lerobot.datasets.v30.convert_dataset_v21_to_v30 --repo-id=tatbot/{path.name} "
-            "--root=<copies> --push-to-hub=false`, and point TATBOT_RECORDINGS_DIR at <copies>/tatbot",
-        ))
-        return rec
+        add(Finding("format_version", Severity.ERROR, unsupported_version_message(path, version)))
+        return False
+    return True
 
+
+def _load_tables(rec: Recording, settle_seconds: float, now: float) -> bool:
+    """The episodes table and the frames; a writer still open (no parquet footer) stops here, fresh or stale."""
+    path, add = rec.path, rec.findings.append
     episodes_files = sorted((path / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
     if not episodes_files:
-        state = recording_state(path)
-        if not state.settled(settle_seconds, now):
+        if not recording_state(path).settled(settle_seconds, now):
             add(Finding("finalized", Severity.INCOMPLETE, "meta/episodes not written yet — recording in progress"))
         else:
-            add(Finding(
-                "finalized", Severity.ERROR,
-                "meta/episodes missing (recording never finalized?) — re-run stroke_tool with resume, or remove the "
-                "dir from the recordings root by hand",
-            ))
-        return rec
+            add(Finding("finalized", Severity.ERROR, "meta/episodes missing (recording never finalized?) — re-run "
+                        "stroke_tool with resume, or remove the dir from the recordings root by hand"))
+        return False
+    data_files = sorted((path / "data").glob("chunk-*/file-*.parquet"))
+    open_files = [f for f in episodes_files + data_files if not parquet_has_footer(f)]
+    if open_files:
+        add(_unclosed(path, open_files, settle_seconds, now))
+        return False
     try:
         rec.episodes = pd.concat([pq.read_table(f).to_pandas() for f in episodes_files], ignore_index=True)
-    except Exception as e:  # boundary: truncated parquet (writer never closed) and friends
-        add(Finding("finalized", Severity.ERROR, f"meta/episodes unreadable (never finalized?): {e}"))
-        return rec
-
-    data_files = sorted((path / "data").glob("chunk-*/file-*.parquet"))
+    except Exception as e:  # boundary: a corrupt parquet and friends
+        add(Finding("finalized", Severity.ERROR, f"meta/episodes unreadable: {type(e).__name__}: {e}"))
+        return False
     if not data_files:
         add(Finding("layout", Severity.ERROR, "data/ has no parquet files"))
-        return rec
+        return False
     try:
         columns = ["episode_index", "frame_index", "timestamp", "index", "action", "observation.state"]
         table = pa.concat_tables([pq.read_table(f, columns=columns) for f in data_files])
@@ -155,7 +199,12 @@ def load_recording(path: Path, settle_seconds: float, now: float) -> Recording:
         )
     except Exception as e:  # boundary
         add(Finding("metadata", Severity.ERROR, f"data parquet unreadable: {type(e).__name__}: {e}"))
+    return True
 
+
+def _load_tatbot_files(rec: Recording) -> None:
+    """strokes.yaml and strokebatch.safetensors, which stroke_tool writes before it records anything."""
+    path, add = rec.path, rec.findings.append
     for required in ("strokes.yaml", "strokebatch.safetensors"):
         if not (path / required).exists():
             add(Finding("layout", Severity.ERROR, f"{required} missing — stroke_tool writes it before recording"))
@@ -167,4 +216,3 @@ def load_recording(path: Path, settle_seconds: float, now: float) -> Recording:
                 rec.strokebatch_joints = f.get_tensor("joints")
         except Exception as e:  # boundary
             add(Finding("strokebatch", Severity.ERROR, f"strokebatch.safetensors unreadable: {e}"))
-    return rec

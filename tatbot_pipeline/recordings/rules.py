@@ -14,7 +14,19 @@ import numpy as np
 
 from tatbot_pipeline.recordings.contents import Recording
 from tatbot_pipeline.recordings.report import Finding, Severity
-from tatbot_pipeline.robot.spec import ARMS, JOINT_LOWER, JOINT_NAMES, JOINT_UPPER, NUM_JOINTS, SLEEP_POSE, arm_slice
+from tatbot_pipeline.recordings.scene import REDACTED, secret_values
+from tatbot_pipeline.recordings.strokebatch import LEGACY_JOINTS, match_offsets, robot_joints
+from tatbot_pipeline.robot.spec import (
+    ARMS,
+    JOINT_LOWER,
+    JOINT_NAMES,
+    JOINT_UPPER,
+    NUM_JOINTS,
+    SLEEP_POSE,
+    UnknownPose,
+    arm_slice,
+    scene_pose,
+)
 
 Rule = Callable[[Recording], Iterator[Finding]]
 RULES: dict[str, Rule] = {}
@@ -122,32 +134,64 @@ def check_limits(rec: Recording) -> Iterator[Finding]:
 
 @rule("dead_arm")
 def check_dead_arm(rec: Recording) -> Iterator[Finding]:
-    """A disconnected Trossen arm reports its sleep pose in every frame while the commands keep moving."""
+    """An arm whose reads fail reports its home (sleep) pose in every frame while the commands keep moving.
+
+    The fork falls back to the scene's sleep pose, which scene.yaml names (`sleep_pos_l_name: left/sleep`); it is
+    resolved through tatbot's pose table, never guessed.
+    """
     if rec.frames is None or rec.frames.state.shape[1] != NUM_JOINTS:
         return
+    sleep = _sleep_pose(rec)
+    if isinstance(sleep, Finding):
+        yield sleep
+        sleep = SLEEP_POSE
     for ep in _episodes(rec):
         rows = rec.frames.episode(ep)
         for arm in ARMS:
             s = arm_slice(arm)
             state = rec.frames.state[rows, s]
-            if len(state) and np.allclose(state, SLEEP_POSE[s], atol=SLEEP_ATOL):
+            if len(state) and np.allclose(state, sleep[s], atol=SLEEP_ATOL):
                 yield Finding("dead_arm", Severity.EXCLUDE, f"{arm} arm reports the sleep pose in every frame (disconnected?)", ep)
             elif len(state) > 2 and np.ptp(state, axis=0).max() == 0 and np.ptp(rec.frames.action[rows, s], axis=0).max() > 1e-3:
                 yield Finding("dead_arm", Severity.EXCLUDE, f"{arm} arm state frozen while its commands move", ep)
 
 
+def _sleep_pose(rec: Recording) -> np.ndarray | Finding:
+    """The scene's sleep pose, or a warning finding saying why tatbot's standard one is used instead."""
+    try:
+        pose = scene_pose(rec.scene or {}, "sleep")
+    except (UnknownPose, ValueError) as e:
+        return Finding("dead_arm", Severity.WARNING, f"scene.yaml sleep pose unusable ({e}); checked against tatbot's standard sleep pose")
+    if pose is None:
+        return Finding("dead_arm", Severity.WARNING, "scene.yaml names no sleep pose; checked against tatbot's standard sleep pose")
+    return pose
+
+
 @rule("strokebatch")
 def check_strokebatch(rec: Recording) -> Iterator[Finding]:
-    """Recorded actions of stroke i must be strokebatch.joints[i, :, k] for one depth offset k."""
-    joints, frames = rec.strokebatch_joints, rec.frames
-    if joints is None or frames is None or rec.episodes is None:
+    """Recorded actions of stroke i must follow strokebatch.joints[i, t, k(t)], with a depth-offset path k(t) per arm.
+
+    k(t) is piecewise constant and moves one step at a time (the joystick), so a stroke may use several offsets;
+    only frames no offset explains, or a jump of more than one step, exclude the episode. The paths go into the
+    summary (`offset_paths`) so the UI shows where the operator moved the needle.
+    """
+    raw, frames = rec.strokebatch_joints, rec.frames
+    if raw is None or frames is None or rec.episodes is None:
         return
-    if joints.ndim != 4 or joints.shape[-1] != NUM_JOINTS:
-        yield Finding("strokebatch", Severity.ERROR, f"joints has shape {joints.shape}, expected (b, l, o, {NUM_JOINTS})")
+    if raw.ndim != 4 or raw.shape[-1] not in (NUM_JOINTS, LEGACY_JOINTS):
+        yield Finding("strokebatch", Severity.ERROR, f"joints has shape {raw.shape}, expected (b, l, o, {NUM_JOINTS})")
         return
-    b, length, offsets, _ = joints.shape
-    if b != len(rec.episodes):
+    if raw.shape[-1] == LEGACY_JOINTS:
+        yield Finding("strokebatch", Severity.INFO, "strokebatch from before 2025-07-24 (16 joints + dt): compared "
+                      "through the fork's mapping of that time (each arm's gripper carriage joint, URDF 7 and 15, dropped)")
+    joints = robot_joints(raw)
+    b, length = joints.shape[:2]
+    if b < len(rec.episodes):
         yield Finding("strokebatch", Severity.WARNING, f"strokebatch has {b} strokes, recording has {len(rec.episodes)} episodes")
+    elif b > len(rec.episodes):
+        yield Finding("strokebatch", Severity.INFO, f"{len(rec.episodes)} of {b} strokes recorded (session stopped "
+                      "early or still running; stroke_tool resume appends the rest)")
+    paths = rec.facts.setdefault("offset_paths", {})
     for ep in _episodes(rec):
         if ep >= b:
             yield Finding("strokebatch", Severity.EXCLUDE, "no stroke in strokebatch for this episode", ep)
@@ -155,20 +199,35 @@ def check_strokebatch(rec: Recording) -> Iterator[Finding]:
         actions = frames.action[frames.episode(ep)]
         if len(actions) != length or not np.isfinite(actions).all():
             continue  # already excluded by stroke_length/metadata/finite; a mismatch would say nothing more
-        # Each arm may sit at its own offset (the joystick moves them independently).
         for arm in ARMS:
             s = arm_slice(arm)
-            err = np.abs(joints[ep, :, :, s] - actions[:, None, s]).max(axis=(0, 2))
-            if not (err <= STROKE_MATCH_ATOL).any():
-                yield Finding(
-                    "strokebatch", Severity.EXCLUDE,
-                    f"{arm} actions match no depth offset of strokebatch stroke {ep} (closest off by {np.nanmin(err):.3f} rad)", ep,
-                )
+            path = match_offsets(np.abs(joints[ep, :, :, s] - actions[:, None, s]).max(axis=2), STROKE_MATCH_ATOL)
+            paths.setdefault(ep, {})[arm] = path.runs()
+            if path.unmatched:
+                yield Finding("strokebatch", Severity.EXCLUDE,
+                              f"{arm} actions at frame(s) {_frames(path.unmatched)} match no depth offset of strokebatch "
+                              f"stroke {ep} (closest off by {path.worst_error:.3f} rad)", ep)
+            for t, before, after in path.jumps:
+                yield Finding("strokebatch", Severity.EXCLUDE,
+                              f"{arm} depth offset jumps {before} -> {after} at frame {t} (the joystick moves it one step at a time)", ep)
+
+
+def _frames(frames: list[int]) -> str:
+    """`3, 5-7`: frame numbers in runs, short enough for a table cell."""
+    runs: list[list[int]] = []
+    for t in frames:
+        if runs and t == runs[-1][1] + 1:
+            runs[-1][1] = t
+        else:
+            runs.append([t, t])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 @rule("episode_logs")
 def check_logs(rec: Recording) -> Iterator[Finding]:
+    """stroke_tool's episode logs hold the root logger's lines (mostly the fork's robot); clean strokes log nothing."""
     logs = rec.path / "logs"
+    secrets = sorted(secret_values(rec.scene or {}), key=len, reverse=True)
     for ep in _episodes(rec):
         log = logs / f"episode_{ep:06d}.txt"
         if not log.exists():
@@ -177,7 +236,11 @@ def check_logs(rec: Recording) -> Iterator[Finding]:
         text = log.read_text(encoding="utf-8", errors="replace")
         bad = [line.strip() for line in text.splitlines() if LOG_EXCLUDE.search(line)]
         if bad:
-            yield Finding("episode_logs", Severity.EXCLUDE, f"recorder logged a failure: {bad[0][-160:]}", ep)
+            # The fork's messages name camera serials and arm addresses: keep them out of reports.
+            line = bad[0]
+            for secret in secrets:
+                line = line.replace(secret, REDACTED)
+            yield Finding("episode_logs", Severity.EXCLUDE, f"recorder logged a failure ({len(bad)} line(s)): {line[:200]}", ep)
         elif any(LOG_WARN.search(line) for line in text.splitlines()):
             yield Finding("episode_logs", Severity.WARNING, "recorder logged a warning (position mismatch?)", ep)
 

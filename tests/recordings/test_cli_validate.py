@@ -42,3 +42,10 @@ def test_human_output_names_reasons(recording_copy):
     out = run_validate(str(rec))
     assert out.returncode == 1
     assert out.stdout.startswith("FAIL") and "strokebatch.safetensors missing" in out.stdout
+
+
+def test_human_output_shows_joystick_moves(recording_copy):
+    out = run_validate(str(recording_copy()))
+    assert out.returncode == 0 and out.stdout.startswith("PASS")
+    [line] = [x for x in out.stdout.splitlines() if "depth offset moved" in x]
+    assert line.strip().startswith("depth offset moved (joystick): episode 2: ") and "->" in line

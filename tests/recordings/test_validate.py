@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from tatbot_pipeline.recordings.report import Severity, Status
+from tatbot_pipeline.recordings.scene import load_scene
 from tatbot_pipeline.recordings.validate import validate_recording
 from tatbot_pipeline.synth import SynthSpec, make_recordings
 from tests.conftest import age_tree
@@ -92,7 +93,7 @@ def test_actions_not_matching_strokebatch_are_excluded(recording_copy):
     save_file(batch, str(rec / "strokebatch.safetensors"))
     report = validate_recording(rec, settle_seconds=0)
     assert excluded(report) == {0}
-    assert any("left actions match no depth offset" in f.message for f in report.findings)
+    assert any("left actions at frame(s) 0-7 match no depth offset of strokebatch stroke 0" in f.message for f in report.findings)
 
 
 def test_log_anomalies(recording_copy):
@@ -156,18 +157,15 @@ def test_truncated_episodes_parquet_fails_without_traceback(recording_copy):
     (rec / EPISODES).write_bytes(data[: len(data) // 2])  # writer never closed: no footer
     report = validate_recording(rec, settle_seconds=0)
     assert report.status is Status.FAIL
-    assert any("unreadable" in f.message for f in report.findings)
+    assert any("no parquet footer" in f.message and "never finalized" in f.message for f in report.findings)
 
 
-def test_v21_recording_is_recognised_and_refused_clearly(recording_copy):
-    rec = recording_copy()
-    info = json.loads((rec / "meta/info.json").read_text())
-    info["codebase_version"] = "v2.1"
-    (rec / "meta/info.json").write_text(json.dumps(info))
-    report = validate_recording(rec, settle_seconds=0)
+def test_v21_without_a_place_for_the_copy_is_refused_clearly(recording_copy, pristine_v21):
+    rec = recording_copy(source=pristine_v21)
+    report = validate_recording(rec, settle_seconds=0)  # a library call that gave no converted_dir
     assert report.status is Status.FAIL
     [finding] = [f for f in report.findings if f.check == "format_version"]
-    assert "v2.1" in finding.message and "Convert a copy" in finding.message
+    assert "v2.1" in finding.message and "converts a copy under the pipeline home" in finding.message
 
 
 def test_garbage_files_fail_without_traceback(recording_copy):
@@ -200,3 +198,18 @@ def test_dead_arm_and_black_camera_are_excluded(silent_failures: Path):
     assert any("sleep pose" in r for r in reasons[1])
     assert any("realsense1" in r and "black" in r for r in reasons[2])
     assert report.episodes_usable == [0, 3]
+    # The fork's own warnings, logged through the root logger, exclude the same episodes — with no serial in them.
+    assert any(r.startswith("episode_logs:") and "Failed to get left arm positions" in r for r in reasons[1])
+    [camera_log] = [r for r in reasons[2] if r.startswith("episode_logs:")]
+    serial = load_scene(silent_failures / "scene.yaml")["cams"]["realsenses"][0]["serial_number"]
+    assert "Failed to read realsense1" in camera_log and serial not in camera_log and "RealSenseCamera(***)" in camera_log
+
+
+def test_failure_logs_are_root_logger_lines_like_the_fork(silent_failures: Path):
+    stamp = r"\d{4}y-\d{2}m-\d{2}d-\d{2}h-\d{2}m-\d{2}s"  # tatbot's TIME_FORMAT
+    dead = (silent_failures / "logs/episode_000001.txt").read_text()
+    assert re.match(rf"{stamp} WARNING: 🦾❌ Failed to get left arm positions:\n", dead)
+    assert re.search(rf"^{stamp} WARNING: 🦾❌ Failed to set left arm positions: $", dead, re.M)
+    camera = (silent_failures / "logs/episode_000002.txt").read_text().splitlines()
+    assert len(camera) == 8 and all(re.match(rf"{stamp} WARNING: ❌🎥 Failed to read realsense1: Timed out", line) for line in camera)
+    assert (silent_failures / "logs/episode_000000.txt").read_text() == ""
