@@ -129,15 +129,16 @@ def node(checkpoint_home: Path, pristine_recording: Path, tmp_path_factory):
         "!!python/object/apply:pathlib.PosixPath", ""))
     (scenes / "tatbotlogo.yaml").write_text((pristine_recording / "scene.yaml").read_text())
     broken = {
-        "nan-pose": {"ready_pos_l": {"joints": [float("nan")] * 7}, "ready_pos_r_name": "right/ready"},
+        "nan-pose": {"ready_pos_l": {"joints": [float("nan")] * 7}, "ready_pos_l_name": None},
         "bad-pose-name": {"ready_pos_l_name": "left/redy", "ready_pos_r_name": "right/ready"},
         "negative-goal": {"arms": {"goal_time_slow": -1.0}},
         "nan-goal": {"arms": {"goal_time_fast": float("nan")}},
-        "bent": {"ready_pos_l": {"joints": [0, 0, 0, 0, 0, 4.0, 0]}, "ready_pos_r_name": "right/ready"},
+        "bent": {"ready_pos_l": {"joints": [0, 0, 0, 0, 0, 4.0, 0]}, "ready_pos_l_name": None},
     }
     base = {k: v for k, v in real.items() if k.endswith("_name")}
     for name, override in broken.items():
-        (scenes / f"{name}.yaml").write_text(yaml.safe_dump({**base, **override}))
+        scene = {k: v for k, v in {**base, **override}.items() if v is not None}
+        (scenes / f"{name}.yaml").write_text(yaml.safe_dump(scene))
     sim = FaultySim()
     limits = RolloutLimits(max_steps=40, max_adjusted_steps=5, cancel_timeout_s=1.5)
     settings = PipelineSettings(home=checkpoint_home, scenes=scenes, robot_state_dir=root / "state", rollout_limits=limits)
@@ -293,7 +294,7 @@ def hardware_sim(monkeypatch):
     """The sim, registered as a backend that moves hardware: arming applies to it as to the real arms."""
     robots: list[SimRobot] = []
 
-    def factory(scene, cameras, enable_realsense):
+    def factory(scene, cameras, enable_realsense, settings=None):
         robots.append(SimRobot(cameras=cameras, start=scene.sleep))
         return robots[-1]
 
