@@ -35,7 +35,7 @@ def chromium() -> str:
 
 def browse(url: str, screenshot: Path) -> str:
     """The DOM after the page's scripts ran (virtual time lets the UI's GraphQL queries settle), plus a screenshot."""
-    base = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1700,900",
+    base = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=2400,1000",
             "--virtual-time-budget=30000"]
     subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True, timeout=180, cwd=screenshot.parent)
     dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180)

@@ -79,5 +79,5 @@ def test_hardware_backend_refuses_a_scene_it_cannot_run_before_moving(act_checkp
                     backend="tatbot")
     assert not out.success and out.num_steps == 0
     # The recording's arm config files live on the robot node (tests/robot/test_tatbot*.py drive the real driver).
-    assert out.message.startswith("RobotError: left arm: arms.arm_l_config_filepath /home/tatbot/config/trossen/arm_l.yaml "
-                                  "does not exist")
+    assert out.message.startswith("RobotError: left arm: arms.arm_l_config_filepath /home/tatbot/")
+    assert "arm_l.yaml does not exist — fix the path in the scene" in out.message
