@@ -13,7 +13,7 @@ import dagster as dg
 
 from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.resources import PipelineResource
-from tatbot_pipeline.evaluation.gate import leaderboard_path, read_promoted
+from tatbot_pipeline.evaluation.gate import leaderboard_entry, read_promoted, rollout_latency_problem
 from tatbot_pipeline.inference.client import RobotNodeError, call_vla_infer
 from tatbot_pipeline.inference.deploy import (
     check_checkpoint,
@@ -70,6 +70,7 @@ class RolloutConfig(dg.Config):
     fps: int = 10
     enable_realsense: bool = False
     task_prompt: str = ""
+    inference: str = "auto"  # "sync" | "async" | "auto": the mode policy_evaluation's measurement calls for
 
 
 @dg.op(description="The rollout plan: the configured checkpoint, else the promoted one, with scene/device/steps. "
@@ -93,17 +94,14 @@ def resolve_checkpoint(context: dg.OpExecutionContext, config: RolloutConfig, pi
 def check_checkpoint_op(context: dg.OpExecutionContext, pipeline: PipelineResource, plan: dict) -> dict:
     checkpoint = plan["checkpoint"]
     problems = check_checkpoint(Path(checkpoint))
-    board = leaderboard_path(pipeline.settings.home)
-    if not problems and board.exists():
-        entry = next((e for e in json.loads(board.read_text()) if e["checkpoint"] == checkpoint), None)
-        # The budget the promotion gate applied (one control period unless the lab set its own).
-        gate_budget_s = ((entry or {}).get("thresholds") or {}).get("latency_budget_s") or 0.0
-        budget_ms = gate_budget_s * 1000 or 1000 / plan["fps"]
-        if entry and entry["latency_p95_ms"] > budget_ms and entry["device"] == plan["device"]:
-            problems.append(f"p95 latency {entry['latency_p95_ms']:.1f} ms measured on {entry['device']} exceeds the "
-                            f"{budget_ms:.0f} ms budget at {plan['fps']} Hz")
-        elif entry is None:
-            context.log.warning("checkpoint not evaluated offline (not in the leaderboard): latency budget unchecked")
+    entry = None if problems else leaderboard_entry(pipeline.settings.home, checkpoint)
+    if entry:  # the gate's latency rule, for this rollout's rate and device, in the mode the measurement calls for
+        problem, mode = rollout_latency_problem(entry, plan["fps"], plan["device"])
+        problems += [problem] if problem else []
+        if mode and plan["inference"] == "auto":
+            plan = {**plan, "inference": mode}
+    elif not problems:
+        context.log.warning("checkpoint not evaluated offline (not in the leaderboard): latency budget unchecked")
     if problems:
         raise dg.Failure("checkpoint refused: " + "; ".join(problems))
     return plan
@@ -133,7 +131,7 @@ def run_vla_infer(context: dg.OpExecutionContext, pipeline: PipelineResource, ro
     arguments = {
         "policy": policy_type, "checkpoint_path": plan["deployed"], "scene": plan["scene"], "device": plan["device"],
         "max_steps": plan["max_steps"], "fps": plan["fps"], "enable_realsense": plan["enable_realsense"],
-        "record_eval": True, "task_prompt": plan["task_prompt"] or None,
+        "record_eval": True, "task_prompt": plan["task_prompt"] or None, "inference": plan["inference"],
     }
     last = [-1.0]
 
