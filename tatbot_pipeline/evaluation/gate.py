@@ -106,7 +106,8 @@ def leaderboard_entry(home: Path, checkpoint: Path | str) -> dict | None:
     if not path.exists():
         return None
     wanted = Path(checkpoint).resolve()
-    return next((e for e in json.loads(path.read_text()) if Path(e["checkpoint"]).resolve() == wanted), None)
+    entries = json.loads(path.read_text())
+    return next((e for e in entries if e.get("checkpoint") and Path(e["checkpoint"]).resolve() == wanted), None)
 
 
 def rollout_latency_problem(entry: dict, fps: int, device: str) -> tuple[str | None, Mode | None]:

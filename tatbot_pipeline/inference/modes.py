@@ -54,13 +54,13 @@ def trigger_remaining(latency_max_s: float, fps: float, n_action_steps: int) -> 
 
 @dataclass(frozen=True)
 class ModeChoice:
-    """The mode a rollout runs in and the measurement it followed."""
+    """The mode a rollout runs in and the measurement behind it."""
 
     mode: Mode
     chunk_p95_s: float
-    source: str  # "requested", "policy_evaluation" or "warm-up"
+    measured_by: str  # "the warm-up" or "policy_evaluation"
+    requested: bool = False  # the caller asked for this mode; otherwise the default for the measurement
 
     def describe(self) -> str:
-        how = "requested" if self.source == "requested" else "default"
-        return f"{self.mode} inference ({how}; chunk inference p95 {self.chunk_p95_s * 1000:.0f} ms, measured by " \
-               f"{'the warm-up' if self.source in ('warm-up', 'requested') else self.source})"
+        return (f"{self.mode} inference ({'requested' if self.requested else 'default'}; chunk inference p95 "
+                f"{self.chunk_p95_s * 1000:.0f} ms, measured by {self.measured_by})")

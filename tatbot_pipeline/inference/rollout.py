@@ -176,7 +176,7 @@ class _Rollout:
     def __post_init__(self) -> None:
         self.notes: list[str] = []
         self.armed: Arming | None = None
-        self.mode = ModeChoice("sync", 0.0, "warm-up")  # until the warm-up measured the chunk latency
+        self.mode = ModeChoice("sync", 0.0, "the warm-up")  # until the warm-up measured the chunk latency
 
     def message(self, text: str) -> str:
         return "; ".join([*self.notes, text])
@@ -203,23 +203,26 @@ class _Rollout:
         return self.drive(scene, policy, task, warm)
 
     def choose_mode(self, policy: LoadedPolicy, warm: "WarmUp") -> ModeChoice:
-        """The requested mode, else the one the measured chunk latency calls for (modes.py)."""
-        fps = self.req.fps
-        if self.req.inference == "async" and not (policy.executes_chunks and policy.n_action_steps > 1):
+        """The requested mode, else the one the measured chunk latency calls for (modes.py); warns when the
+        measurement says the mode will miss ticks or run dry."""
+        fps, requested = self.req.fps, self.req.inference
+        chunked = policy.executes_chunks and policy.n_action_steps > 1
+        if requested == "async" and not chunked:
             raise RolloutRefused(f"the {policy.type} policy computes a new chunk every step (n_action_steps "
                                  f"{policy.n_action_steps}, or temporal ensembling): nothing to compute ahead — "
                                  "use inference='sync'")
         entry = leaderboard_entry(self.settings.home, policy.path)
         if entry and entry.get("device") == policy.device and entry.get("chunk_latency_p95_ms") is not None:
-            p95, source = entry["chunk_latency_p95_ms"] / 1000, "policy_evaluation"
+            p95, measured_by = entry["chunk_latency_p95_ms"] / 1000, "policy_evaluation"
         else:
-            p95, source = warm.tracker.p95(), "warm-up"
-        if self.req.inference != "auto":
-            choice = ModeChoice(self.req.inference, p95, "requested")
-        elif not (policy.executes_chunks and policy.n_action_steps > 1):
-            choice = ModeChoice("sync", p95, source)
+            p95, measured_by = warm.tracker.p95(), "the warm-up"
+        if requested != "auto":
+            choice = ModeChoice(requested, p95, measured_by, requested=True)
         else:
-            choice = ModeChoice(default_mode(p95, fps), p95, source)
+            choice = ModeChoice(default_mode(p95, fps) if chunked else "sync", p95, measured_by)
+        if choice.mode == "sync" and p95 > 1 / fps:
+            self.notes.append(f"WARNING: a chunk takes {p95 * 1000:.0f} ms (p95), more than the {1000 / fps:.0f} ms "
+                              "control period: in sync mode every chunk seam misses a tick")
         if choice.mode == "async" and delay_steps(p95, fps) > async_max_delay(policy.n_action_steps):
             self.notes.append(f"WARNING: a chunk takes {p95 * 1000:.0f} ms (p95), more than async mode can hide with "
                               f"{policy.n_action_steps} actions per chunk at {fps} Hz: the rollout will likely stop "
