@@ -26,6 +26,10 @@ from tatbot_pipeline.inference.policy import Chunk, ChunkSource, LoadedPolicy
 
 log = logging.getLogger(__name__)
 
+WORKER_THREAD_NAME = "tatbot-chunk-inference"
+# How long stopping waits for a chunk in progress (it cannot be interrupted) before the robot is parked regardless.
+MAX_JOIN_S = 5.0
+
 
 class ChunkQueue:
     """LeRobot's `ActionQueue` (RTC replace mode) plus what exact merging needs: the delay is the number of actions
@@ -90,7 +94,7 @@ class ChunkWorker:
         self._offered: tuple[dict[str, np.ndarray], int, int, int] | None = None
         self._wake = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="tatbot-chunk-inference", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=WORKER_THREAD_NAME, daemon=True)
 
     def __enter__(self) -> "ChunkWorker":
         return self
@@ -136,7 +140,7 @@ class ChunkWorker:
             self._stopping = True
             self._wake.notify()
         if self._thread.is_alive():
-            self._thread.join(timeout_s if timeout_s is not None else max(1.0, 3 * self.tracker.max()))
+            self._thread.join(timeout_s if timeout_s is not None else min(MAX_JOIN_S, max(1.0, 3 * self.tracker.max())))
             if self._thread.is_alive():
                 log.warning("chunk inference still running after the rollout stopped; its chunk will be discarded")
 

@@ -20,7 +20,7 @@ import torch
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.evaluation.gate import leaderboard_path
 from tatbot_pipeline.inference import rollout
-from tatbot_pipeline.inference.chunks import ChunkQueue
+from tatbot_pipeline.inference.chunks import WORKER_THREAD_NAME as WORKER, ChunkQueue
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import INFERENCE_KEY, INFERENCE_NAMES
 from tatbot_pipeline.inference.policy import Chunk, load_policy
@@ -31,8 +31,6 @@ from tatbot_pipeline.robot.safety import SafetyEnvelope
 from tatbot_pipeline.robot.sim import SimRobot
 from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_UPPER, READY_POSE
 from tests.inference.test_server import FaultySim, assert_parked
-
-WORKER = "tatbot-chunk-inference"
 
 
 def request(checkpoint: Path, **kw) -> VLAInferInput:
