@@ -1,21 +1,24 @@
-"""Rollout loop benchmark (issue 8): does `vla_infer` keep time at 10 Hz, and what does it cost beyond the policy?
+"""Rollout loop benchmark (issues 8, 19): does `vla_infer` send every command on its tick, in sync and async mode?
 
-Runs the real `vla_infer` on the sim robot with a tiny untrained policy (SmolVLA with the offline backbone, and
-ACT) and measures, per control step:
-- period jitter: |time between consecutive step starts - 1/fps| (p50, p99, max): how well the loop keeps its
-  10 Hz schedule. Target p99 <= 5 ms. Also the same at the end of each step (after send): the command times
-  additionally move with the policy's compute time, which is long at an action-chunk boundary.
-- loop overhead beyond `select_action`: the step's busy time (observe -> policy -> envelope -> send -> record) minus
-  the time spent inside `policy.select_action`. Target <= 2 ms/step. Rendering the two sim cameras and LeRobot's
-  tensor conversion and processors count as overhead here; they are part of what the loop does every step.
+Runs the real `vla_infer` on the sim robot, side by side in one process, with
+- the tiny untrained SmolVLA (offline backbone; flow matching, so async mode merges chunks with LeRobot's RTC);
+- the same checkpoint slowed so that each chunk takes 1.5 control periods (a wrapper that sleeps after the real
+  forward pass, releasing the GIL as a GPU wait does): a stand-in for pi0 on the robot node's GPU;
+each in sync mode (chunks computed on the control thread) and async mode (chunks computed by a worker).
 
-Run: .venv/bin/python bench/bench_rollout.py [--steps 150] [--fps 10] [--policies smolvla act] [--record-eval]
+Per mode it prints, from the loop's own schedule (`LoopStats.send_late_s`):
+- send jitter: scheduled tick -> command actually sent (p50, p99, max). Target p99 <= 5 ms;
+- missed ticks: commands sent a whole period or more after their tick. Target 0;
+- chunk inference: time per chunk inside the policy (p50), and how many chunks were computed.
+
+The machine's load average is printed too: on a shared machine the tails move with it.
+Run: .venv/bin/python bench/bench_rollout.py [--steps 150] [--fps 10] [--slow-periods 1.5] [--stroke-length 16]
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import os
 import sys
 import tempfile
 import time
@@ -24,91 +27,66 @@ from pathlib import Path
 import numpy as np
 
 import tatbot_pipeline  # noqa: F401  (offline env)
+import tatbot_pipeline.inference.rollout as rollout
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.inference import policy as policy_module
+from tatbot_pipeline.inference.loop import LoopStats
+from tatbot_pipeline.inference.policy import load_policy
 from tatbot_pipeline.inference.rollout import VLAInferInput, vla_infer
 from tatbot_pipeline.robot.sim import SimRobot
 from tatbot_pipeline.synth import SynthSpec, make_recordings
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.inference.checkpoints import save_tiny_act_checkpoint  # noqa: E402
 
+class Probe:
+    """What one rollout did: the loop's stats, and every chunk's compute time inside the policy."""
 
-class Timeline:
-    """Timestamps the loop's step boundaries from the outside: robot.observe() starts a step, progress ends it."""
+    def __init__(self, slow_s: float) -> None:
+        self.slow_s = slow_s
+        self.stats: list[LoopStats] = []
+        self.chunk_s: list[float] = []
 
-    def __init__(self) -> None:
-        self.starts: list[float] = []
-        self.ends: list[float] = []
-        self.policy_s: dict[int, float] = {}  # step index -> seconds inside select_action during that step
+    def load(self, *args, **kwargs):
+        """load_policy, with SmolVLA's chunk computation (used by select_action and predict_action_chunk) timed and,
+        for the slowed policy, padded with a sleep up to `slow_s`."""
+        loaded = load_policy(*args, **kwargs)
+        compute = loaded.policy._get_action_chunk
 
-    def factory(self, scene, cameras, enable_realsense):
-        robot = SimRobot(cameras=cameras, start=scene.sleep)
-        observe = robot.observe
-
-        def timed_observe():
-            self.starts.append(time.perf_counter())
-            return observe()
-
-        robot.observe = timed_observe
-        return robot
-
-    def progress(self, fraction: float, message: str) -> None:
-        if message.startswith("step "):
-            self.ends.append(time.perf_counter())
-
-
-def instrument_select_action(timeline: Timeline):
-    """Wrap load_policy so every select_action call of the loaded policy is timed."""
-    original = policy_module.load_policy
-
-    def load(*args, **kwargs):
-        loaded = original(*args, **kwargs)
-        select = loaded.policy.select_action
-
-        @functools.wraps(select)
-        def timed(batch, *a, **kw):
-            t0 = time.perf_counter()
+        def timed(*a, **kw):
+            started = time.perf_counter()
             try:
-                return select(batch, *a, **kw)
+                return compute(*a, **kw)
             finally:
-                step = len(timeline.starts) - 1  # -1: the warm-up pass before the loop, not a control step
-                timeline.policy_s[step] = timeline.policy_s.get(step, 0.0) + time.perf_counter() - t0
+                remaining = self.slow_s - (time.perf_counter() - started)
+                if remaining > 0:
+                    time.sleep(remaining)
+                self.chunk_s.append(time.perf_counter() - started)
 
-        loaded.policy.select_action = timed
+        loaded.policy._get_action_chunk = timed
         return loaded
 
-    return load
+    def loop_stats(self) -> LoopStats:
+        self.stats.append(LoopStats())
+        return self.stats[-1]
 
 
-def run(name: str, checkpoint: Path, home: Path, steps: int, fps: int, record_eval: bool) -> dict:
-    import tatbot_pipeline.inference.rollout as rollout
-
-    timeline = Timeline()
-    rollout.load_policy = instrument_select_action(timeline)
+def run(label: str, mode: str, checkpoint: Path, home: Path, steps: int, fps: int, slow_s: float) -> dict:
+    probe = Probe(slow_s)
+    rollout.load_policy, rollout.LoopStats = probe.load, probe.loop_stats
     try:
-        request = VLAInferInput(policy=name, checkpoint_path=str(checkpoint), device="cpu", max_steps=steps, fps=fps,
-                                record_eval=record_eval)
-        out = vla_infer(request, PipelineSettings(home=home), factory=timeline.factory, progress=timeline.progress)
+        request = VLAInferInput(policy="smolvla", checkpoint_path=str(checkpoint), device="cpu", max_steps=steps,
+                                fps=fps, inference=mode)
+        settings = PipelineSettings(home=home, robot_state_dir=home / "robot-state")
+        out = vla_infer(request, settings, factory=lambda scene, cams, rs: SimRobot(cameras=cams, start=scene.sleep))
     finally:
-        rollout.load_policy = policy_module.load_policy
+        rollout.load_policy, rollout.LoopStats = load_policy, LoopStats
     if not out.success:
-        raise SystemExit(f"{name}: rollout failed: {out.message}")
-    ends = np.array(timeline.ends)
-    starts = np.array(timeline.starts[: len(ends)])
-    jitter_ms = np.abs(np.diff(starts) - 1.0 / fps) * 1e3
-    send_jitter_ms = np.abs(np.diff(ends) - 1.0 / fps) * 1e3
-    busy_ms = (ends - starts) * 1e3
-    policy_ms = np.array([timeline.policy_s.get(i, 0.0) for i in range(len(ends))]) * 1e3
-    overhead_ms = busy_ms - policy_ms
+        raise SystemExit(f"{label} {mode}: rollout failed: {out.message}")
+    stats = probe.stats[-1]
+    late_ms = np.array(stats.send_late_s) * 1000
+    in_loop = probe.chunk_s[1 + rollout.WARM_UP_TIMED_CHUNKS:]  # the warm-up's chunks are not the loop's
     return {
-        "policy": name, "steps": out.num_steps,
-        "jitter_p50": np.percentile(jitter_ms, 50), "jitter_p99": np.percentile(jitter_ms, 99), "jitter_max": jitter_ms.max(),
-        "send_jitter_p50": np.percentile(send_jitter_ms, 50), "send_jitter_p99": np.percentile(send_jitter_ms, 99),
-        "select_action_mean": policy_ms.mean(), "select_action_p99": np.percentile(policy_ms, 99),
-        "overhead_p50": np.percentile(overhead_ms, 50), "overhead_mean": overhead_ms.mean(),
-        "overhead_p99": np.percentile(overhead_ms, 99),
-        "slowest_steps": sorted(((round(float(ms), 1), i) for i, ms in enumerate(policy_ms)), reverse=True)[:6],
+        "policy": label, "mode": mode, "steps": out.num_steps, "missed": stats.missed_ticks,
+        "p50": np.percentile(late_ms, 50), "p99": np.percentile(late_ms, 99), "max": late_ms.max(),
+        "chunk_ms": float(np.median(in_loop)) * 1000, "chunks": len(in_loop),
     }
 
 
@@ -116,35 +94,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--fps", type=int, default=10)
-    parser.add_argument("--policies", nargs="+", default=["smolvla", "act"], choices=["smolvla", "act"])
-    parser.add_argument("--record-eval", action="store_true", help="also record the eval dataset while measuring")
+    parser.add_argument("--slow-periods", type=float, default=1.5, help="chunk time of the slowed policy, in periods")
+    parser.add_argument("--stroke-length", type=int, default=16, help="chunk size = n_action_steps (tatbot: 16)")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch intra-op threads (1: on a shared 2-core machine more threads wait on preempted peers "
+                        "and a 50 ms chunk takes up to 2 s)")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
+    slow_s = args.slow_periods / args.fps
+    load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        rec = make_recordings(tmp / "recs", SynthSpec(episodes=1, stroke_length=8, cameras=True, image_shape=(48, 64)))[0]
-        builders = {
-            "act": lambda out: save_tiny_act_checkpoint(out, rec),
-            "smolvla": lambda out: __import__("tatbot_pipeline.training.tiny", fromlist=["x"]).save_tiny_smolvla_checkpoint(out, rec),
-        }
-        rows = [run(name, builders[name](tmp / name / "pretrained_model"), tmp, args.steps, args.fps, args.record_eval)
-                for name in args.policies]
+        spec = SynthSpec(episodes=1, stroke_length=args.stroke_length, cameras=True, image_shape=(48, 64))
+        rec = make_recordings(tmp / "recs", spec)[0]
+        from tatbot_pipeline.training.tiny import save_tiny_smolvla_checkpoint
 
-    print(f"\nvla_infer on the sim robot at {args.fps} Hz, {args.steps} steps, cameras 2x48x64, "
-          f"record_eval={args.record_eval}")
-    print(f"{'policy':8s} {'jitter p50':>10s} {'p99':>7s} {'max':>7s} | {'select_action mean':>18s} {'p99':>7s} | "
-          f"{'overhead p50':>12s} {'mean':>7s} {'p99':>7s} | {'send jitter p50':>15s} {'p99':>7s}  (ms)")
+        checkpoint = save_tiny_smolvla_checkpoint(tmp / "smolvla" / "pretrained_model", rec)
+        rows = [run(label, mode, checkpoint, tmp, args.steps, args.fps, slow)
+                for label, slow in (("tiny", 0.0), ("slowed", slow_s)) for mode in ("sync", "async")]
+
+    print(f"\nvla_infer on the sim robot at {args.fps} Hz, {args.steps} steps, tiny SmolVLA (chunk of "
+          f"{args.stroke_length}, cameras 2x48x64); slowed = chunks padded to {args.slow_periods:g} periods; "
+          f"load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after, {os.cpu_count()} CPUs, "
+          f"{args.torch_threads} torch thread(s)")
+    print(f"{'policy':7s} {'mode':5s} | {'send jitter p50':>15s} {'p99':>7s} {'max':>7s} (ms) | {'missed ticks':>12s} | "
+          f"{'chunk inference p50':>19s} {'chunks':>6s}")
     for r in rows:
-        print(f"{r['policy']:8s} {r['jitter_p50']:10.3f} {r['jitter_p99']:7.3f} {r['jitter_max']:7.3f} | "
-              f"{r['select_action_mean']:18.3f} {r['select_action_p99']:7.3f} | "
-              f"{r['overhead_p50']:12.3f} {r['overhead_mean']:7.3f} {r['overhead_p99']:7.3f} | "
-              f"{r['send_jitter_p50']:15.3f} {r['send_jitter_p99']:7.3f}")
-    for r in rows:
-        print(f"{r['policy']}: slowest select_action (ms, step): {r['slowest_steps']}")
-    for r in rows:
-        print(f"{r['policy']}: p99 jitter {r['jitter_p99']:.2f} ms = {r['jitter_p99'] / 5:.2f}x the 5 ms target; "
-              f"mean overhead {r['overhead_mean']:.2f} ms/step = {r['overhead_mean'] / 2:.2f}x the 2 ms target")
+        print(f"{r['policy']:7s} {r['mode']:5s} | {r['p50']:15.2f} {r['p99']:7.2f} {r['max']:7.2f}      | "
+              f"{r['missed']:12d} | {r['chunk_ms']:16.1f} ms {r['chunks']:6d}")
+    slow_async = next(r for r in rows if r["policy"] == "slowed" and r["mode"] == "async")
+    print(f"async send jitter p99 {slow_async['p99']:.2f} ms, missed ticks {slow_async['missed']}, "
+          f"with chunk inference {slow_async['chunk_ms']:.0f} ms at {args.fps} Hz")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -26,7 +26,7 @@ class EvaluationConfig(dg.Config):
     max_episodes: int = 0  # 0: every val episode
     max_mae: float = Thresholds.max_mae
     max_joint_mae: float = Thresholds.max_joint_mae
-    latency_budget_ms: float = 0.0  # 0: one control period (1/fps)
+    latency_budget_ms: float = 0.0  # 0: the budget of the inference mode the chunk latency calls for (gate.py)
 
     def thresholds(self) -> Thresholds:
         return Thresholds(self.max_mae, self.max_joint_mae, self.latency_budget_ms / 1000)

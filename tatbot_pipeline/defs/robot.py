@@ -21,7 +21,7 @@ from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.inference.client import RobotNodeError, call_vla_infer
 from tatbot_pipeline.inference.deploy import DeployTarget, deploy
 from tatbot_pipeline.inference.local_node import embedded_sim_node
-from tatbot_pipeline.inference.plan import PlanError, RolloutPlan, checkpoint_problems, plan_rollout
+from tatbot_pipeline.inference.plan import PlanError, RolloutPlan, check_plan, plan_rollout
 from tatbot_pipeline.inference.quality import rollout_quality
 from tatbot_pipeline.inference.rollout import VLAInferOutput
 from tatbot_pipeline.plots import commanded_vs_observed, png_markdown
@@ -84,6 +84,8 @@ class RolloutConfig(dg.Config):
     fps: int = Field(10, description="control rate in Hz")
     enable_realsense: bool = Field(False, description="use the scene's RealSense cameras (real robot)")
     task_prompt: str = Field("", description="task text for the policy; empty: the scene's task")
+    inference: str = Field("auto", description="'sync', 'async' (chunk inference off the control thread) or 'auto': "
+                           "the mode the checkpoint's measured chunk latency calls for")
 
 
 @dg.op(description="The rollout plan: the configured checkpoint, else the promoted one, with scene/device/steps. "
@@ -100,7 +102,7 @@ def resolve_checkpoint(context: dg.OpExecutionContext, config: RolloutConfig, pi
 
 @dg.op(description="Refuse a checkpoint with missing files or too slow for the control rate, before anything moves.")
 def check_checkpoint_op(context: dg.OpExecutionContext, pipeline: PipelineResource, plan: RolloutPlan) -> RolloutPlan:
-    problems, note = checkpoint_problems(plan, pipeline.settings.home)
+    plan, problems, note = check_plan(plan, pipeline.settings.home)
     if problems:
         raise dg.Failure("checkpoint refused: " + "; ".join(problems))
     if note:

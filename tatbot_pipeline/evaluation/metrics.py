@@ -55,6 +55,6 @@ class Latency:
 
 
 def latency(seconds: np.ndarray) -> Latency:
-    """Summary of per-call `select_action` times. A chunking policy pays its forward pass once per chunk (the max)."""
+    """Summary of per-chunk compute times (offline.py times one call per chunk: the forward pass a rollout waits for)."""
     s = np.asarray(seconds, dtype=np.float64)
     return Latency(mean_s=float(s.mean()), p95_s=float(np.percentile(s, 95)), max_s=float(s.max()), calls=len(s))

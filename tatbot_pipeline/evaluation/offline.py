@@ -1,8 +1,12 @@
 """Open-loop replay of held-out episodes through a checkpoint, the way the robot would call it.
 
-Each val episode starts with `policy.reset()`; every recorded frame goes through LeRobot's own single-step inference
-(`LoadedPolicy.act`: processors + `select_action`, so action chunks are queued exactly as on the robot), and the
-predicted action is compared with the one tatbot recorded.
+Each val episode starts with `policy.reset()`. Every `n_action_steps` frames the policy computes a chunk from that
+frame (`LoadedPolicy.chunk`: the processors and `predict_action_chunk`, the call `select_action` makes inside) and
+the next `n_action_steps` predicted actions come from it, exactly what `select_action` replays on the robot; each
+predicted action is compared with the one tatbot recorded. The latency measured is that of a whole chunk — what a
+sync rollout waits for at every chunk seam and an async one must hide (inference/modes.py) — not the mean over
+steps, most of which only pop a queue. Policies without chunks to replay (ACT's temporal ensembling) go through
+`select_action` every frame, each call a chunk.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tatbot_pipeline.evaluation.metrics import ActionErrors, Latency, action_errors, latency
-from tatbot_pipeline.inference.policy import IMAGE_PREFIX, STATE, load_policy
+from tatbot_pipeline.inference.policy import IMAGE_PREFIX, STATE, LoadedPolicy, load_policy
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -39,14 +43,15 @@ class OfflineEval:
     episodes: int
     frames: int
     errors: ActionErrors
-    latency: Latency
+    latency: Latency  # per chunk computed
+    n_action_steps: int
     traces: list[EpisodeTrace] = field(repr=False, default_factory=list)
 
     def summary(self) -> dict:
         return {
             "checkpoint": self.checkpoint, "policy_type": self.policy_type, "device": self.device,
             "val_root": self.val_root, "fps": self.fps, "episodes": self.episodes, "frames": self.frames,
-            "errors": self.errors.to_dict(), "latency": self.latency.to_dict(),
+            "errors": self.errors.to_dict(), "latency": self.latency.to_dict(), "n_action_steps": self.n_action_steps,
         }
 
 
@@ -63,8 +68,7 @@ def evaluate_checkpoint(
     checkpoint: Path, val_root: Path, device: str = "cpu", max_episodes: int | None = None,
     progress: Progress | None = None,
 ) -> OfflineEval:
-    """Replay `val_root` (a LeRobot dataset) through `checkpoint` and measure action error and latency."""
-    import torch
+    """Replay `val_root` (a LeRobot dataset) through `checkpoint` and measure action error and chunk latency."""
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -74,7 +78,7 @@ def evaluate_checkpoint(
     policy_type = PreTrainedConfig.from_pretrained(checkpoint).type
     policy = load_policy(checkpoint, policy_type, device)
     dataset = LeRobotDataset(f"local/{val_root.name}", root=val_root, video_backend="pyav")
-    n_action_steps = int(getattr(policy.config, "n_action_steps", 1) or 1)
+    n_action_steps = policy.n_action_steps
     episodes = list(range(dataset.num_episodes))[: max_episodes or None]
     if not episodes:
         raise ValueError(f"{val_root}: the val split has no episodes — lower val_fraction or add recordings")
@@ -83,19 +87,9 @@ def evaluate_checkpoint(
     for n, ep in enumerate(episodes):
         start = int(dataset.meta.episodes["dataset_from_index"][ep])
         end = int(dataset.meta.episodes["dataset_to_index"][ep])
-        policy.reset()
-        recorded, predicted = [], []
-        for t, idx in enumerate(range(start, end)):
-            item = dataset[idx]
-            obs = _frame_to_observation(item)
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                action = policy.act(obs, item["task"])
-            times.append(time.perf_counter() - t0)
-            predicted.append(action)
-            recorded.append(item["action"].numpy())
-            steps.append(t % n_action_steps)
+        recorded, predicted = _replay_episode(policy, dataset, range(start, end), times)
         traces.append(EpisodeTrace(ep, np.stack(recorded), np.stack(predicted)))
+        steps.extend(t % n_action_steps for t in range(end - start))
         if progress:
             progress(f"evaluated episode {n + 1}/{len(episodes)} ({end - start} frames)")
 
@@ -105,5 +99,22 @@ def evaluate_checkpoint(
         checkpoint=str(checkpoint), policy_type=policy_type, device=policy.device, val_root=str(val_root),
         fps=float(dataset.fps), episodes=len(traces), frames=len(recorded_all),
         errors=action_errors(predicted_all, recorded_all, np.array(steps)),
-        latency=latency(np.array(times)), traces=traces,
+        latency=latency(np.array(times)), traces=traces, n_action_steps=n_action_steps,
     )
+
+
+def _replay_episode(policy: LoadedPolicy, dataset, indices: range, times: list[float]) -> tuple[list, list]:
+    """Recorded and predicted actions of one episode; appends each chunk's compute time to `times`."""
+    policy.reset()
+    every = policy.n_action_steps if policy.executes_chunks else 1
+    recorded, predicted, chunk = [], [], None
+    for t, idx in enumerate(indices):
+        item = dataset[idx]
+        if t % every == 0:
+            obs = _frame_to_observation(item)
+            started = time.perf_counter()
+            chunk = policy.chunk(obs, item["task"]).actions if every > 1 else policy.act(obs, item["task"])[None]
+            times.append(time.perf_counter() - started)
+        predicted.append(chunk[t % every])
+        recorded.append(item["action"].numpy())
+    return recorded, predicted

@@ -1,7 +1,8 @@
 """The eval dataset a rollout records: `vla-eval-{scene}-{timestamp}`, a LeRobot v3.0 dataset like a recording.
 
-Same features as stroke_tool recordings (so the offline tooling reads it unchanged), one episode per rollout,
-plus what is needed to reproduce it: a scrubbed snapshot of the scene (`scene.yaml`) and the checkpoint path,
+Same features as stroke_tool recordings (so the offline tooling reads it unchanged), one episode per rollout, plus
+per step how the action came to be (`inference`: which chunk, how long it took to compute, whether RTC merged it,
+how late the command went out) and what is needed to reproduce it: a scrubbed snapshot of the scene (`scene.yaml`) and the checkpoint path,
 policy type, task, fps, the rollout's limits and what the loop measured (`meta/vla_eval.json`). It is finalized
 however the rollout ends — after the robot is parked, since encoding takes seconds — and a rollout that recorded no
 frame leaves no dataset behind (LeRobot cannot load an empty one).
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tatbot_pipeline.inference.policy import ChunkSource
 from tatbot_pipeline.recordings.naming import TIME_FORMAT
 from tatbot_pipeline.recordings.scene import scrub
 from tatbot_pipeline.robot.scene import RobotScene
@@ -28,6 +30,13 @@ log = logging.getLogger(__name__)
 
 EVAL_PREFIX = "vla-eval-"
 EVAL_META = "meta/vla_eval.json"
+# Per step, how its action came to be, beyond the recordings' features (inspect a rollout's chunk seams afterwards):
+# the chunk that produced it (0 = the first), how long computing that chunk took, 1.0 when RTC merged it into the
+# previous chunk (inpainting), how many of that chunk's first actions were skipped (executed from the previous chunk
+# while it was computed), and how late the command went out after its tick. One float32 vector with named
+# entries, like `action`: LeRobot 0.4.4 stores a shape-(1,) feature as a scalar column, which numpy 2 cannot fill.
+INFERENCE_KEY = "inference"
+INFERENCE_NAMES = ["chunk_index", "chunk_latency_s", "rtc_merged", "chunk_skipped_steps", "send_late_s"]
 
 
 def eval_dataset_name(scene: str, at: datetime) -> str:
@@ -89,6 +98,7 @@ class EvalRecorder:
         # Recordings always have both cameras when they have any; record only those the robot delivers.
         features = {k: v for k, v in features.items() if not k.startswith("observation.images.")
                     or k.removeprefix("observation.images.") in self.cameras}
+        features[INFERENCE_KEY] = {"dtype": "float32", "shape": (len(INFERENCE_NAMES),), "names": INFERENCE_NAMES}
         self._dataset = LeRobotDataset.create(
             f"tatbot/{self.path.name}", fps=self.fps, root=self.path, robot_type=ROBOT_TYPE,
             features=features, use_videos=True,
@@ -97,9 +107,15 @@ class EvalRecorder:
         )
         return self
 
-    def add(self, frame: dict[str, np.ndarray], action: np.ndarray, task: str) -> None:
-        """One step: the observation the policy saw and the action actually sent (after the safety envelope)."""
-        self._dataset.add_frame({**frame, "action": np.asarray(action, dtype=np.float32), "task": task})
+    def add(self, frame: dict[str, np.ndarray], action: np.ndarray, task: str, source: ChunkSource | None = None,
+            send_late_s: float = 0.0) -> None:
+        """One step: the observation read before the command, the action actually sent (after the safety envelope),
+        the chunk it came from and how late it was sent."""
+        source = source or ChunkSource(-1, float("nan"), rtc_merged=False)
+        inference = np.array([source.index, source.latency_s, source.rtc_merged, source.delay_steps, send_late_s],
+                             dtype=np.float32)
+        self._dataset.add_frame({**frame, "action": np.asarray(action, dtype=np.float32), "task": task,
+                                 INFERENCE_KEY: inference})
         self.frames += 1
 
     def close(self, **outcome: Any) -> None:

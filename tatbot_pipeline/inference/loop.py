@@ -1,4 +1,4 @@
-"""The paced control loop of a rollout, and the monitors that stop it.
+"""The paced control loop of a rollout (sync mode), and the monitors that stop it in either mode.
 
 Every step: check why we might have to stop (a stop request, the wall-clock cap, arming withdrawn), observe, check
 the frames and how well the arms followed the last command, ask the policy, pass its action through the safety
@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import EvalRecorder
-from tatbot_pipeline.inference.policy import LoadedPolicy
+from tatbot_pipeline.inference.policy import ChunkSource, LoadedPolicy
 from tatbot_pipeline.robot.base import Robot, check_frames, observation_frame
 from tatbot_pipeline.robot.safety import REVOLUTE, RolloutLimits, SafeAction, SafetyEnvelope
 from tatbot_pipeline.robot.scene import RobotScene
@@ -47,12 +47,25 @@ class LoopStats:
     max_adjustment_rad: float = 0.0
     max_tracking_error_rad: float = 0.0
     stop_reason: str | None = None
+    missed_ticks: int = 0  # steps sent a whole period or more after their tick
+    send_late_s: list[float] = field(default_factory=list, repr=False)  # per step: tick -> command sent
+
+    def sent(self, ticker: "Ticker") -> float:
+        """Note that this step's command was just sent; returns how late, in seconds."""
+        late = time.perf_counter() - ticker.due
+        self.send_late_s.append(late)
+        self.missed_ticks += late >= ticker.period
+        return late
 
     def as_meta(self) -> dict:
+        late_ms = np.asarray(self.send_late_s) * 1000
         return {"steps": self.steps, "actions_clamped": self.clamped, "actions_rate_limited": self.rate_limited,
                 "longest_adjusted_streak": self.longest_adjusted_streak,
                 "max_adjustment_rad": round(self.max_adjustment_rad, 4),
-                "max_tracking_error_rad": round(self.max_tracking_error_rad, 4), "stop_reason": self.stop_reason}
+                "max_tracking_error_rad": round(self.max_tracking_error_rad, 4), "stop_reason": self.stop_reason,
+                "missed_ticks": self.missed_ticks,
+                "send_late_p50_ms": round(float(np.percentile(late_ms, 50)), 2) if late_ms.size else None,
+                "send_late_p99_ms": round(float(np.percentile(late_ms, 99)), 2) if late_ms.size else None}
 
 
 @dataclass(frozen=True)
@@ -66,33 +79,66 @@ class LoopPlan:
 def run_loop(robot: Robot, policy: LoadedPolicy, scene: RobotScene, plan: LoopPlan, limits: RolloutLimits,
              stats: LoopStats, control: RolloutControl, recorder: EvalRecorder | None, progress: ProgressFn,
              still_armed: Callable[[], None] | None = None) -> None:
-    """observe -> policy -> envelope -> send, paced on absolute deadlines (no drift). Raises RolloutStopped."""
+    """Sync mode: observe -> policy -> envelope -> send, paced on absolute deadlines. Raises RolloutStopped.
+
+    The policy computes a new chunk inline when its queue runs out, so the step at a chunk seam is sent late by the
+    chunk's latency (async_loop.py moves that off this thread)."""
     envelope = SafetyEnvelope.for_tatbot(plan.fps)
-    period = 1.0 / plan.fps
     steps = min(plan.max_steps, limits.max_steps)
     previous = scene.ready.copy()
-    started = deadline = time.perf_counter()
+    chunk_every = policy.n_action_steps if policy.executes_chunks else 1
+    source: ChunkSource | None = None
+    ticker = Ticker(plan.fps)
     for step in range(steps):
-        check_stop(control, started, limits, still_armed)
+        check_stop(control, ticker.started, limits, still_armed)
         observation = robot.observe()
         check_frames(observation, policy.cameras)
         frame = observation_frame(observation, policy.cameras)
         check_tracking(frame["observation.state"], previous, limits, stats)
-        safe = envelope.apply(policy.act(frame, plan.task), previous)  # raises UnsafeAction before anything is sent
+        asked = time.perf_counter()
+        action = policy.act(frame, plan.task)
+        if step % chunk_every == 0:  # select_action computed a chunk in this call (its queue starts empty)
+            source = ChunkSource(step // chunk_every, time.perf_counter() - asked, rtc_merged=False)
+        safe = envelope.apply(action, previous)  # raises UnsafeAction before anything is sent
         count_adjustment(safe, limits, stats)
         robot.send(safe.joints, scene.goal_time_fast)
+        late = stats.sent(ticker)
         previous = safe.joints
-        if recorder is not None:
-            recorder.add(frame, safe.joints, plan.task)
-        stats.steps = step + 1
-        if plan.debug:
-            log.info("step %d: sent %s", stats.steps, np.round(safe.joints, 4).tolist())
-        progress(0.1 + 0.9 * stats.steps / steps, f"step {stats.steps} of {plan.max_steps}")
-        deadline += period
-        if not sleep_until(deadline):
-            deadline = time.perf_counter()  # overran: restart the schedule instead of bursting to catch up
+        finish_step(step, steps, frame, safe, source, late, plan, stats, recorder, progress)
+        ticker.wait_next()
+    check_step_cap(plan, limits)
+
+
+def finish_step(step: int, steps: int, frame: dict[str, np.ndarray], safe: SafeAction, source: ChunkSource | None,
+                late: float, plan: LoopPlan, stats: LoopStats, recorder: EvalRecorder | None,
+                progress: ProgressFn) -> None:
+    """After a send: record the step, count it, report progress."""
+    if recorder is not None:
+        recorder.add(frame, safe.joints, plan.task, source, late)
+    stats.steps = step + 1
+    if plan.debug:
+        log.info("step %d: sent %s", stats.steps, np.round(safe.joints, 4).tolist())
+    progress(0.1 + 0.9 * stats.steps / steps, f"step {stats.steps} of {plan.max_steps}")
+
+
+def check_step_cap(plan: LoopPlan, limits: RolloutLimits) -> None:
     if plan.max_steps > limits.max_steps:
         raise RolloutStopped(f"reached the server's step cap ({limits.max_steps} steps; TATBOT_ROLLOUT_MAX_STEPS)")
+
+
+class Ticker:
+    """The loop's schedule: absolute deadlines one period apart (no drift). A step that overran restarts the schedule
+    from now instead of bursting to catch up; `due` is when the current step should have been sent."""
+
+    def __init__(self, fps: int) -> None:
+        self.period = 1.0 / fps
+        self.started = self.due = self._deadline = time.perf_counter()
+
+    def wait_next(self) -> None:
+        self._deadline += self.period
+        self.due = self._deadline
+        if not sleep_until(self._deadline):
+            self._deadline = time.perf_counter()
 
 
 def check_stop(control: RolloutControl, started: float, limits: RolloutLimits,

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tatbot_pipeline.evaluation.gate import leaderboard_path, read_promoted
+from tatbot_pipeline.evaluation.gate import leaderboard_entry, read_promoted, rollout_latency_problem
 from tatbot_pipeline.inference.deploy import check_checkpoint
 from tatbot_pipeline.inference.rollout import VLAInferInput, resolve_checkpoint
 
@@ -32,6 +32,7 @@ class RolloutPlan:
     fps: int = 10
     enable_realsense: bool = False
     task_prompt: str | None = None
+    inference: str = "auto"  # "sync" | "async" | "auto" (what the checkpoint's measured chunk latency calls for)
     deployed: str | None = None  # where the robot node loads it from, once deployed
 
     @property
@@ -48,7 +49,8 @@ class RolloutPlan:
         """The `vla_infer` input for the robot node: always recorded, so the rollout joins the lineage."""
         return VLAInferInput(policy=self.policy_type, checkpoint_path=self.deployed or str(self.checkpoint),
                              scene=self.scene, device=self.device, max_steps=self.max_steps, fps=self.fps,
-                             enable_realsense=self.enable_realsense, record_eval=True, task_prompt=self.task_prompt)
+                             enable_realsense=self.enable_realsense, record_eval=True, task_prompt=self.task_prompt,
+                             inference=self.inference)
 
 
 def plan_rollout(checkpoint: str, home: Path, **request) -> RolloutPlan:
@@ -71,19 +73,18 @@ def policy_type(checkpoint: Path) -> str:
         return "unknown"  # check_checkpoint names what is wrong with the dir
 
 
-def checkpoint_problems(plan: RolloutPlan, home: Path) -> tuple[list[str], str]:
-    """(every reason to refuse the checkpoint, a note for the log). Latency is judged against the budget the
-    promotion gate applied when it evaluated this checkpoint on the same device (one control period by default)."""
+def check_plan(plan: RolloutPlan, home: Path) -> tuple[RolloutPlan, list[str], str]:
+    """(the plan, every reason to refuse it, a note for the log). Latency is judged with the promotion gate's rule
+    for this rollout's rate, on the device the checkpoint was evaluated on; an `auto` plan takes the inference mode
+    that measurement calls for."""
     problems = check_checkpoint(plan.checkpoint)
     if problems:
-        return problems, ""
-    board = leaderboard_path(home)
-    entries = json.loads(board.read_text()) if board.exists() else []
-    entry = next((e for e in entries if e["checkpoint"] == str(plan.checkpoint)), None)
+        return plan, problems, ""
+    entry = leaderboard_entry(home, plan.checkpoint)
     if entry is None:
-        return [], "checkpoint not evaluated offline (not in the leaderboard): latency budget unchecked"
-    budget_ms = ((entry.get("thresholds") or {}).get("latency_budget_s") or 0.0) * 1000 or 1000 / plan.fps
-    if entry["latency_p95_ms"] > budget_ms and entry["device"] == plan.device:
-        return [f"p95 latency {entry['latency_p95_ms']:.1f} ms measured on {entry['device']} exceeds the "
-                f"{budget_ms:.0f} ms budget at {plan.fps} Hz"], ""
-    return [], f"p95 latency {entry['latency_p95_ms']:.1f} ms within the {budget_ms:.0f} ms budget"
+        return plan, [], "checkpoint not evaluated offline (not in the leaderboard): latency budget unchecked"
+    problem, mode = rollout_latency_problem(entry, plan.fps, plan.device)
+    if mode and plan.inference == "auto":
+        plan = replace(plan, inference=mode)
+    note = f"latency within the gate's budget at {plan.fps} Hz on {plan.device}; inference {plan.inference}"
+    return plan, [problem] if problem else [], note

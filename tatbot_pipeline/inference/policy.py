@@ -2,8 +2,14 @@
 
 The checkpoint's own config decides the policy class (`PreTrainedConfig.from_pretrained` + `get_policy_class`), and
 its saved pre/post processors carry the training stats, so normalisation is exactly the one it was trained with.
-`predict_action` is LeRobot's own single-step inference (tensor conversion, processors, `select_action`), so action
-chunks are queued and replayed by the policy itself.
+Two ways to ask it for actions, one per inference mode (see chunks.py):
+- `act`: LeRobot's own single-step inference (`predict_action`: tensor conversion, processors, `select_action`), so
+  action chunks are queued and replayed by the policy itself and a new chunk is computed inline, on the control
+  thread, every `n_action_steps` steps (sync mode);
+- `chunk`: one whole chunk (`predict_action_chunk`, the call `select_action` makes inside), for a worker that computes
+  the next chunk while the current one executes (async mode). Flow-matching policies (SmolVLA, pi0) then take the
+  not-yet-executed rest of the previous chunk and inpaint their new chunk's prefix to it: LeRobot's Real-Time
+  Chunking (`enable_rtc`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,26 @@ log = logging.getLogger(__name__)
 STATE = "observation.state"
 IMAGE_PREFIX = "observation.images."
 ROBOT_TYPE = "tatbot"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk of `n_action_steps` actions: `original` as the model output them (normalised, on the policy's device:
+    what RTC inpaints the next chunk to), `actions` post-processed into joint targets (n, 14) for the robot."""
+
+    original: Any  # torch.Tensor (n, action_dim)
+    actions: np.ndarray  # (n, 14) float32
+    rtc_merged: bool  # inpainted to the previous chunk's leftover (RTC); False for the first chunk and non-RTC policies
+
+
+@dataclass(frozen=True)
+class ChunkSource:
+    """Where an executed action came from, recorded per step in the eval dataset."""
+
+    index: int  # chunks computed in this rollout before it (0: the first)
+    latency_s: float  # how long computing it took
+    rtc_merged: bool  # inpainted to the previous chunk's leftover (RTC)
+    delay_steps: int = 0  # its first actions, skipped: the previous chunk's were executed while it was computed
 
 
 def resolve_device(requested: str) -> tuple[str, str | None]:
@@ -54,6 +80,34 @@ class LoadedPolicy:
             if key.startswith(IMAGE_PREFIX)
         }
 
+    @property
+    def n_action_steps(self) -> int:
+        """Actions executed from one chunk (`select_action` replays this many before computing the next)."""
+        return int(getattr(self.config, "n_action_steps", 1) or 1)
+
+    @property
+    def executes_chunks(self) -> bool:
+        """Whether `select_action` replays `n_action_steps` of a chunk. ACT with temporal ensembling computes a chunk
+        every step and blends it with the previous ones instead: that policy has no chunk to compute ahead."""
+        return getattr(self.config, "temporal_ensemble_coeff", None) is None
+
+    @property
+    def supports_rtc(self) -> bool:
+        """Flow-matching policies whose LeRobot implementation has Real-Time Chunking (SmolVLA, pi0, pi0.5)."""
+        return hasattr(self.config, "rtc_config") and hasattr(self.policy, "init_rtc_processor")
+
+    @property
+    def rtc_enabled(self) -> bool:
+        rtc = getattr(self.config, "rtc_config", None)
+        return bool(rtc is not None and rtc.enabled)
+
+    def enable_rtc(self, execution_horizon: int) -> None:
+        """Switch on LeRobot's RTC inpainting for `chunk` (async mode only: `select_action` refuses to run with it)."""
+        from lerobot.policies.rtc.configuration_rtc import RTCConfig
+
+        self.config.rtc_config = RTCConfig(enabled=True, execution_horizon=execution_horizon)
+        self.policy.init_rtc_processor()
+
     def reset(self) -> None:
         """Clear the action queue (a new rollout must not replay the last one's chunk)."""
         self.policy.reset()
@@ -69,6 +123,26 @@ class LoadedPolicy:
             use_amp=False, task=task, robot_type=ROBOT_TYPE,
         )
         return action.squeeze(0).to("cpu").numpy().astype(np.float32)
+
+    def chunk(self, frame: dict[str, np.ndarray], task: str, inference_delay: int | None = None,
+              left_over: Any = None) -> Chunk:
+        """The next `n_action_steps` actions for one observation frame; the same processors as `act`.
+
+        With RTC enabled and `left_over` (the previous chunk's `original` actions not yet executed when `frame` was
+        observed), the first `inference_delay` actions are inpainted to match it: they are executed from the old
+        chunk while this one is computed, and the new chunk must continue from them, not jump."""
+        import torch
+        from lerobot.policies.utils import prepare_observation_for_inference
+
+        inputs = {k: v for k, v in frame.items() if k in self.config.input_features}
+        rtc = self.rtc_enabled and left_over is not None
+        kwargs = {"inference_delay": inference_delay, "prev_chunk_left_over": left_over} if rtc else {}
+        # no_grad, not inference_mode: RTC's guidance differentiates through the denoiser (torch.enable_grad inside).
+        with torch.no_grad():
+            batch = prepare_observation_for_inference(inputs, torch.device(self.device), task, ROBOT_TYPE)
+            original = self.policy.predict_action_chunk(self.preprocessor(batch), **kwargs)[:, : self.n_action_steps]
+            actions = self.postprocessor(original.clone())
+        return Chunk(original.squeeze(0), actions.squeeze(0).to("cpu").numpy().astype(np.float32), rtc)
 
 
 def load_policy(path: Path, policy_type: str, device: str) -> LoadedPolicy:

@@ -3,25 +3,31 @@
 Inputs are the seed's (`VLAInferInput`), checked strictly: an unknown field or a string where a boolean belongs is
 refused, never guessed at. The rollout: take the robot's cross-process lock, resolve and validate the scene, load the
 checkpoint with LeRobot, run one warm-up forward pass (a non-finite action refuses the run before anything
-connects), check the node is armed when the backend moves real arms, connect, move to ready, run the paced loop
-(loop.py) and, whatever happens, park (back to ready, then disconnect) before the eval dataset is finalized.
+connects), pick the inference mode (modes.py: sync computes chunks on the control thread, async in a worker; the
+default follows the measured chunk latency), check the node is armed when the backend moves real arms, connect, move
+to ready, run the paced loop (loop.py or async_loop.py) and, whatever happens, park (back to ready, then disconnect)
+before the eval dataset is finalized.
 Failures a user can act on end the rollout with `success=False` and a message; they are never raised to the caller.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.evaluation.gate import leaderboard_entry
+from tatbot_pipeline.inference.async_loop import run_async_loop
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import EvalRecorder
 from tatbot_pipeline.inference.loop import LoopPlan, LoopStats, ProgressFn, RolloutStopped, run_loop
+from tatbot_pipeline.inference.modes import ModeChoice, Requested, async_max_delay, default_mode, delay_steps
 from tatbot_pipeline.inference.policy import LoadedPolicy, load_policy, resolve_device
 from tatbot_pipeline.robot.arming import Arming, NotArmed, require_armed
 from tatbot_pipeline.robot.backends import Backend, RobotFactory, robot_factory
@@ -61,6 +67,12 @@ class VLAInferInput(BaseModel):
     dry_run: bool = Field(False, description="load scene + policy, one forward pass, move nothing")
     task_prompt: str | None = Field(None, description="task text for the policy; default: the scene's task",
                                     max_length=2000)
+    inference: Requested = Field(
+        "auto", description="'sync': the control thread computes each chunk when the last one runs out (the step at "
+        "every chunk seam waits for it); 'async': a worker computes the next chunk while the current one executes "
+        "(LeRobot RTC inpainting for SmolVLA/pi0, replace-with-delay for others); 'auto': async when the checkpoint's "
+        "p95 chunk latency (policy_evaluation's leaderboard on this device, else the warm-up) exceeds 25 % of the "
+        "control period")
 
     @field_validator("checkpoint_path", "scene")
     @classmethod
@@ -82,6 +94,8 @@ class VLAInferOutput(BaseModel):
     actions_rate_limited: int = 0
     max_tracking_error_rad: float | None = None  # previous command vs observed, revolute joints
     armed_by: str | None = None  # hardware rollouts: who armed the node, when, until when
+    inference: str | None = None  # the mode the rollout ran in: sync or async
+    missed_ticks: int = 0  # steps whose command went out a whole control period or more after their tick
 
 
 class RolloutRefused(RuntimeError):
@@ -165,6 +179,7 @@ class _Rollout:
         self.notes: list[str] = []
         self.armed: Arming | None = None
         self.connected = False  # whether the robot ever connected (so whether anything of ours moved)
+        self.mode = ModeChoice("sync", 0.0, "the warm-up")  # until the warm-up measured the chunk latency
 
     def message(self, text: str) -> str:
         return "; ".join([*self.notes, text])
@@ -174,18 +189,49 @@ class _Rollout:
         if self.backend.moves_hardware and not req.dry_run:
             self.require_armed()  # before loading anything: a refused rollout says so in a second
         scene, policy, task = self.load()
-        first_action = warm_up(policy, scene, task)
-        if not np.isfinite(first_action).all():
+        warm = warm_up(policy, scene, task)
+        if not np.isfinite(warm.actions).all():
             return VLAInferOutput(success=False, message=self.message(
                 "the policy produced a non-finite action on its warm-up pass — refused before connecting to the robot"))
+        self.mode = self.choose_mode(policy, warm)
         if req.dry_run:
-            return VLAInferOutput(success=True, message=self.message(_dry_run(first_action, policy, scene, req)))
+            return VLAInferOutput(success=True, message=self.message(_dry_run(warm.actions[0], policy, scene, req)
+                                                                     + f"; would run {self.mode.describe()}"),
+                                  inference=self.mode.mode)
         if self.control.stop_requested:
             return VLAInferOutput(success=False, message=self.message(
                 f"{self.control.reason or 'stopped'} before the robot moved"), stop_reason=self.control.reason)
         if self.backend.moves_hardware:
             self.require_armed()
-        return self.drive(scene, policy, task)
+        return self.drive(scene, policy, task, warm)
+
+    def choose_mode(self, policy: LoadedPolicy, warm: "WarmUp") -> ModeChoice:
+        """The requested mode, else the one the measured chunk latency calls for (modes.py); warns when the
+        measurement says the mode will miss ticks or run dry."""
+        fps, requested = self.req.fps, self.req.inference
+        chunked = policy.executes_chunks and policy.n_action_steps > 1
+        if requested == "async" and not chunked:
+            raise RolloutRefused(f"the {policy.type} policy computes a new chunk every step (n_action_steps "
+                                 f"{policy.n_action_steps}, or temporal ensembling): nothing to compute ahead — "
+                                 "use inference='sync'")
+        entry = leaderboard_entry(self.settings.home, policy.path)
+        if entry and entry.get("device") == policy.device and entry.get("chunk_latency_p95_ms") is not None:
+            p95, measured_by = entry["chunk_latency_p95_ms"] / 1000, "policy_evaluation"
+        else:
+            p95, measured_by = warm.tracker.p95(), "the warm-up"
+        if requested != "auto":
+            choice = ModeChoice(requested, p95, measured_by, requested=True)
+        else:
+            choice = ModeChoice(default_mode(p95, fps) if chunked else "sync", p95, measured_by)
+        if choice.mode == "sync" and p95 > 1 / fps:
+            self.notes.append(f"WARNING: a chunk takes {p95 * 1000:.0f} ms (p95), more than the {1000 / fps:.0f} ms "
+                              "control period: in sync mode every chunk seam misses a tick")
+        if choice.mode == "async" and delay_steps(p95, fps) > async_max_delay(policy.n_action_steps):
+            self.notes.append(f"WARNING: a chunk takes {p95 * 1000:.0f} ms (p95), more than async mode can hide with "
+                              f"{policy.n_action_steps} actions per chunk at {fps} Hz: the rollout will likely stop "
+                              "when the action queue runs dry")
+        self.progress(0.055, f"running {choice.describe()}")
+        return choice
 
     def require_armed(self) -> None:
         try:
@@ -207,7 +253,7 @@ class _Rollout:
         self.progress(0.05, "first forward pass")
         return scene, policy, req.task_prompt or scene.task
 
-    def drive(self, scene: RobotScene, policy: LoadedPolicy, task: str) -> VLAInferOutput:
+    def drive(self, scene: RobotScene, policy: LoadedPolicy, task: str, warm: "WarmUp") -> VLAInferOutput:
         """Connect, ready, loop; park whatever happens, then finalize the eval dataset."""
         req = self.req
         self.progress(0.06, "connecting to the robot")
@@ -227,7 +273,13 @@ class _Rollout:
                 robot.send(scene.ready, scene.goal_time_slow, blocking=True)
                 policy.reset()
                 plan = LoopPlan(fps=req.fps, max_steps=req.max_steps, task=task, debug=req.debug)
-                run_loop(robot, policy, scene, plan, limits, stats, self.control, recorder, self.progress, still_armed)
+                loop_args = (robot, policy, scene, plan, limits, stats, self.control, recorder, self.progress, still_armed)
+                if self.mode.mode == "async":
+                    if policy.supports_rtc:
+                        policy.enable_rtc(execution_horizon=policy.n_action_steps)
+                    run_async_loop(*loop_args, warm.tracker)
+                else:
+                    run_loop(*loop_args)
             except (RobotError, UnsafeAction, RolloutStopped) as e:
                 stats.stop_reason = str(e)
             finally:
@@ -236,7 +288,8 @@ class _Rollout:
         finally:
             if recorder is not None:
                 recorder.close(**stats.as_meta(), limits=vars(limits), armed_by=self.armed and self.armed.describe(),
-                               parked=recovery is None)
+                               parked=recovery is None, inference=self.mode.mode,
+                               inference_choice=self.mode.describe())
         return self.output(stats, recovery, robot, policy, recorder)
 
     def still_armed(self) -> None:
@@ -247,13 +300,14 @@ class _Rollout:
 
     def recorder(self, scene: RobotScene, policy: LoadedPolicy, task: str, robot: Robot) -> EvalRecorder:
         info = {"checkpoint_path": str(policy.path), "policy": policy.type, "task": task, "device": policy.device,
-                "robot": robot.name, "max_steps": self.req.max_steps}
+                "robot": robot.name, "max_steps": self.req.max_steps, "n_action_steps": policy.n_action_steps}
         return EvalRecorder(self.eval_root, scene, policy.cameras, self.req.fps, info=info).open()
 
     def output(self, stats: LoopStats, recovery: str | None, robot: Robot, policy: LoadedPolicy,
                recorder: EvalRecorder | None) -> VLAInferOutput:
         req = self.req
-        summary = f"{stats.steps} steps at {req.fps} Hz on {robot.name} ({policy.type} from {policy.path})"
+        summary = (f"{stats.steps} steps at {req.fps} Hz on {robot.name} ({policy.type} from {policy.path}), "
+                   f"{self.mode.describe()}, {stats.missed_ticks} missed ticks")
         tolerance = self.settings.rollout_limits.adjust_tolerance_rad
         envelope = (f"{stats.clamped} actions clamped to joint limits, {stats.rate_limited} rate-limited "
                     f"(by more than {tolerance:g} rad)")
@@ -279,6 +333,8 @@ class _Rollout:
             actions_rate_limited=stats.rate_limited,
             max_tracking_error_rad=round(stats.max_tracking_error_rad, 4) if stats.steps else None,
             armed_by=self.armed.describe() if self.armed else None,
+            inference=self.mode.mode,
+            missed_ticks=stats.missed_ticks,
         )
 
 
@@ -315,16 +371,35 @@ def disconnect(robot: Robot) -> str | None:
     return None
 
 
-def warm_up(policy: LoadedPolicy, scene: RobotScene, task: str) -> np.ndarray:
-    """One forward pass on a simulated observation at the ready pose, then a reset: the first call is the slow one
-    (allocations, lazy init), and it must not stall the first control step. Connects no robot, moves nothing."""
+@dataclass(frozen=True)
+class WarmUp:
+    actions: np.ndarray  # (n_action_steps, 14): the first chunk, checked for non-finite values
+    tracker: Any  # lerobot LatencyTracker holding the timed chunk latencies
+
+
+WARM_UP_TIMED_CHUNKS = 3
+
+
+def warm_up(policy: LoadedPolicy, scene: RobotScene, task: str) -> WarmUp:
+    """Chunk inference on a simulated observation at the ready pose: once untimed (the first call is the slow one:
+    allocations, lazy init; it must not stall the first control step), then timed a few times — the chunk latency the
+    inference mode follows when policy_evaluation has not measured it on this device. Connects no robot, moves
+    nothing; resets the policy after."""
+    from lerobot.policies.rtc.latency_tracker import LatencyTracker
+
     from tatbot_pipeline.robot.base import observation_frame
 
     with SimRobot(cameras=policy.cameras, start=scene.ready) as sim:
         frame = observation_frame(sim.observe(), policy.cameras)
-    action = policy.act(frame, task)
+    first = policy.chunk(frame, task)
+    tracker = LatencyTracker()
+    if np.isfinite(first.actions).all():
+        for _ in range(WARM_UP_TIMED_CHUNKS):
+            started = time.perf_counter()
+            policy.chunk(frame, task)
+            tracker.add(time.perf_counter() - started)
     policy.reset()
-    return action
+    return WarmUp(first.actions, tracker)
 
 
 def _dry_run(action: np.ndarray, policy: LoadedPolicy, scene: RobotScene, req: VLAInferInput) -> str:

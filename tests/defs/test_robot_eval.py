@@ -144,3 +144,30 @@ def test_checkpoint_slower_than_its_budget_is_refused(home: Path, tmp_path: Path
         failure = next(e for e in result.all_events if e.is_step_failure)
         assert failure.step_key == "check_checkpoint_op"
         assert "p95 latency 250.0 ms measured on cpu exceeds the 100 ms budget" in failure.step_failure_data.error.message
+
+
+@pytest.mark.parametrize("chunk_p95_ms, outcome", [(60.0, "async"), (900.0, "refused")])
+def test_the_rollout_runs_in_the_mode_the_gate_assumed(home: Path, tmp_path: Path, chunk_p95_ms, outcome):
+    """policy_evaluation measured the chunk latency on cpu: 60 ms at 10 Hz is async's (a quarter period and more);
+    900 ms is beyond what async can hide with 8-step chunks (3 periods), so the job refuses before anything moves."""
+    import shutil
+
+    evaluated = tmp_path / "home"
+    shutil.copytree(home, evaluated)
+    ckpt = str(evaluated / "outputs/train/tiny-1/checkpoints/last/pretrained_model")
+    board = evaluated / "outputs/eval/leaderboard.json"
+    board.parent.mkdir(parents=True, exist_ok=True)
+    board.write_text(json.dumps([{"checkpoint": ckpt, "chunk_latency_p95_ms": chunk_p95_ms, "device": "cpu",
+                                  "n_action_steps": 8, "thresholds": {"latency_budget_s": 0.0}}]))
+    with dg.instance_for_test() as instance:
+        result = _run(instance, evaluated, {"checkpoint": ckpt, "max_steps": 6})
+        if outcome == "refused":
+            failure = next(e for e in result.all_events if e.is_step_failure)
+            assert failure.step_key == "check_checkpoint_op"
+            assert ("p95 chunk latency 900.0 ms on cpu > budget 300.0 ms assuming async inference"
+                    in failure.step_failure_data.error.message)
+            return
+        assert result.success
+        [mat] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("eval_dataset")]
+        meta = json.loads((Path(mat.materialization.metadata["path"].value) / "meta" / "vla_eval.json").read_text())
+        assert meta["inference"] == "async" and "measured by" in meta["inference_choice"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -226,7 +227,9 @@ def test_arms_that_stop_following_their_commands_stop_the_rollout(node, act_chec
     sim.faults = SimFaults(pushed_joint=8, push_rad=0.5, pushed_from=4)
     result = out(call(url, act_args(act_checkpoint, max_steps=30)))
     assert not result["success"] and result["num_steps"] == 3
-    assert "right.joint_1.pos is 0.5" in result["stop_reason"] and "not following" in result["stop_reason"]
+    # 0.5 rad off the sim's current target; an async loop observes right after its send, so up to a step's delta less
+    assert re.search(r"right\.joint_1\.pos is 0\.(49\d|50\d?) rad", result["stop_reason"]), result["stop_reason"]
+    assert "not following" in result["stop_reason"]
     assert result["max_tracking_error_rad"] == pytest.approx(0.5, abs=0.01)
     assert_parked(sim.robots[-1])
 

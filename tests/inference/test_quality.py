@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tatbot_pipeline.inference.deploy import DeployTarget, deploy
-from tatbot_pipeline.inference.plan import PlanError, checkpoint_problems, plan_rollout
+from tatbot_pipeline.inference.plan import PlanError, check_plan, plan_rollout
 from tatbot_pipeline.inference.quality import rollout_quality
 from tatbot_pipeline.inference.rollout import VLAInferOutput
 
@@ -38,15 +38,15 @@ def test_the_plan_is_the_promoted_checkpoint_unless_one_is_configured(act_checkp
 
 def test_checkpoint_problems_name_missing_files_and_a_blown_latency_budget(act_checkpoint, tmp_path):
     plan = plan_rollout(str(act_checkpoint), tmp_path, device="cpu", fps=10)
-    assert checkpoint_problems(plan_rollout(str(tmp_path / "nope"), tmp_path), tmp_path)[0][0].endswith("does not exist "
+    assert check_plan(plan_rollout(str(tmp_path / "nope"), tmp_path), tmp_path)[1][0].endswith("does not exist "
         "— pass a pretrained_model dir (outputs/train/<run>/checkpoints/last/pretrained_model)")
-    problems, note = checkpoint_problems(plan, tmp_path)
+    _, problems, note = check_plan(plan, tmp_path)
     assert problems == [] and "not evaluated offline" in note
     board = tmp_path / "outputs" / "eval" / "leaderboard.json"
     board.parent.mkdir(parents=True)
     board.write_text(json.dumps([{"checkpoint": str(act_checkpoint), "latency_p95_ms": 150.0, "device": "cpu",
                                   "thresholds": {"latency_budget_s": 0.0}}]))
-    problems, _ = checkpoint_problems(plan, tmp_path)
+    _, problems, _ = check_plan(plan, tmp_path)
     assert problems == ["p95 latency 150.0 ms measured on cpu exceeds the 100 ms budget at 10 Hz"]
 
 

@@ -139,7 +139,9 @@ def test_full_rollout_records_an_eval_dataset_lerobot_loads(url, act_checkpoint,
     ds = LeRobotDataset(f"tatbot/{eval_dir.name}", root=eval_dir, video_backend="pyav")
     assert ds.meta.total_episodes == 1 and len(ds) == 12
     recorded = LeRobotDataset("r", root=pristine_recording, video_backend="pyav")
-    assert set(ds.features) == set(recorded.features)
+    assert set(ds.features) == set(recorded.features) | {"inference"}  # + how each action came to be (per step)
+    assert ds.features["inference"]["names"] == ["chunk_index", "chunk_latency_s", "rtc_merged", "chunk_skipped_steps",
+                                                 "send_late_s"]
     np.testing.assert_allclose(ds[3]["action"].numpy(), sim.robots[-1].commands[1 + 3], atol=1e-6)
     meta = json.loads((eval_dir / "meta" / "vla_eval.json").read_text())
     assert meta["checkpoint_path"] == str(act_checkpoint) and meta["policy"] == "act" and meta["frames"] == 12
