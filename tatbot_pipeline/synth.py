@@ -12,7 +12,6 @@ v2.1-era fork or upstream lerobot 0.4.4. The tatbot side files come from `synth_
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,17 @@ from pathlib import Path
 import numpy as np
 
 from tatbot_pipeline.recordings.naming import recording_dir_name
-from tatbot_pipeline.robot.spec import JOINT_NAMES, READY_POSE, arm_slice, scene_pose
+from tatbot_pipeline.robot.render import render_camera
+from tatbot_pipeline.robot.spec import (  # noqa: F401 - CAMERAS and ROBOT_TYPE are part of what synth writes
+    CAMERAS,
+    FPS,
+    JOINT_NAMES,
+    READY_POSE,
+    ROBOT_TYPE,
+    arm_slice,
+    dataset_features,
+    scene_pose,
+)
 from tatbot_pipeline.synth_files import (
     actions_from_strokebatch,
     black_camera_log,
@@ -37,9 +46,6 @@ from tatbot_pipeline.synth_writers import WRITERS, DatasetWriter
 
 log = logging.getLogger(__name__)
 
-FPS = 10
-ROBOT_TYPE = "tatbot"
-CAMERAS = ("realsense1", "realsense2")
 DESIGNS = ("tatbotlogo", "flower", "zorya", "snail")
 FORMATS = tuple(WRITERS)  # "v3.0" (fork, current), "v2.1" (fork, before 2025-09-15), "lerobot" (upstream 0.4.4)
 # When each era recorded: recordings get names (timestamps) from their era.
@@ -96,20 +102,6 @@ class SynthSpec:
         if self.joystick_episodes is not None:
             return self.joystick_episodes
         return tuple(range(2, self.episodes, 3))
-
-
-def dataset_features(cameras: bool, image_shape: tuple[int, int]) -> dict:
-    """The LeRobot features stroke_tool derives from the tatbot robot via `hw_to_dataset_features`."""
-    from lerobot.datasets.utils import hw_to_dataset_features
-
-    joints = {name: float for name in JOINT_NAMES}
-    observation = dict(joints)
-    if cameras:
-        observation.update({cam: (*image_shape, 3) for cam in CAMERAS})
-    return {
-        **hw_to_dataset_features(joints, "action", True),
-        **hw_to_dataset_features(observation, "observation", True),
-    }
 
 
 def make_recordings(out_dir: Path, spec: SynthSpec, progress: bool = False) -> list[Path]:
@@ -259,14 +251,3 @@ def follow(actions: np.ndarray) -> np.ndarray:
     return states.astype(np.float32)
 
 
-def render_camera(state: np.ndarray, shape: tuple[int, int], cam: int) -> np.ndarray:
-    """A cheap but state-dependent image: skin-coloured background, a dark blob where the needle is."""
-    h, w = shape
-    img = np.empty((h, w, 3), dtype=np.uint8)
-    img[:] = (200, 170, 150) if cam == 0 else (190, 160, 140)
-    arm = state[:7] if cam == 0 else state[7:]
-    cx = int((0.5 + 0.3 * math.sin(float(arm[0]) * 2)) * w)
-    cy = int((0.5 + 0.3 * math.cos(float(arm[1]) * 2)) * h)
-    r = max(2, min(h, w) // 12)
-    img[max(0, cy - r) : cy + r, max(0, cx - r) : cx + r] = (30, 30, 40)
-    return img

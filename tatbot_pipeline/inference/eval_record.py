@@ -24,7 +24,7 @@ from tatbot_pipeline.inference.policy import ChunkSource
 from tatbot_pipeline.recordings.naming import TIME_FORMAT
 from tatbot_pipeline.recordings.scene import scrub
 from tatbot_pipeline.robot.scene import RobotScene
-from tatbot_pipeline.synth import CAMERAS, ROBOT_TYPE, dataset_features
+from tatbot_pipeline.robot.spec import CAMERAS, ROBOT_TYPE, dataset_features
 
 log = logging.getLogger(__name__)
 

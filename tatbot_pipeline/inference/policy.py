@@ -21,13 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from tatbot_pipeline.robot.spec import NUM_JOINTS
+from tatbot_pipeline.robot.spec import NUM_JOINTS, ROBOT_TYPE
 
 log = logging.getLogger(__name__)
 
 STATE = "observation.state"
 IMAGE_PREFIX = "observation.images."
-ROBOT_TYPE = "tatbot"
 
 
 @dataclass(frozen=True)

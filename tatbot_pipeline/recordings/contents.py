@@ -86,7 +86,7 @@ LEGACY_LAYOUT = (
 
 def unsupported_version_message(path: Path, version: str) -> str:
     if version == "v2.1":
-        return (f"LeRobot dataset format v2.1 (tatbot recorded v2.1 until 2025-09-15): validation converts a copy "
+        return ("LeRobot dataset format v2.1 (tatbot recorded v2.1 until 2025-09-15): validation converts a copy "
                 "under the pipeline home automatically (TATBOT_PIPELINE_HOME/converted) — this run was given no "
                 "place for the copy; the recording itself is never converted in place")
     return f"LeRobot dataset format {version}; the pipeline reads {SUPPORTED_VERSION} and converts v2.1"

@@ -16,6 +16,7 @@ from tatbot_pipeline.recordings.contents import Recording
 from tatbot_pipeline.recordings.report import Finding, Severity
 from tatbot_pipeline.recordings.scene import REDACTED, secret_values
 from tatbot_pipeline.recordings.strokebatch import LEGACY_JOINTS, match_offsets, robot_joints
+from tatbot_pipeline.robot.spec import RECORDED_LIMIT_TOLERANCE as LIMIT_TOLERANCE
 from tatbot_pipeline.robot.spec import (
     ARMS,
     JOINT_LOWER,
@@ -31,7 +32,6 @@ from tatbot_pipeline.robot.spec import (
 Rule = Callable[[Recording], Iterator[Finding]]
 RULES: dict[str, Rule] = {}
 
-LIMIT_TOLERANCE = 1e-3  # rad; the arm firmware reports positions a hair beyond the URDF limits at the stops
 STROKE_MATCH_ATOL = 1e-3  # recorded actions are float32 copies of strokebatch joints
 SLEEP_ATOL = 1e-3
 BLACK_LUMA = 8.0  # mean 0..255 grey level below which a camera frame is "black" (failed read)

@@ -18,7 +18,8 @@ import numpy as np
 from tatbot_pipeline.config import CAMERA_SOURCES
 from tatbot_pipeline.robot.base import CameraFailure, RobotError
 from tatbot_pipeline.robot.scene import RobotScene
-from tatbot_pipeline.synth import CAMERAS, render_camera
+from tatbot_pipeline.robot.render import render_camera
+from tatbot_pipeline.robot.spec import CAMERAS
 
 REALSENSE_READ_TIMEOUT_MS = 500  # a RealSense delivers a frame every 33 ms at 30 fps; 500 ms is a stalled camera
 

@@ -15,10 +15,9 @@ import threading
 import numpy as np
 
 from tatbot_pipeline.robot.base import Observation, Robot, RobotError
+from tatbot_pipeline.robot.spec import COMMAND_LIMIT_TOLERANCE as LIMIT_TOLERANCE
 from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_NAMES, JOINT_UPPER, NUM_JOINTS
 
-# Scenes and URDF round their limits differently (2.3562 vs 3π/4); a pose this close to a limit is within it.
-LIMIT_TOLERANCE = 1e-4
 MAX_GOAL_TIME_S = 30.0  # a slower move than this is a typo (ms for s), not a choice
 
 

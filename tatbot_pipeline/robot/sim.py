@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tatbot_pipeline.robot.base import Observation, Robot, RobotDisconnected, joints_to_dict
-from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_UPPER, NUM_JOINTS, SLEEP_POSE
-from tatbot_pipeline.synth import CAMERAS, render_camera
+from tatbot_pipeline.robot.spec import CAMERAS, JOINT_LOWER, JOINT_UPPER, NUM_JOINTS, SLEEP_POSE
+from tatbot_pipeline.robot.render import render_camera
 
 
 @dataclass(frozen=True)

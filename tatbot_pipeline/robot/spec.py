@@ -1,7 +1,8 @@
-"""Joint layout, URDF limits and named poses of the two-arm tatbot (Trossen WidowX AI arms).
+"""The tatbot's schema: joint layout, URDF limits, named poses, cameras and the LeRobot features its recorder writes.
 
-Everything that reads or writes joint vectors (synthetic recordings, validation, the safety envelope)
-takes them from here, so the 14-joint layout exists in one place.
+Everything that reads or writes joint vectors or recordings (the recorder's twin in synth, validation, the safety
+envelope, the sim, the eval recorder) takes them from here, so each fact exists in one place. A leaf module: it
+imports nothing of the project.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import math
 
 import numpy as np
 
+ROBOT_TYPE = "tatbot"  # info.json robot_type of every recording
+FPS = 10  # stroke_tool's default control and recording rate
+CAMERAS = ("realsense1", "realsense2")  # observation.images.<cam>, in the order tatbot's scene lists them
 ARMS = ("left", "right")
 JOINTS_PER_ARM = 7  # joint_0 .. joint_5 + gripper
 NUM_JOINTS = 2 * JOINTS_PER_ARM
@@ -19,6 +23,11 @@ JOINT_NAMES: list[str] = [
     for arm in ARMS
     for joint in [f"joint_{i}" for i in range(6)] + ["gripper"]
 ]
+
+# Limits are compared with a tolerance: a command may be 1e-4 rad past a limit (scenes and the URDF round 3π/4
+# differently) and is clipped; recorded positions may be 1e-3 rad past one (the firmware reports a hair beyond a stop).
+COMMAND_LIMIT_TOLERANCE = 1e-4
+RECORDED_LIMIT_TOLERANCE = 1e-3
 
 _LOWER_ARM = [-3.0543, 0.0, 0.0, -1.5708, -1.5708, -math.pi, 0.0]
 _UPPER_ARM = [3.0543, math.pi, 2.3562, 1.5708, 1.5708, math.pi, 0.04]
@@ -30,6 +39,20 @@ _READY_L = [-0.333, 0.639, 0.667, -1.034, 0.541, 2.240, 0.04]
 _READY_R = [-v if i in (0, 4, 5) else v for i, v in enumerate(_READY_L)]
 READY_POSE = np.array(_READY_L + _READY_R, dtype=np.float32)
 SLEEP_POSE = np.array([-0.66, 0, 0, 0, 0, 1.0, 0] + [0.66, 0, 0, 0, 0, -1.0, 0], dtype=np.float32)
+
+
+def dataset_features(cameras: bool, image_shape: tuple[int, int]) -> dict:
+    """The LeRobot features stroke_tool derives from the tatbot robot via `hw_to_dataset_features`."""
+    from lerobot.datasets.utils import hw_to_dataset_features
+
+    joints = {name: float for name in JOINT_NAMES}
+    observation = dict(joints)
+    if cameras:
+        observation.update({cam: (*image_shape, 3) for cam in CAMERAS})
+    return {
+        **hw_to_dataset_features(joints, "action", True),
+        **hw_to_dataset_features(observation, "observation", True),
+    }
 
 
 def arm_slice(arm: str) -> slice:

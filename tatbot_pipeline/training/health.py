@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_NAMES, JOINT_UPPER
+from tatbot_pipeline.robot.spec import RECORDED_LIMIT_TOLERANCE as LIMIT_TOLERANCE
 from tatbot_pipeline.training.metrics import MetricsSeries
 
-# Joint values a hair outside the URDF limits are encoder noise, not a broken recording.
-LIMIT_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
