@@ -56,6 +56,11 @@ class PipelineSettings:
         return self.validation_dir / f"{recording}.json"
 
     @property
+    def intake_dir(self) -> Path:
+        """The recordings sensor's seen-map (recordings/intake.py); its cursor only points at a file here."""
+        return self.home / "ingestion"
+
+    @property
     def converted_dir(self) -> Path:
         """Recordings converted from older LeRobot formats (never converted in place)."""
         return self.home / "converted"

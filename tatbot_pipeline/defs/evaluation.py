@@ -4,8 +4,10 @@ import dagster as dg
 import numpy as np
 
 from tatbot_pipeline.defs import OWNERS
+from tatbot_pipeline.defs.automation import evaluate_condition
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.training import CHECKS as HEALTH_CHECKS
+from tatbot_pipeline.defs.training import LOOP_ENTRIES
 from tatbot_pipeline.evaluation.gate import (
     Thresholds,
     decide,
@@ -44,6 +46,14 @@ def latest_checkpoint(instance: dg.DagsterInstance) -> tuple[str, str, dict]:
     return str(meta["checkpoint"].value), event.run_id, lineage
 
 
+def new_since_previous_checkpoint(instance: dg.DagsterInstance, train_run: str) -> dict:
+    """The evaluated checkpoint's "new since the previous checkpoint" entries (trained_policy), shown here too."""
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=TRAINED, run_ids=[train_run]),
+                                              limit=1).records
+    meta = records[0].asset_materialization.metadata if records and records[0].asset_materialization else {}
+    return {key: meta[key] for key in LOOP_ENTRIES if key in meta}
+
+
 def training_health(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, str]:
     """Whether every health check of trained_policy passed in the run that produced the checkpoint."""
     keys = [dg.AssetCheckKey(TRAINED, name) for name in HEALTH_CHECKS]
@@ -63,6 +73,7 @@ def training_health(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, st
     group_name="evaluation",
     kinds={"lerobot", "pytorch"},
     owners=OWNERS,
+    automation_condition=evaluate_condition(),
     description="How well the latest checkpoint predicts held-out strokes (splits/latest/val), joint by joint, and "
     "how fast it answers; decides promotion to the robot (promoted.json under the pipeline home).",
     check_specs=[dg.AssetCheckSpec("promotion_gate", asset="policy_evaluation",
@@ -81,7 +92,8 @@ def policy_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfi
     board = record(settings.home, result, decision, config.thresholds(), {**lineage, "train_run": train_run})
     context.log.info(("PROMOTED " if decision.promoted else "not promoted: " + "; ".join(decision.reasons)) + checkpoint)
     return dg.MaterializeResult(
-        metadata=evaluation_metadata(result, decision.promoted, decision.reasons, board),
+        metadata={**evaluation_metadata(result, decision.promoted, decision.reasons, board),
+                  **new_since_previous_checkpoint(context.instance, train_run)},
         check_results=[dg.AssetCheckResult(
             check_name="promotion_gate", passed=decision.promoted, severity=dg.AssetCheckSeverity.WARN,
             description="promoted" if decision.promoted else "; ".join(decision.reasons),

@@ -1,8 +1,11 @@
 """Find recordings under the root cheaply and decide whether they have settled.
 
-The sensor calls `scan_root` every tick over possibly thousands of recordings, so it only stats a handful of paths
-per recording (the root dir, meta/, logs/, data/ and their newest files) and never opens a file. The deep content
-fingerprint (`content_fingerprint`) is computed by the per-recording asset instead.
+The sensor calls `scan_root` every tick over possibly tens of thousands of recordings, so it only stats five paths
+per recording (the dir, logs/, meta/info.json and the data and episodes parquet files) with plain string paths, and
+never opens a file. The deep content fingerprint (`content_fingerprint`) is computed by the per-recording asset.
+
+A root that is missing or unreadable raises `RecordingsRootError`: an NFS mount that went away must never look like
+"every recording was removed".
 """
 
 from __future__ import annotations
@@ -10,15 +13,21 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Container, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from tatbot_pipeline.recordings.naming import parse_recording_name
+from tatbot_pipeline.recordings.naming import PREFIX, parse_recording_name
 
-# stroke_tool touches these on every episode: the root (new files), logs/ (one new log per episode),
-# meta/info.json (rewritten by save_episode), the data parquet (appended) and the episodes parquet (finalize).
-_WATCHED = ("", "logs", "meta/info.json", "data/chunk-000/file-000.parquet", "meta/episodes/chunk-000/file-000.parquet")
 EPISODES_PARQUET = "meta/episodes/chunk-000/file-000.parquet"
+# stroke_tool touches these on every episode: the dir (new files), logs/ (one new log per episode),
+# meta/info.json (rewritten by save_episode), the data parquet (appended) and the episodes parquet (finalize).
+# The labels are part of the signature (and so of run keys): keep them as they are.
+_WATCHED = ("", "logs", "meta/info.json", "data/chunk-000/file-000.parquet", EPISODES_PARQUET)
+
+
+class RecordingsRootError(RuntimeError):
+    """The recordings root cannot be listed (missing, unreadable, or emptied): nothing can be concluded from it."""
 
 
 @dataclass(frozen=True)
@@ -26,45 +35,65 @@ class RecordingState:
     """What one tick knows about a recording dir without reading it."""
 
     name: str
-    path: Path
+    dir: str  # the recording dir as a string: building a Path per recording costs more than its five stats
     newest_mtime: float
     finalized: bool  # the episodes parquet exists: LeRobotDataset.finalize() (or a flush) has run
     signature: str  # changes whenever any watched path changes
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir)
 
     def settled(self, settle_seconds: float, now: float | None = None) -> bool:
         return ((now if now is not None else time.time()) - self.newest_mtime) >= settle_seconds
 
 
-def recording_state(path: Path) -> RecordingState:
+def recording_state(path: Path | str, name: str | None = None) -> RecordingState:
+    """Stat the watched paths of one recording. A path that cannot be read (other than missing) changes the
+    signature, so the recording is ingested again and its validation says what is wrong."""
+    base = os.fspath(path)
     parts = []
     newest = 0.0
+    finalized = False
     for rel in _WATCHED:
         try:
-            st = os.stat(path / rel) if rel else os.stat(path)
+            st = os.stat(f"{base}/{rel}" if rel else base)
         except FileNotFoundError:
             parts.append(f"{rel}:-")
             continue
+        except OSError as exc:
+            parts.append(f"{rel}:!{exc.errno}")
+            continue
         newest = max(newest, st.st_mtime)
         parts.append(f"{rel}:{st.st_mtime_ns}:{st.st_size}")
+        finalized = finalized or rel == EPISODES_PARQUET
     signature = hashlib.blake2b("|".join(parts).encode(), digest_size=8).hexdigest()
-    return RecordingState(
-        name=path.name,
-        path=path,
-        newest_mtime=newest,
-        finalized=os.path.exists(path / EPISODES_PARQUET),
-        signature=signature,
-    )
+    return RecordingState(name or os.path.basename(base), base, newest, finalized, signature)
 
 
-def scan_root(root: Path) -> list[RecordingState]:
-    """Every `stroke-*` recording dir directly under `root`, sorted by name. Other entries are ignored."""
-    if not root.is_dir():
-        return []
+def scan_root(root: Path, known: Container[str] = ()) -> list[RecordingState]:
+    """Every `stroke-*` recording dir directly under `root`, sorted by name. Other entries are ignored.
+
+    `known` names skip the full name parse (a date parse per dir is a third of a tick at 20,000 dirs).
+    Raises RecordingsRootError when `root` is missing, not a directory, or cannot be listed.
+    """
     states = []
-    with os.scandir(root) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=True) and parse_recording_name(entry.name) is not None:
-                states.append(recording_state(Path(entry.path)))
+    try:
+        with os.scandir(root) as entries:
+            for entry in entries:
+                name = entry.name
+                if not name.startswith(PREFIX) or not entry.is_dir(follow_symlinks=True):
+                    continue
+                if name in known or parse_recording_name(name) is not None:
+                    states.append(recording_state(entry.path, name))
+    except FileNotFoundError as exc:
+        raise RecordingsRootError(f"{root}: recordings root not found (NFS mount missing? TATBOT_RECORDINGS_DIR "
+                                  "wrong?) — nothing ingested, nothing treated as removed") from exc
+    except NotADirectoryError as exc:
+        raise RecordingsRootError(f"{root}: recordings root is not a directory — set TATBOT_RECORDINGS_DIR") from exc
+    except OSError as exc:  # PermissionError, ESTALE/EIO from a dead NFS mount, ...
+        raise RecordingsRootError(f"{root}: recordings root unreadable ({exc.strerror or exc}) — nothing ingested, "
+                                  "nothing treated as removed; check the mount and its permissions") from exc
     return sorted(states, key=lambda s: s.name)
 
 
@@ -90,30 +119,39 @@ def size_on_disk(path: Path) -> int:
 
 @dataclass(frozen=True)
 class IngestionPlan:
-    """One sensor tick's decision: which recordings to (re)ingest, which are still settling."""
+    """One sensor tick's decision: which recordings to (re)ingest, which are still settling, which are gone."""
 
     ready: list[RecordingState]  # settled and new or changed since last seen
     settling: list[str]  # touched within the settle time: maybe still being written
-    seen: dict[str, str]  # name -> signature, to remember for the next tick
+    removed: list[str]  # seen before, no longer under the root
+    seen: dict[str, str] = field(default_factory=dict)  # name -> signature, to remember for the next tick
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.ready or self.removed)
 
 
 def plan_ingestion(
-    states: list[RecordingState], seen: dict[str, str], settle_seconds: float, now: float, limit: int = 100
+    states: list[RecordingState], seen: Mapping[str, str], settle_seconds: float, now: float
 ) -> IngestionPlan:
-    """Pick settled recordings that are new or changed; at most `limit` per tick so a huge backlog drains gradually.
+    """Pick settled recordings that are new or changed, all of them at once; list the ones that disappeared.
 
     A recording is ingested only once it has been quiet for `settle_seconds`, finalized or not: a finalized one
     validates normally, and one that stays unfinalized gets a `fail` verdict the user can see instead of vanishing.
+    The caller decides what an empty scan means (`RecordingsRootError` when recordings were seen before).
     """
     ready, settling = [], []
-    new_seen = dict(seen)
     for state in states:
         if seen.get(state.name) == state.signature:
             continue
-        if not state.settled(settle_seconds, now):
-            settling.append(state.name)
-            continue
-        if len(ready) < limit:
+        if state.settled(settle_seconds, now):
             ready.append(state)
-            new_seen[state.name] = state.signature
-    return IngestionPlan(ready=ready, settling=settling, seen=new_seen)
+        else:
+            settling.append(state.name)
+    present = {s.name for s in states}
+    removed = sorted(name for name in seen if name not in present)
+    new_seen = dict(seen)
+    for name in removed:
+        del new_seen[name]
+    new_seen.update((s.name, s.signature) for s in ready)
+    return IngestionPlan(ready=ready, settling=settling, removed=removed, seen=new_seen)
