@@ -12,7 +12,14 @@ from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.plots import joint_ranges, png_markdown
 from tatbot_pipeline.recordings.report import Status, ValidationReport
 from tatbot_pipeline.recordings.intake import load_seen, save_seen
-from tatbot_pipeline.recordings.scan import IngestionPlan, RecordingsRootError, RecordingState, plan_ingestion, scan_root
+from tatbot_pipeline.recordings.scan import (
+    PER_TICK,
+    IngestionPlan,
+    RecordingsRootError,
+    RecordingState,
+    plan_ingestion,
+    scan_root,
+)
 from tatbot_pipeline.recordings.summary import describe_recording
 from tatbot_pipeline.recordings.validate import validate_recording
 
@@ -113,18 +120,19 @@ SPLITS = dg.AssetKey("training_splits")
 
 @dg.sensor(
     name="recordings_sensor",
-    description="Adds a `recordings` partition for every settled stroke-* dir under the recordings root and "
-    "requests ingestion of all new or changed ones at once. Half-written recordings wait until they settle; a "
-    "removed recording's partition is deleted and the split rebuilt without it. A missing, unreadable or suddenly "
-    "empty root fails the tick: it is never read as \"every recording was removed\".",
+    description=f"Adds a `recordings` partition for every settled stroke-* dir under the recordings root and requests "
+    f"ingestion of new or changed ones ({PER_TICK} per tick, a backlog takes a few ticks). Half-written recordings "
+    "wait until they settle; a removed recording's partition is deleted and the split rebuilt without it. A missing, "
+    "unreadable or suddenly empty root fails the tick: it is never read as \"every recording was removed\".",
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     asset_selection=dg.AssetSelection.assets(*INGESTION, SPLITS),
 )
-def recordings_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult | dg.SkipReason:
+def recordings_sensor(context: dg.SensorEvaluationContext,
+                      pipeline: PipelineResource) -> dg.SensorResult | dg.SkipReason:
     settings = pipeline.settings
     previous = load_seen(settings.intake_dir, context.cursor)
-    states = scan_root(settings.recordings_dir, known=previous.seen)  # RecordingsRootError fails the tick
+    states = scan_root(settings.recordings_dir)  # RecordingsRootError fails the tick
     if not states and previous.seen:
         raise RecordingsRootError(
             f"{settings.recordings_dir}: empty, but {len(previous.seen)} recordings were ingested from it — is the "
@@ -133,6 +141,8 @@ def recordings_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineRes
     plan = plan_ingestion(states, previous.seen, settings.settle_seconds, time.time())
     if plan.settling:
         context.log.info(f"waiting for {len(plan.settling)} recording(s) to settle: {', '.join(plan.settling[:5])}")
+    if plan.waiting:
+        context.log.info(f"{plan.waiting} more settled recording(s) go in the next ticks ({PER_TICK} per tick)")
     if not plan.changed and not previous.unsaved:
         return dg.SkipReason(f"nothing new under {settings.recordings_dir}: {len(states)} recordings, "
                              f"{len(plan.settling)} still settling")
@@ -159,7 +169,7 @@ def removal_requests(plan: IngestionPlan, cursor: str) -> list[dg.RunRequest]:
 
 
 def partition_requests(instance: dg.DagsterInstance, plan: IngestionPlan) -> list:
-    """Add every new partition and delete removed ones, each in one request."""
+    """Add this tick's new partitions and delete removed ones, each in one request."""
     known = set(instance.get_dynamic_partitions(recordings_partitions.name))
     new = [s.name for s in plan.ready if s.name not in known]
     gone = [name for name in plan.removed if name in known]
