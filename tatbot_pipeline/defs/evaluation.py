@@ -52,9 +52,10 @@ def latest_checkpoint(instance: dg.DagsterInstance) -> tuple[str, str, dict]:
 
 def new_since_previous_checkpoint(instance: dg.DagsterInstance, train_run: str) -> dict:
     """The evaluated checkpoint's "new since the previous checkpoint" entries (trained_policy), shown here too."""
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=TRAINED, run_ids=[train_run]),
-                                              limit=1).records
-    meta = records[0].asset_materialization.metadata if records and records[0].asset_materialization else {}
+    event = instance.get_latest_materialization_event(TRAINED)
+    if event is None or event.run_id != train_run or event.asset_materialization is None:
+        return {}  # a newer checkpoint landed meanwhile: its entries are not this one's
+    meta = event.asset_materialization.metadata
     return {key: meta[key] for key in LOOP_ENTRIES if key in meta}
 
 

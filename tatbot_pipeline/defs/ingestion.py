@@ -138,7 +138,7 @@ def recordings_sensor(context: dg.SensorEvaluationContext,
             f"{settings.recordings_dir}: empty, but {len(previous.seen)} recordings were ingested from it — is the "
             "mount missing? Nothing is treated as removed. If every recording really was removed, reset this "
             "sensor's cursor.")
-    plan = plan_ingestion(states, previous.seen, settings.settle_seconds, time.time())
+    plan = plan_ingestion(states, previous.seen, settings.settle_seconds, time.time(), limit=PER_TICK)
     if plan.settling:
         context.log.info(f"waiting for {len(plan.settling)} recording(s) to settle: {', '.join(plan.settling[:5])}")
     if plan.waiting:

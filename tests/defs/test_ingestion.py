@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from tatbot_pipeline.defs import ingestion
 from tatbot_pipeline.defs.ingestion import (
     INGESTION,
     SPLITS,
@@ -97,19 +98,25 @@ def _stub_recordings(root: Path, n: int) -> list[str]:
     return names
 
 
-def test_a_backlog_is_taken_in_one_tick_with_a_small_cursor(recordings_root: Path, tmp_path: Path):
-    names = _stub_recordings(recordings_root, 250)  # the old sensor took 100 per tick, rescanning the root each time
+def test_a_backlog_goes_in_chunks_with_a_small_cursor(recordings_root: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(ingestion, "PER_TICK", 100)  # 1,000 in production; the old sensor took 100 per tick too
+    names = _stub_recordings(recordings_root, 250)
     with dg.instance_for_test() as instance:
         resources = {"pipeline": _resource(recordings_root, tmp_path / "home")}
-        result = _tick(resources, instance)
-        assert sorted(r.partition_key for r in result.run_requests) == names
-        [add] = result.dynamic_partitions_requests
-        assert sorted(add.partition_keys) == names
-        assert len(result.cursor) < 40, result.cursor  # a version, not the seen-map
-        [seen_file] = (tmp_path / "home" / "ingestion").glob("seen-*.json")
+        requested, cursor = [], None
+        for _ in range(3):
+            result = _tick(resources, instance, cursor)
+            [add] = result.dynamic_partitions_requests  # this tick's new partitions, in one request
+            assert sorted(add.partition_keys) == sorted(r.partition_key for r in result.run_requests)
+            assert len(result.cursor) < 40, result.cursor  # a version, not the seen-map
+            requested.append(len(result.run_requests))
+            _apply(instance, result)
+            cursor = result.cursor
+        assert requested == [100, 100, 50]
+        assert sorted(instance.get_dynamic_partitions("recordings")) == names
+        [seen_file] = (tmp_path / "home" / "ingestion").glob(f"seen-{cursor.split(':')[0]}-3.json")
         assert set(json.loads(seen_file.read_text())) == set(names)
-        _apply(instance, result)
-        assert isinstance(_tick(resources, instance, result.cursor), dg.SkipReason)
+        assert isinstance(_tick(resources, instance, cursor), dg.SkipReason)
 
 
 def test_a_lost_tick_is_decided_again_and_an_old_cursor_is_taken_over(recordings_root: Path, tmp_path: Path):
