@@ -155,7 +155,7 @@ def recordings_sensor(context: dg.SensorEvaluationContext,
 
 
 def ingestion_requests(ready: list[RecordingState]) -> list[dg.RunRequest]:
-    """One run per recording, all in this tick; the run key (name + file signature) makes a repeat a no-op."""
+    """One run per recording; the run key (name + file signature) makes a repeated request a no-op."""
     return [dg.RunRequest(run_key=f"{s.name}:{s.signature}", partition_key=s.name, asset_selection=INGESTION)
             for s in ready]
 

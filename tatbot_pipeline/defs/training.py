@@ -7,13 +7,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from tatbot_pipeline.datasets.build import split_changes
 from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.automation import RETRAIN_CRON, retrain_condition
 from tatbot_pipeline.defs.placement import gpu_run_tags, train_gpus
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.plots import loss_curve, png_markdown
 from tatbot_pipeline.training.health import run_health
-from tatbot_pipeline.datasets.build import split_changes
 from tatbot_pipeline.training.lineage import (
     code_version,
     scene_snapshot,
