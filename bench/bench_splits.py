@@ -12,7 +12,7 @@ merge sees N recordings; the time per recording should not grow with N (a merge 
 tables on every append used to make it quadratic).
 
 Run: .venv/bin/python bench/bench_splits.py [--recordings 4] [--episodes 16] [--stroke-length 64] [--repeat 3]
-     [--scale 50,200]
+     [--scale 50,400]
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--kb-per-frame", type=float, default=25.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--raw", action="store_true", help="keep the tiny synthetic videos")
-    parser.add_argument("--scale", default="50,200", help="recording counts for the scaling figure")
+    parser.add_argument("--scale", default="50,400", help="recording counts for the scaling figure")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-splits-") as t:

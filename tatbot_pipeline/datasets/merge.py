@@ -317,7 +317,7 @@ def write_merged_dataset(
     # stats the recorder computed (the frames are the same, so re-sampling them would only add noise).
     stats = {key: _column_stats(np.concatenate(parts)) for key, parts in data_columns.items()}
     for key in video_keys:
-        per_ep = [_episode_stats(row, key) for row in _stat_rows(episodes_all, key)]
+        per_ep = _episode_stats(episodes_all, key)
         stats[key] = aggregate_stats([{key: s} for s in per_ep])[key]
     write_stats(stats, out)
 
@@ -337,16 +337,28 @@ def write_merged_dataset(
     return merged
 
 
-def _stat_rows(episodes: pa.Table, key: str) -> list[dict]:
-    names = [n for n in episodes.schema.names if n.startswith(f"stats/{key}/")]
-    return episodes.select(names).to_pylist()
+def _episode_stats(episodes: pa.Table, key: str) -> list[dict[str, np.ndarray]]:
+    """Per-episode image stats back from parquet: (3, 1, 1) float arrays, count (1,) int.
 
-
-def _episode_stats(row: dict, key: str) -> dict[str, np.ndarray]:
-    """Per-episode image stats back from parquet: nested lists -> (3, 1, 1) arrays, count -> (1,)."""
+    Read column by column into arrays: `to_pylist` made a nested Python list per value, and the garbage collector's
+    passes over those made this step quadratic in the number of episodes.
+    """
     prefix = f"stats/{key}/"
-    return {name[len(prefix):]: np.asarray(value, dtype=np.float64 if not name.endswith("count") else np.int64)
-            for name, value in row.items()}
+    columns = {name[len(prefix):]: _nested_column(episodes[name]) for name in episodes.schema.names
+               if name.startswith(prefix)}
+    columns = {stat: values.astype(np.int64 if stat == "count" else np.float64) for stat, values in columns.items()}
+    return [{stat: values[i] for stat, values in columns.items()} for i in range(episodes.num_rows)]
+
+
+def _nested_column(column: pa.ChunkedArray) -> np.ndarray:
+    """A list column with fixed sizes at every level (stats: (3, 1, 1) per row) as one (rows, ...) array."""
+    values = column.combine_chunks()
+    shape = [len(values)]
+    while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
+        shape.append(values.type.list_size if pa.types.is_fixed_size_list(values.type)
+                     else (len(values[0]) if len(values) else 0))
+        values = values.flatten()
+    return values.to_numpy(zero_copy_only=False).reshape(shape)
 
 
 def check_merged(root: Path, durations: dict[tuple[int, int], float] | None = None) -> list[str]:
