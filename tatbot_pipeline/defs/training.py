@@ -176,7 +176,7 @@ retrain_sensor = dg.AutomationConditionSensorDefinition(
     target=[trained_policy],
     default_status=dg.DefaultSensorStatus.RUNNING,
     run_tags=TRAINING_RUN_TAGS,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=30,
     description=f"Retrains `trained_policy` at the first tick of `{RETRAIN_CRON}` (TATBOT_RETRAIN_CRON) after the "
     "split's version changed. Never two trainings at once (run tag limit + a file lock). Turn it off to pause "
     "retraining.",
