@@ -77,12 +77,13 @@ def loop(tmp_path: Path):
         _wait_for_server(f"http://127.0.0.1:{port}/server_info", proc, log)
         with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
             yield Watch(instance, home, log), root
-    finally:
+    finally:  # dagster dev 1.13 often does not exit on SIGTERM/SIGINT; the instance is a temp dir, so do not wait long
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=60)
+            proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 def _wait_for_server(url: str, proc: subprocess.Popen, log: Path) -> None:
