@@ -66,9 +66,8 @@ def split_version(recordings: list[RecordingEntry], config: SplitConfig) -> str:
 
 def build_splits(settings: PipelineSettings, config: SplitConfig) -> SplitResult:
     """Merged train/val LeRobot datasets from the usable episodes; never writes under the recordings root."""
-    usable = load_usable_recordings(settings.validation_dir)
-    _require_recordings_root(settings.recordings_dir, bool(usable.recordings or usable.skipped))
-    selection = check_compatible(usable, config.group_key, config.group_value)
+    _require_recordings_root(settings.recordings_dir, settings.validation_dir)
+    selection = check_compatible(load_usable_recordings(settings.validation_dir), config.group_key, config.group_value)
     recordings = sorted(selection.recordings, key=lambda e: e.name)
     version = split_version(recordings, config)
     root = settings.splits_dir / version
@@ -114,7 +113,7 @@ def build_splits(settings: PipelineSettings, config: SplitConfig) -> SplitResult
     return SplitResult(version, root, reused=False, manifest=manifest)
 
 
-def _require_recordings_root(recordings_dir: Path, has_reports: bool) -> None:
+def _require_recordings_root(recordings_dir: Path, validation_dir: Path) -> None:
     """Refuse to build while the root is gone: every recording would be skipped as missing, a split on less data."""
     try:
         with os.scandir(recordings_dir) as entries:
@@ -123,7 +122,7 @@ def _require_recordings_root(recordings_dir: Path, has_reports: bool) -> None:
         raise RecordingsRootError(
             f"{recordings_dir}: recordings root unavailable ({exc.strerror or exc}) — not building a split without "
             "its recordings; the previous split stays in place") from exc
-    if empty and has_reports:
+    if empty and validation_dir.is_dir() and any(validation_dir.glob("*.json")):
         raise RecordingsRootError(
             f"{recordings_dir}: recordings root is empty but validation reports exist — is the mount missing? Not "
             "building a split without its recordings; the previous split stays in place")
