@@ -139,8 +139,8 @@ def bench_scaling(tmp: Path, counts: list[int], repeat: int) -> None:
               f"recording ({result.manifest['sides']['train']['episodes']} train episodes; best of {repeat})")
     growth = per_recording[-1] / per_recording[0]
     print(f"split merge scaling: {counts[-1] // counts[0]}x the recordings -> x{growth:.2f} CPU time per recording "
-          f"({per_recording[0] * 1000:.1f} -> {per_recording[-1] * 1000:.1f} ms; linear x1.0, target <= x1.2 (runs vary by ~0.1 here); "
-          "the merge before issue 16 measured x1.32 here)")
+          f"({per_recording[0] * 1000:.1f} -> {per_recording[-1] * 1000:.1f} ms; linear x1.0, target <= x1.2 as runs "
+          "vary by ~0.1; the merge before issue 16 measured x1.32 here)")
 
 
 def main() -> None:
