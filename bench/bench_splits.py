@@ -1,4 +1,5 @@
-"""Split benchmark (issue 5): `build_splits` wall time vs `cp -r` of the same source bytes. Target: <= 1.5x.
+"""Split benchmarks: `build_splits` wall time vs `cp -r` of the same source bytes (issue 5, target <= 1.5x), and
+how the build scales with the number of recordings (issue 16, target: linear).
 
 The source bytes are what the split reads: meta/, data/ and videos/ of every recording. Synthetic camera frames
 are flat colours that AV1 squeezes to ~0.2 kB/frame, far from tatbot's RealSense video, so by default each
@@ -6,12 +7,18 @@ recording's mp4s are replaced by a textured 480x640 H.264 video with the same fr
 sets how busy it is; ~25 kB/frame is in the range of RealSense colour at crf 30). `--raw` keeps the synthetic
 videos (then fixed per-file overhead dominates and the ratio says little).
 
+Scaling: one small camera recording is hard-linked N times under distinct names (distinct fingerprints), so the
+merge sees N recordings; the time per recording should not grow with N (a merge step that re-summed its pending
+tables on every append used to make it quadratic).
+
 Run: .venv/bin/python bench/bench_splits.py [--recordings 4] [--episodes 16] [--stroke-length 64] [--repeat 3]
+     [--scale 50,100,200,400]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -97,6 +104,45 @@ def time_split(settings: PipelineSettings, home: Path) -> float:
     return elapsed
 
 
+SCALE_SPEC = SynthSpec(episodes=4, stroke_length=16, cameras=True, image_shape=(48, 64), seed=9)
+
+
+def scaled_settings(tmp: Path, source: Path, n: int) -> PipelineSettings:
+    """`n` hard-linked copies of `source` with their validation reports, as a recordings root of their own."""
+    settings = PipelineSettings(recordings_dir=tmp / f"scale-{n}" / "recordings", home=tmp / f"scale-{n}" / "home")
+    summary = {**recording_facts(source, {}), "design_name": "tatbotlogo"}
+    episodes = SCALE_SPEC.episodes
+    for i in range(n):
+        name = f"stroke-scale-2025y-01m-01d-00h-{i // 60:02d}m-{i % 60:02d}s"
+        rec = settings.recordings_dir / name
+        shutil.copytree(source, rec, copy_function=os.link)
+        ValidationReport(name, str(rec), Status.PASS, episodes, list(range(episodes)), [], fingerprint=f"scale-{i}",
+                         summary=summary).save(settings.report_path(name))
+    return settings
+
+
+def bench_scaling(tmp: Path, counts: list[int], repeat: int) -> None:
+    [source] = make_recordings(tmp / "scale-source", SCALE_SPEC)
+    per_recording = []
+    for n in counts:
+        settings = scaled_settings(tmp, source, n)
+        wall, cpu = [], []
+        for i in range(repeat):  # best of `repeat`: other processes on a shared machine only ever add time
+            home = PipelineSettings(recordings_dir=settings.recordings_dir, home=settings.home / str(i))
+            shutil.copytree(settings.validation_dir, home.validation_dir)
+            t0, c0 = time.perf_counter(), time.process_time()
+            result = build_splits(home, SplitConfig())
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        per_recording.append(min(cpu) / n)
+        print(f"build_splits over {n} recordings: {min(wall):.2f} s wall, {min(cpu) / n * 1000:.1f} ms CPU per "
+              f"recording ({result.manifest['sides']['train']['episodes']} train episodes; best of {repeat})")
+    growth = per_recording[-1] / per_recording[0]
+    print(f"split merge scaling: {counts[-1] // counts[0]}x the recordings -> x{growth:.2f} CPU time per recording "
+          f"({per_recording[0] * 1000:.1f} -> {per_recording[-1] * 1000:.1f} ms; linear x1.0, target <= x1.2 as runs "
+          "vary by ~0.1; the merge before issue 16 measured x1.32 here)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recordings", type=int, default=4)
@@ -105,6 +151,7 @@ def main() -> None:
     parser.add_argument("--kb-per-frame", type=float, default=25.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--raw", action="store_true", help="keep the tiny synthetic videos")
+    parser.add_argument("--scale", default="50,100,200,400", help="recording counts for the scaling figure")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-splits-") as t:
@@ -127,6 +174,7 @@ def main() -> None:
         print(f"cp -r (meta+data+videos): {statistics.median(cp_times):.3f} s   build_splits (train+val): "
               f"{statistics.median(split_times):.3f} s   ratio {statistics.median(ratios):.2f}x "
               f"(median of {args.repeat} paired runs; best {min(split_times) / min(cp_times):.2f}x; target <= 1.5x)")
+        bench_scaling(tmp, [int(n) for n in args.scale.split(",")], args.repeat)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,9 @@ class PipelineSettings:
     mcp_token: str | None = field(default=None, repr=False)
     checkpoint_roots: tuple[Path, ...] = ()
     robot_backend: str = "sim"
+    # The lab's promotion gate for evaluations nobody configures by hand (the daemon's): TATBOT_GATE_MAX_MAE,
+    # TATBOT_GATE_MAX_JOINT_MAE (rad), TATBOT_GATE_LATENCY_MS; unset ones keep evaluation/gate.py's defaults.
+    gate_overrides: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.camera_source not in CAMERA_SOURCES:
@@ -65,11 +68,19 @@ class PipelineSettings:
             "mcp_token": env.get("TATBOT_MCP_TOKEN") or None,
             "checkpoint_roots": tuple(Path(p) for p in env.get("TATBOT_CHECKPOINT_ROOTS", "").split(os.pathsep) if p),
             "robot_backend": env.get("TATBOT_ROBOT_BACKEND") or "sim",
+            "gate_overrides": _gate_overrides(env),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["recordings_dir"] = Path(values["recordings_dir"])
         values["home"] = Path(values["home"]).absolute()
         return cls(**values)
+
+    @property
+    def gate(self):
+        """The promotion thresholds this lab applies by default (evaluation/gate.py: Thresholds)."""
+        from tatbot_pipeline.evaluation.gate import Thresholds
+
+        return Thresholds(**self.gate_overrides)
 
     @property
     def allowed_checkpoint_roots(self) -> tuple[Path, ...]:
@@ -107,6 +118,11 @@ class PipelineSettings:
         return self.validation_dir / f"{recording}.json"
 
     @property
+    def intake_dir(self) -> Path:
+        """The recordings sensor's seen-map (recordings/intake.py); its cursor only points at a file here."""
+        return self.home / "ingestion"
+
+    @property
     def converted_dir(self) -> Path:
         """Recordings converted from older LeRobot formats (never converted in place)."""
         return self.home / "converted"
@@ -114,3 +130,18 @@ class PipelineSettings:
     @property
     def hf_home(self) -> Path:
         return self.home / "hf"
+
+
+_GATE_ENV = {"TATBOT_GATE_MAX_MAE": ("max_mae", 1.0), "TATBOT_GATE_MAX_JOINT_MAE": ("max_joint_mae", 1.0),
+             "TATBOT_GATE_LATENCY_MS": ("latency_budget_s", 1e-3)}
+
+
+def _gate_overrides(env) -> dict[str, float]:
+    out = {}
+    for var, (name, scale) in _GATE_ENV.items():
+        if env.get(var):
+            try:
+                out[name] = float(env[var]) * scale
+            except ValueError:
+                raise ValueError(f"{var}={env[var]!r} is not a number") from None
+    return out

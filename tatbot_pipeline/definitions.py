@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from tatbot_pipeline.defs import automation
 from tatbot_pipeline.defs import ingestion
 from tatbot_pipeline.defs import splits
 from tatbot_pipeline.defs import training
@@ -15,6 +16,7 @@ defs = dg.Definitions.merge(
     training.defs,
     evaluation.defs,
     robot.defs,
+    automation.defs,
     # Steps run one after the other in the run's process: a subprocess per step would re-import torch and
     # lerobot each time (seconds), and training already isolates itself in a lerobot-train subprocess.
     dg.Definitions(resources=default_resources(), executor=dg.in_process_executor),

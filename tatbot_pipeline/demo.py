@@ -123,6 +123,16 @@ def _robot_eval(instance) -> str:
     return result.output_for_node("register_eval_dataset")
 
 
+def watch_the_loop(demo_root: Path) -> str:
+    """The demo's last line: how to see a new recording go through the loop by itself."""
+    from tatbot_pipeline.defs.automation import RETRAIN_CRON
+
+    return (f"\nWatch the loop: with the UI running, add a recording (tatbot-pipeline synth {demo_root} --cameras "
+            f"--episodes 6 --stroke-length 8 --image-shape 96 128 --seed 4); it is validated, split, retrained at the "
+            f"next tick of TATBOT_RETRAIN_CRON ({RETRAIN_CRON}; TATBOT_RETRAIN_CRON='* * * * *' make demo for every "
+            "minute) and evaluated, with no click (UI: Runs).")
+
+
 def run_demo(ui: bool = True, port: int = 3000) -> int:
     if not os.environ.get("DAGSTER_HOME"):
         print("error: DAGSTER_HOME is not set — run `source .venv/bin/activate` (scripts/setup.sh adds it) or use "
@@ -180,8 +190,10 @@ def run_demo(ui: bool = True, port: int = 3000) -> int:
     print(f"  eval dataset:       {rollout}")
     print(f"  Dagster instance:   {os.environ['DAGSTER_HOME']}")
     if not ui:
+        print(watch_the_loop(demo_root))
         return 0
     print(f"\nStarting the Dagster UI: http://127.0.0.1:{port}  (Ctrl-C to stop)", flush=True)
+    print(watch_the_loop(demo_root), flush=True)
     dagster = Path(sys.executable).parent / "dagster"
     # workspace.yaml names the code location; DAGSTER_MODULE_NAME (exported for `dagster job execute`) hangs `dagster dev`.
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_MODULE_NAME"}

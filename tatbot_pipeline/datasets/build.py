@@ -19,6 +19,7 @@ from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.datasets.merge import EpisodeSource, SourceCache, write_merged_dataset
 from tatbot_pipeline.datasets.selection import RecordingEntry, check_compatible, load_usable_recordings
 from tatbot_pipeline.datasets.split import Assignment, SplitConfig, assign
+from tatbot_pipeline.recordings.scan import RecordingsRootError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ def split_version(recordings: list[RecordingEntry], config: SplitConfig) -> str:
 
 def build_splits(settings: PipelineSettings, config: SplitConfig) -> SplitResult:
     """Merged train/val LeRobot datasets from the usable episodes; never writes under the recordings root."""
+    _require_recordings_root(settings.recordings_dir, settings.validation_dir)
     selection = check_compatible(load_usable_recordings(settings.validation_dir), config.group_key, config.group_value)
     recordings = sorted(selection.recordings, key=lambda e: e.name)
     version = split_version(recordings, config)
@@ -109,6 +111,21 @@ def build_splits(settings: PipelineSettings, config: SplitConfig) -> SplitResult
         raise
     point_latest(settings.splits_dir, version)
     return SplitResult(version, root, reused=False, manifest=manifest)
+
+
+def _require_recordings_root(recordings_dir: Path, validation_dir: Path) -> None:
+    """Refuse to build while the root is gone: every recording would be skipped as missing, a split on less data."""
+    try:
+        with os.scandir(recordings_dir) as entries:
+            empty = next(entries, None) is None
+    except OSError as exc:
+        raise RecordingsRootError(
+            f"{recordings_dir}: recordings root unavailable ({exc.strerror or exc}) — not building a split without "
+            "its recordings; the previous split stays in place") from exc
+    if empty and validation_dir.is_dir() and any(validation_dir.glob("*.json")):
+        raise RecordingsRootError(
+            f"{recordings_dir}: recordings root is empty but validation reports exist — is the mount missing? Not "
+            "building a split without its recordings; the previous split stays in place")
 
 
 def _refuse_inside_recordings(path: Path, recordings_dir: Path) -> None:
@@ -183,3 +200,27 @@ def excluded_markdown(manifest: dict) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def split_changes(previous: dict | None, current: dict) -> dict:
+    """What split manifest `current` holds that `previous` (an older one, or None) did not.
+
+    An episode is identified by its recording, that recording's fingerprint and its source index, so a re-recorded
+    or resumed session counts as changed and its episodes as new. This is the loop's "new since the previous
+    checkpoint" when `previous` is the manifest of the split the previous checkpoint was trained on.
+    """
+    def episodes(manifest: dict, side: str) -> set[tuple]:
+        fingerprints = {r["name"]: r.get("fingerprint") for r in manifest.get("recordings", [])}
+        lineage = (manifest.get("sides", {}).get(side) or {}).get("lineage", [])
+        return {(name, fingerprints.get(name), ep) for name, ep in lineage}
+
+    before = {r["name"]: r.get("fingerprint") for r in (previous or {}).get("recordings", [])}
+    now = {r["name"]: r.get("fingerprint") for r in current.get("recordings", [])}
+    return {
+        "previous_version": (previous or {}).get("version"),
+        "version": current.get("version"),
+        "new_recordings": sorted(n for n in now if n not in before),
+        "changed_recordings": sorted(n for n in now if n in before and before[n] != now[n]),
+        "removed_recordings": sorted(n for n in before if n not in now),
+        "new_episodes": {side: len(episodes(current, side) - episodes(previous or {}, side)) for side in SIDES},
+    }

@@ -119,12 +119,14 @@ class _DataWriter:
         self.out, self.max_bytes, self.chunks_size = out, max_bytes, chunks_size
         self.cursor = (0, 0)
         self.pending: list[pa.Table] = []
+        self.pending_bytes = 0  # kept as a running total: re-summing the queue on every append was quadratic
 
     def append(self, table: pa.Table) -> tuple[int, int]:
         """Queue `table`; returns the (chunk, file) it will be written to."""
-        if self.pending and sum(t.nbytes for t in self.pending) + table.nbytes > self.max_bytes:
+        if self.pending and self.pending_bytes + table.nbytes > self.max_bytes:
             self.flush()
         self.pending.append(table)
+        self.pending_bytes += table.nbytes
         return self.cursor
 
     def flush(self) -> None:
@@ -136,13 +138,28 @@ class _DataWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.concat_tables(self.pending), path, compression="snappy")
         self.cursor = _chunk_file(self.cursor, self.chunks_size)
-        self.pending = []
+        self.pending, self.pending_bytes = [], 0
 
 
 def _chunk_file(idx: tuple[int, int], chunks_size: int) -> tuple[int, int]:
     from lerobot.datasets.utils import update_chunk_file_indices
 
     return update_chunk_file_indices(idx[0], idx[1], chunks_size)
+
+
+def _first_last_rows(episode_of_row: np.ndarray) -> dict[int, tuple[int, int]]:
+    """Episode -> (first row, last row) in one pass; a mask per episode made the merge quadratic in episodes."""
+    episodes, first = np.unique(episode_of_row, return_index=True)
+    _, last_reversed = np.unique(episode_of_row[::-1], return_index=True)
+    last = len(episode_of_row) - 1 - last_reversed
+    return {int(e): (int(f), int(la)) for e, f, la in zip(episodes, first, last)}
+
+
+def _rows_by_episode(episode_of_row: np.ndarray) -> dict[int, np.ndarray]:
+    """Episode -> its row positions in file order, from one stable sort instead of a mask per episode."""
+    order = np.argsort(episode_of_row, kind="stable")
+    episodes, starts, counts = np.unique(episode_of_row[order], return_index=True, return_counts=True)
+    return {int(e): order[s:s + c] for e, s, c in zip(episodes, starts, counts)}
 
 
 def _read_episodes(root: Path) -> pa.Table:
@@ -244,10 +261,9 @@ def write_merged_dataset(
             where = writer.append(table)
             for key in numeric_keys:
                 data_columns[key].append(numpy_column(table[key]))
-            for ep in np.unique(new_eps):
-                rows = new_index[new_eps == ep]
-                ep_file[int(ep)] = where
-                ep_range[int(ep)] = (int(rows[0]), int(rows[-1]) + 1)
+            for ep, (first, last) in _first_last_rows(new_eps).items():
+                ep_file[ep] = where
+                ep_range[ep] = (int(new_index[first]), int(new_index[last]) + 1)
 
         new_ids = [ep_map[old] for old in found]
         columns = {
@@ -301,7 +317,7 @@ def write_merged_dataset(
     # stats the recorder computed (the frames are the same, so re-sampling them would only add noise).
     stats = {key: _column_stats(np.concatenate(parts)) for key, parts in data_columns.items()}
     for key in video_keys:
-        per_ep = [_episode_stats(row, key) for row in _stat_rows(episodes_all, key)]
+        per_ep = _episode_stats(episodes_all, key)
         stats[key] = aggregate_stats([{key: s} for s in per_ep])[key]
     write_stats(stats, out)
 
@@ -321,16 +337,28 @@ def write_merged_dataset(
     return merged
 
 
-def _stat_rows(episodes: pa.Table, key: str) -> list[dict]:
-    names = [n for n in episodes.schema.names if n.startswith(f"stats/{key}/")]
-    return episodes.select(names).to_pylist()
+def _episode_stats(episodes: pa.Table, key: str) -> list[dict[str, np.ndarray]]:
+    """Per-episode image stats back from parquet: (3, 1, 1) float arrays, count (1,) int.
 
-
-def _episode_stats(row: dict, key: str) -> dict[str, np.ndarray]:
-    """Per-episode image stats back from parquet: nested lists -> (3, 1, 1) arrays, count -> (1,)."""
+    Read column by column into arrays: `to_pylist` made a nested Python list per value, and the garbage collector's
+    passes over those made this step quadratic in the number of episodes.
+    """
     prefix = f"stats/{key}/"
-    return {name[len(prefix):]: np.asarray(value, dtype=np.float64 if not name.endswith("count") else np.int64)
-            for name, value in row.items()}
+    columns = {name[len(prefix):]: _nested_column(episodes[name]) for name in episodes.schema.names
+               if name.startswith(prefix)}
+    columns = {stat: values.astype(np.int64 if stat == "count" else np.float64) for stat, values in columns.items()}
+    return [{stat: values[i] for stat, values in columns.items()} for i in range(episodes.num_rows)]
+
+
+def _nested_column(column: pa.ChunkedArray) -> np.ndarray:
+    """A list column with fixed sizes at every level (stats: (3, 1, 1) per row) as one (rows, ...) array."""
+    values = column.combine_chunks()
+    shape = [len(values)]
+    while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
+        shape.append(values.type.list_size if pa.types.is_fixed_size_list(values.type)
+                     else (len(values[0]) if len(values) else 0))
+        values = values.flatten()
+    return values.to_numpy(zero_copy_only=False).reshape(shape)
 
 
 def check_merged(root: Path, durations: dict[tuple[int, int], float] | None = None) -> list[str]:
@@ -374,14 +402,15 @@ def check_merged(root: Path, durations: dict[tuple[int, int], float] | None = No
         data = pq.read_table(path, columns=["index", "episode_index", "frame_index", "task_index"])
         rows_total += len(data)
         ep_col, idx, frame, task = (data[c].to_numpy() for c in ("episode_index", "index", "frame_index", "task_index"))
+        rows_of = _rows_by_episode(ep_col)
         for i in members:
             e, lo, hi = ep["episode_index"][i], ep["dataset_from_index"][i], ep["dataset_to_index"][i]
-            mask = ep_col == e
-            if not np.array_equal(idx[mask], np.arange(lo, hi)) or hi - lo != ep["length"][i]:
+            rows = rows_of.get(e, np.zeros(0, dtype=np.int64))
+            if not np.array_equal(idx[rows], np.arange(lo, hi)) or hi - lo != ep["length"][i]:
                 problems.append(f"episode {e}: rows in data file ({chunk}, {file}) do not match its index range")
-            elif not np.array_equal(frame[mask], np.arange(hi - lo)):
+            elif not np.array_equal(frame[rows], np.arange(hi - lo)):
                 problems.append(f"episode {e}: frame_index is not 0..{hi - lo - 1}")
-            elif set(task_names.index[np.unique(task[mask])]) != set(ep["tasks"][i]):
+            elif set(task_names.index[np.unique(task[rows])]) != set(ep["tasks"][i]):
                 problems.append(f"episode {e}: task_index does not match tasks {ep['tasks'][i]}")
     if rows_total != n_frames:
         problems.append(f"data files hold {rows_total} rows for {n_frames} frames")

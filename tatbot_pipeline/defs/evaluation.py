@@ -3,9 +3,14 @@
 import dagster as dg
 import numpy as np
 
+from pydantic import Field
+
+from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.defs import OWNERS
+from tatbot_pipeline.defs.automation import evaluate_condition
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.training import CHECKS as HEALTH_CHECKS
+from tatbot_pipeline.defs.training import LOOP_ENTRIES
 from tatbot_pipeline.evaluation.gate import (
     Thresholds,
     decide,
@@ -24,12 +29,22 @@ class EvaluationConfig(dg.Config):
 
     device: str = "cpu"
     max_episodes: int = 0  # 0: every val episode
-    max_mae: float = Thresholds.max_mae
-    max_joint_mae: float = Thresholds.max_joint_mae
-    latency_budget_ms: float = 0.0  # 0: the budget of the inference mode the chunk latency calls for (gate.py)
+    # Empty: the lab's gate from the environment (TATBOT_GATE_*; automated evaluations have no launchpad), else the
+    # defaults of evaluation/gate.py: Thresholds.
+    max_mae: float | None = Field(None, description="promote only below this mean action error (rad)")
+    max_joint_mae: float | None = Field(None, description="... and below this error on the worst joint (rad)")
+    latency_budget_ms: float | None = Field(None, description="chunk latency budget (ms); empty: the budget of the "
+                                            "inference mode the measured chunk latency calls for")
 
-    def thresholds(self) -> Thresholds:
-        return Thresholds(self.max_mae, self.max_joint_mae, self.latency_budget_ms / 1000)
+    def thresholds(self, settings: PipelineSettings) -> Thresholds:
+        lab = settings.gate
+        return Thresholds(
+            max_mae=self.max_mae if self.max_mae is not None else lab.max_mae,
+            max_joint_mae=self.max_joint_mae if self.max_joint_mae is not None else lab.max_joint_mae,
+            latency_budget_s=(self.latency_budget_ms / 1000 if self.latency_budget_ms is not None
+                              else lab.latency_budget_s),
+        )
+
 
 
 def latest_checkpoint(instance: dg.DagsterInstance) -> tuple[str, str, dict]:
@@ -42,6 +57,15 @@ def latest_checkpoint(instance: dg.DagsterInstance) -> tuple[str, str, dict]:
         raise dg.Failure(f"trained_policy materialization of run {event.run_id} has no checkpoint path")
     lineage = {k: meta[k].value for k in ("split_version", "preset", "steps") if k in meta}
     return str(meta["checkpoint"].value), event.run_id, lineage
+
+
+def new_since_previous_checkpoint(instance: dg.DagsterInstance, train_run: str) -> dict:
+    """The evaluated checkpoint's "new since the previous checkpoint" entries (trained_policy), shown here too."""
+    event = instance.get_latest_materialization_event(TRAINED)
+    if event is None or event.run_id != train_run or event.asset_materialization is None:
+        return {}  # a newer checkpoint landed meanwhile: its entries are not this one's
+    meta = event.asset_materialization.metadata
+    return {key: meta[key] for key in LOOP_ENTRIES if key in meta}
 
 
 def training_health(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, str]:
@@ -63,6 +87,7 @@ def training_health(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, st
     group_name="evaluation",
     kinds={"lerobot", "pytorch"},
     owners=OWNERS,
+    automation_condition=evaluate_condition(),
     description="How well the latest checkpoint predicts held-out strokes (splits/latest/val), joint by joint, and "
     "how fast it answers; decides promotion to the robot (promoted.json under the pipeline home).",
     check_specs=[dg.AssetCheckSpec("promotion_gate", asset="policy_evaluation",
@@ -77,11 +102,13 @@ def policy_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfi
     val_root = (settings.splits_dir / "latest" / "val").resolve()
     context.log.info(f"evaluating {checkpoint} on {val_root} ({config.device})")
     result = evaluate_checkpoint(checkpoint, val_root, config.device, config.max_episodes or None, context.log.info)
-    decision = decide(result, config.thresholds(), healthy, health_note)
-    board = record(settings.home, result, decision, config.thresholds(), {**lineage, "train_run": train_run})
+    thresholds = config.thresholds(settings)
+    decision = decide(result, thresholds, healthy, health_note)
+    board = record(settings.home, result, decision, thresholds, {**lineage, "train_run": train_run})
     context.log.info(("PROMOTED " if decision.promoted else "not promoted: " + "; ".join(decision.reasons)) + checkpoint)
     return dg.MaterializeResult(
-        metadata=evaluation_metadata(result, decision.promoted, decision.reasons, board),
+        metadata={**evaluation_metadata(result, decision.promoted, decision.reasons, board),
+                  **new_since_previous_checkpoint(context.instance, train_run)},
         check_results=[dg.AssetCheckResult(
             check_name="promotion_gate", passed=decision.promoted, severity=dg.AssetCheckSeverity.WARN,
             description="promoted" if decision.promoted else "; ".join(decision.reasons),

@@ -1,7 +1,6 @@
 """Recordings as partitions: the sensor that finds them, `stroke_recording`, `recording_validation` and its checks."""
 
 
-import json
 import time
 from pathlib import Path
 
@@ -12,7 +11,15 @@ from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.plots import joint_ranges, png_markdown
 from tatbot_pipeline.recordings.report import Status, ValidationReport
-from tatbot_pipeline.recordings.scan import plan_ingestion, scan_root
+from tatbot_pipeline.recordings.intake import load_seen, save_seen
+from tatbot_pipeline.recordings.scan import (
+    PER_TICK,
+    IngestionPlan,
+    RecordingsRootError,
+    RecordingState,
+    plan_ingestion,
+    scan_root,
+)
 from tatbot_pipeline.recordings.summary import describe_recording
 from tatbot_pipeline.recordings.validate import validate_recording
 
@@ -110,27 +117,68 @@ def _plain(value):
     return dg.MetadataValue.text("—") if value is None else value
 
 
+# The sensor asks for ingestion of these; a removal asks for a split rebuild (no partition is left to update).
+INGESTION = [dg.AssetKey("stroke_recording"), dg.AssetKey("recording_validation")]
+SPLITS = dg.AssetKey("training_splits")
+
+
 @dg.sensor(
     name="recordings_sensor",
-    description="Adds a `recordings` partition for every settled stroke-* dir under the recordings root and "
-    "requests ingestion for new or changed ones. Half-written recordings wait until they settle.",
+    description=f"Adds a `recordings` partition for every settled stroke-* dir under the recordings root and requests "
+    f"ingestion of new or changed ones ({PER_TICK} per tick, a backlog takes a few ticks). Half-written recordings "
+    "wait until they settle; a removed recording's partition is deleted and the split rebuilt without it. A missing, "
+    "unreadable or suddenly empty root fails the tick: it is never read as \"every recording was removed\".",
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    asset_selection=[stroke_recording, recording_validation],
+    asset_selection=dg.AssetSelection.assets(*INGESTION, SPLITS),
 )
-def recordings_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource) -> dg.SensorResult:
+def recordings_sensor(context: dg.SensorEvaluationContext,
+                      pipeline: PipelineResource) -> dg.SensorResult | dg.SkipReason:
     settings = pipeline.settings
-    seen = json.loads(context.cursor) if context.cursor else {}
-    plan = plan_ingestion(scan_root(settings.recordings_dir), seen, settings.settle_seconds, time.time())
-    known = set(context.instance.get_dynamic_partitions(recordings_partitions.name))
-    new = [s.name for s in plan.ready if s.name not in known]
+    previous = load_seen(settings.intake_dir, context.cursor)
+    states = scan_root(settings.recordings_dir)  # RecordingsRootError fails the tick
+    if not states and previous.seen:
+        raise RecordingsRootError(
+            f"{settings.recordings_dir}: empty, but {len(previous.seen)} recordings were ingested from it — is the "
+            "mount missing? Nothing is treated as removed. If every recording really was removed, reset this "
+            "sensor's cursor.")
+    plan = plan_ingestion(states, previous.seen, settings.settle_seconds, time.time(), limit=PER_TICK)
     if plan.settling:
         context.log.info(f"waiting for {len(plan.settling)} recording(s) to settle: {', '.join(plan.settling[:5])}")
+    if plan.waiting:
+        context.log.info(f"{plan.waiting} more settled recording(s) go in the next ticks ({PER_TICK} per tick)")
+    if not plan.changed and not previous.unsaved:
+        return dg.SkipReason(f"nothing new under {settings.recordings_dir}: {len(states)} recordings, "
+                             f"{len(plan.settling)} still settling")
+    saved = save_seen(settings.intake_dir, previous, plan.seen)
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"{s.name}:{s.signature}", partition_key=s.name) for s in plan.ready],
-        dynamic_partitions_requests=[recordings_partitions.build_add_request(new)] if new else [],
-        cursor=json.dumps(plan.seen, separators=(",", ":")),
+        run_requests=ingestion_requests(plan.ready) + removal_requests(plan, saved.cursor),
+        dynamic_partitions_requests=partition_requests(context.instance, plan),
+        cursor=saved.cursor,
     )
+
+
+def ingestion_requests(ready: list[RecordingState]) -> list[dg.RunRequest]:
+    """One run per recording; the run key (name + file signature) makes a repeated request a no-op."""
+    return [dg.RunRequest(run_key=f"{s.name}:{s.signature}", partition_key=s.name, asset_selection=INGESTION)
+            for s in ready]
+
+
+def removal_requests(plan: IngestionPlan, cursor: str) -> list[dg.RunRequest]:
+    """A split rebuild when recordings disappeared and nothing new came in (new recordings trigger one anyway)."""
+    if not plan.removed or plan.ready:
+        return []
+    return [dg.RunRequest(run_key=f"removed:{cursor}", asset_selection=[SPLITS],
+                          tags={"tatbot/removed": ",".join(plan.removed[:20])[:250]})]
+
+
+def partition_requests(instance: dg.DagsterInstance, plan: IngestionPlan) -> list:
+    """Add this tick's new partitions and delete removed ones, each in one request."""
+    known = set(instance.get_dynamic_partitions(recordings_partitions.name))
+    new = [s.name for s in plan.ready if s.name not in known]
+    gone = [name for name in plan.removed if name in known]
+    return ([recordings_partitions.build_add_request(new)] if new else []) + (
+        [recordings_partitions.build_delete_request(gone)] if gone else [])
 
 
 defs = dg.Definitions(assets=[stroke_recording, recording_validation], sensors=[recordings_sensor])

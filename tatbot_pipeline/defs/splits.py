@@ -7,6 +7,7 @@ import dagster as dg
 from tatbot_pipeline.datasets.build import SplitResult, build_splits, excluded_markdown
 from tatbot_pipeline.datasets.split import SplitConfig
 from tatbot_pipeline.defs import OWNERS
+from tatbot_pipeline.defs.automation import SPLIT_CRON, split_condition
 from tatbot_pipeline.defs.resources import PipelineResource
 
 
@@ -29,8 +30,11 @@ class SplitRunConfig(dg.Config):
     owners=OWNERS,
     kinds={"lerobot"},
     deps=[dg.AssetDep("recording_validation")],
+    automation_condition=split_condition(),
     description="Train/val LeRobot v3.0 datasets under $TATBOT_PIPELINE_HOME/splits/<version>/{train,val} "
-    "(splits/latest -> newest), merged from the usable episodes of every passing/warning recording.",
+    "(splits/latest -> newest), merged from the usable episodes of every passing/warning recording. Rebuilt by "
+    f"itself after new validations (at most once per `{SPLIT_CRON}`, TATBOT_SPLIT_CRON); an unchanged set of "
+    "episodes keeps its version, which is its data version.",
 )
 def training_splits(context: dg.AssetExecutionContext, config: SplitRunConfig,
                     pipeline: PipelineResource) -> dg.MaterializeResult:

@@ -3,10 +3,13 @@
 
 import json
 import os
+from pathlib import Path
 
 import dagster as dg
 
+from tatbot_pipeline.datasets.build import split_changes
 from tatbot_pipeline.defs import OWNERS
+from tatbot_pipeline.defs.automation import RETRAIN_CRON, retrain_condition
 from tatbot_pipeline.defs.placement import gpu_run_tags, train_gpus
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.plots import loss_curve, png_markdown
@@ -15,14 +18,13 @@ from tatbot_pipeline.training.lineage import (
     code_version,
     scene_snapshot,
     split_identity,
+    split_manifest,
 )
 from tatbot_pipeline.training.presets import PRESETS, TrainOptions, command_line
 from tatbot_pipeline.training.runner import TrainingRun, train_policy
 
 # dagster.yaml limits runs with this tag to one at a time; the runner's file lock covers untagged launches.
 TRAINING_TAG = "tatbot/training"
-# Nightly; retraining only happens at a tick after the split changed.
-RETRAIN_CRON = os.environ.get("TATBOT_RETRAIN_CRON", "0 2 * * *")
 CHECKS = ("loss_decreased", "grad_norm_stable", "batch_sane")
 # Run tags of every training launch: the queue limit, and a GPU node under the Kubernetes profile (placement.py).
 TRAINING_RUN_TAGS = {TRAINING_TAG: "true", **gpu_run_tags()}
@@ -57,15 +59,6 @@ class TrainingRunConfig(dg.Config):
         )
 
 
-def retrain_condition(cron: str = RETRAIN_CRON) -> dg.AutomationCondition:
-    """At a cron tick, if the split changed since training was last requested, and no training or split build runs."""
-    AC = dg.AutomationCondition
-    changed = AC.any_deps_updated().since(AC.newly_requested() | AC.in_progress().newly_true() | AC.initial_evaluation())
-    return (AC.cron_tick_passed(cron) & changed & ~AC.in_progress() & ~AC.any_deps_in_progress()).with_label(
-        f"split changed, at cron {cron}"
-    )
-
-
 @dg.asset(
     group_name="training",
     owners=OWNERS,
@@ -95,7 +88,8 @@ def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
                        config.to_options(), models_home=settings.home, on_line=context.log.info)
     health = run_health(run.metrics, train_root, run.checkpoint_dir)
     return dg.MaterializeResult(
-        metadata=training_metadata(run, train_root),
+        metadata={**training_metadata(run, train_root),
+                  **new_since_previous_checkpoint(context.instance, settings.splits_dir, train_root)},
         data_version=dg.DataVersion(f"{run_name}@{run.steps}"),
         check_results=[
             dg.AssetCheckResult(check_name=h.name, passed=h.passed, severity=dg.AssetCheckSeverity.ERROR,
@@ -136,6 +130,37 @@ def training_metadata(run: TrainingRun, train_root) -> dict:
     return metadata
 
 
+# What the loop brought in since the last checkpoint; policy_evaluation shows the same entries for its checkpoint.
+LOOP_ENTRIES = ("new_since_previous_checkpoint", "new_recordings", "new_episodes")
+
+
+def new_since_previous_checkpoint(instance: dg.DagsterInstance, splits_dir: Path, train_root: Path) -> dict:
+    """Which recordings and how many episodes this checkpoint's split adds over the previous checkpoint's split."""
+    current = split_manifest(train_root)
+    if current is None:
+        return {LOOP_ENTRIES[0]: "unknown: this split has no split.json"}
+    event = instance.get_latest_materialization_event(dg.AssetKey("trained_policy"))  # ours is not logged yet
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    version = meta["split_version"].value if "split_version" in meta else None
+    previous = split_manifest(splits_dir / version) if version else None
+    changes = split_changes(previous, current)
+    new = changes["new_recordings"] + changes["changed_recordings"]
+    count = sum(changes["new_episodes"].values())
+    if event is None:
+        headline = f"first checkpoint: all {count} episodes of {len(new)} recordings are new"
+    elif previous is None:
+        headline = f"previous checkpoint's split {version or '(unknown)'} is gone: counted against nothing"
+    else:
+        headline = (f"{count} new episodes (train {changes['new_episodes']['train']}, val "
+                    f"{changes['new_episodes']['val']}) from {len(changes['new_recordings'])} new and "
+                    f"{len(changes['changed_recordings'])} changed recordings; split {version} -> {changes['version']}")
+    lines = [headline] + [f"- {name}" for name in new[:20]] + ([f"- … {len(new) - 20} more"] if len(new) > 20 else [])
+    if changes["removed_recordings"] and previous is not None:
+        lines.append(f"\nno longer in the split: {', '.join(changes['removed_recordings'][:20])}")
+    return {LOOP_ENTRIES[0]: dg.MetadataValue.md("\n".join(lines)), LOOP_ENTRIES[1]: dg.MetadataValue.json(new),
+            LOOP_ENTRIES[2]: count}
+
+
 def _meta(value):
     if isinstance(value, (list, dict)):
         return dg.MetadataValue.json(json.loads(json.dumps(value, default=str)))
@@ -151,9 +176,10 @@ retrain_sensor = dg.AutomationConditionSensorDefinition(
     target=[trained_policy],
     default_status=dg.DefaultSensorStatus.RUNNING,
     run_tags=TRAINING_RUN_TAGS,
-    minimum_interval_seconds=60,
-    description=f"Retrains `trained_policy` at cron `{RETRAIN_CRON}` when `training_splits` changed since the last "
-    "training request. Never two trainings at once (run tag limit + a file lock).",
+    minimum_interval_seconds=30,
+    description=f"Retrains `trained_policy` at the first tick of `{RETRAIN_CRON}` (TATBOT_RETRAIN_CRON) after the "
+    "split's version changed. Never two trainings at once (run tag limit + a file lock). Turn it off to pause "
+    "retraining.",
 )
 
 defs = dg.Definitions(assets=[trained_policy], jobs=[train_policy_job], sensors=[retrain_sensor])

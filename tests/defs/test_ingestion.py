@@ -5,13 +5,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
-from tatbot_pipeline.defs.ingestion import recording_validation, recordings_partitions, recordings_sensor, stroke_recording
+from tatbot_pipeline.defs import ingestion
+from tatbot_pipeline.defs.ingestion import (
+    INGESTION,
+    SPLITS,
+    recording_validation,
+    recordings_partitions,
+    recordings_sensor,
+    stroke_recording,
+)
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.recordings.report import Status, ValidationReport
+from tatbot_pipeline.recordings.scan import RecordingsRootError
 from tests.conftest import age_tree
 
 
@@ -27,6 +38,20 @@ def _resource(recordings_root: Path, home: Path, settle: float = 60.0) -> Pipeli
     return PipelineResource(recordings_dir=str(recordings_root), home=str(home), settle_seconds=settle)
 
 
+def _tick(resources: dict, instance, cursor: str | None = None) -> dg.SensorResult | dg.SkipReason:
+    return recordings_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor))
+
+
+def _apply(instance, result: dg.SensorResult) -> None:
+    """What the daemon does with the partition requests (build_sensor_context does not apply them)."""
+    for request in result.dynamic_partitions_requests:
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
+
+
 def test_sensor_adds_settled_recordings_and_skips_the_rest(recording_copy, recordings_root: Path, tmp_path: Path):
     a = recording_copy("stroke-tatbotlogo-2025y-08m-09d-17h-02m-10s")
     b = recording_copy("stroke-flower-2025y-08m-10d-09h-00m-00s")
@@ -39,26 +64,122 @@ def test_sensor_adds_settled_recordings_and_skips_the_rest(recording_copy, recor
 
     with dg.instance_for_test() as instance:
         resources = {"pipeline": _resource(recordings_root, tmp_path / "home")}
-        ctx = dg.build_sensor_context(instance=instance, resources=resources)
-        result = recordings_sensor(ctx)
+        result = _tick(resources, instance)
         assert sorted(r.partition_key for r in result.run_requests) == sorted([a.name, b.name])
+        assert all(r.asset_selection == INGESTION for r in result.run_requests)
         [add] = result.dynamic_partitions_requests
         assert add.partitions_def_name == "recordings" and sorted(add.partition_keys) == sorted([a.name, b.name])
-        assert set(json.loads(result.cursor)) == {a.name, b.name}
 
         # The daemon would apply the request; do it by hand, then tick again with the cursor: nothing new.
-        instance.add_dynamic_partitions("recordings", [a.name, b.name])
-        again = recordings_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=result.cursor))
-        assert again.run_requests == [] and again.dynamic_partitions_requests == []
+        _apply(instance, result)
+        again = _tick(resources, instance, result.cursor)
+        assert isinstance(again, dg.SkipReason) and "1 still settling" in again.skip_message
 
         # A changed recording is requested again (new run key), without re-adding its partition.
         with open(a / "logs" / "episode_000000.txt", "a") as f:
             f.write("late line\n")
         age_tree(a, 3600)
-        changed = recordings_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=result.cursor))
+        changed = _tick(resources, instance, result.cursor)
         assert [r.partition_key for r in changed.run_requests] == [a.name]
         assert changed.run_requests[0].run_key != next(r.run_key for r in result.run_requests if r.partition_key == a.name)
         assert changed.dynamic_partitions_requests == []
+
+
+def _stub_recordings(root: Path, n: int) -> list[str]:
+    """Dirs with only what the sensor stats (it never opens a file), untouched for an hour."""
+    names = []
+    for i in range(n):
+        d = root / f"stroke-bench-2025y-01m-01d-{i // 3600:02d}h-{i // 60 % 60:02d}m-{i % 60:02d}s"
+        (d / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
+        (d / "logs").mkdir()
+        (d / "meta" / "info.json").touch()
+        age_tree(d, 3600)
+        names.append(d.name)
+    return names
+
+
+def test_a_backlog_goes_in_chunks_with_a_small_cursor(recordings_root: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(ingestion, "PER_TICK", 100)  # 1,000 in production; the old sensor took 100 per tick too
+    names = _stub_recordings(recordings_root, 250)
+    with dg.instance_for_test() as instance:
+        resources = {"pipeline": _resource(recordings_root, tmp_path / "home")}
+        requested, cursor = [], None
+        for _ in range(3):
+            result = _tick(resources, instance, cursor)
+            [add] = result.dynamic_partitions_requests  # this tick's new partitions, in one request
+            assert sorted(add.partition_keys) == sorted(r.partition_key for r in result.run_requests)
+            assert len(result.cursor) < 40, result.cursor  # a version, not the seen-map
+            requested.append(len(result.run_requests))
+            _apply(instance, result)
+            cursor = result.cursor
+        assert requested == [100, 100, 50]
+        assert sorted(instance.get_dynamic_partitions("recordings")) == names
+        [seen_file] = (tmp_path / "home" / "ingestion").glob(f"seen-{cursor.split(':')[0]}-3.json")
+        assert set(json.loads(seen_file.read_text())) == set(names)
+        assert isinstance(_tick(resources, instance, cursor), dg.SkipReason)
+
+
+def test_a_lost_tick_is_decided_again_and_an_old_cursor_is_taken_over(recordings_root: Path, tmp_path: Path):
+    names = _stub_recordings(recordings_root, 3)
+    with dg.instance_for_test() as instance:
+        resources = {"pipeline": _resource(recordings_root, tmp_path / "home")}
+        first = _tick(resources, instance)
+        second = _tick(resources, instance, first.cursor)
+        assert isinstance(second, dg.SkipReason)
+        # The daemon lost the tick after `first` was decided: ticking from the older cursor decides it again.
+        (recordings_root / names[0] / "logs" / "episode_000000.txt").touch()
+        age_tree(recordings_root / names[0], 3600)
+        newer = _tick(resources, instance, first.cursor)
+        lost_again = _tick(resources, instance, first.cursor)
+        assert [r.run_key for r in newer.run_requests] == [r.run_key for r in lost_again.run_requests] != []
+
+        # A cursor written by the previous version of the sensor (the whole map) is taken over: nothing re-ingested.
+        old_cursor = json.dumps({r.partition_key: r.run_key.split(":")[1] for r in first.run_requests})
+        taken_over = _tick(resources, instance, old_cursor)
+        assert [r.partition_key for r in taken_over.run_requests] == [names[0]]  # only the one that changed since
+        assert len(taken_over.cursor) < 40
+
+
+def test_a_missing_unreadable_or_emptied_root_fails_the_tick(recording_copy, recordings_root: Path, tmp_path: Path):
+    a = recording_copy("stroke-tatbotlogo-2025y-08m-09d-17h-02m-10s")
+    age_tree(a, 3600)
+    home = tmp_path / "home"
+    with dg.instance_for_test() as instance:
+        gone = {"pipeline": _resource(tmp_path / "nfs-not-mounted", home)}
+        with pytest.raises(RecordingsRootError, match="not found .*nothing treated as removed"):
+            _tick(gone, instance)
+        (tmp_path / "a-file").write_text("")
+        with pytest.raises(RecordingsRootError, match="not a directory"):
+            _tick({"pipeline": _resource(tmp_path / "a-file", home)}, instance)
+
+        resources = {"pipeline": _resource(recordings_root, home)}
+        result = _tick(resources, instance)
+        _apply(instance, result)
+        shutil.rmtree(a)  # the mount point is still there, its contents are not
+        with pytest.raises(RecordingsRootError, match="empty, but 1 recordings were ingested"):
+            _tick(resources, instance, result.cursor)
+        assert instance.get_dynamic_partitions("recordings") == [a.name]
+
+
+def test_a_removed_recording_loses_its_partition_and_rebuilds_the_split(recording_copy, recordings_root: Path,
+                                                                         tmp_path: Path):
+    a = recording_copy("stroke-tatbotlogo-2025y-08m-09d-17h-02m-10s")
+    b = recording_copy("stroke-flower-2025y-08m-10d-09h-00m-00s")
+    age_tree(a, 3600)
+    age_tree(b, 3600)
+    with dg.instance_for_test() as instance:
+        resources = {"pipeline": _resource(recordings_root, tmp_path / "home")}
+        first = _tick(resources, instance)
+        _apply(instance, first)
+        shutil.rmtree(b)
+        removed = _tick(resources, instance, first.cursor)
+        [delete] = removed.dynamic_partitions_requests
+        assert isinstance(delete, dg.DeleteDynamicPartitionsRequest) and list(delete.partition_keys) == [b.name]
+        [rebuild] = removed.run_requests
+        assert rebuild.asset_selection == [SPLITS] and rebuild.partition_key is None
+        _apply(instance, removed)
+        assert instance.get_dynamic_partitions("recordings") == [a.name]
+        assert isinstance(_tick(resources, instance, removed.cursor), dg.SkipReason)
 
 
 def _materialize(recordings_root: Path, home: Path, names: list[str], instance) -> dict[str, dg.ExecuteInProcessResult]:

@@ -79,3 +79,24 @@ def test_mixed_stroke_lengths_fail_the_run_with_the_reason(settings, recording_c
     error = result.failure_data_for_node("training_splits").error.cause  # the ValueError the asset raised
     assert error.cls_name == "ValueError"
     assert "disagree on stroke_length (stroke_length=64" in error.message and "group_key" in error.message
+
+
+def test_an_unavailable_recordings_root_never_builds_a_smaller_split(settings, recording_copy):
+    import shutil
+
+    a, b = (recording_copy(rec_name(i)) for i in (1, 2))
+    for rec in (a, b):
+        write_report(settings, rec)
+    first = materialize(settings).asset_materializations_for_node("training_splits")[0].metadata["version"].value
+
+    for rec in (a, b):  # the mount point is still there, its contents are not (NFS gone)
+        shutil.rmtree(rec)
+    emptied = materialize(settings)
+    assert not emptied.success
+    error = emptied.failure_data_for_node("training_splits").error.cause
+    assert error.cls_name == "RecordingsRootError" and "is empty but validation reports exist" in error.message
+
+    settings.recordings_dir.rmdir()
+    gone = materialize(settings).failure_data_for_node("training_splits").error.cause
+    assert "recordings root unavailable" in gone.message
+    assert (settings.splits_dir / "LATEST").read_text().strip() == first  # the previous split stays in place

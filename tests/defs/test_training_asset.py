@@ -1,18 +1,17 @@
 """The Dagster skin of training: a real tiny `trained_policy` materialization, its blocking health checks, and the
-retraining condition evaluated tick by tick."""
+wiring of the retraining sensor (the conditions themselves: test_automation.py)."""
 
 from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from tatbot_pipeline.defs.resources import PipelineResource
-from tatbot_pipeline.defs.training import CHECKS, TRAINING_TAG, retrain_condition, run_dir_name, trained_policy
+from tatbot_pipeline.defs.training import CHECKS, TRAINING_TAG, run_dir_name, trained_policy
 from tatbot_pipeline.recordings.scene import load_scene, secret_values
 
 
@@ -65,43 +64,6 @@ def test_materialize_trains_a_loadable_checkpoint_with_lineage(home_with_split: 
         load_scene(pristine_recording / "scene.yaml")))
     # The backbone sits under the home at a stable path (the checkpoint refers to it by absolute path).
     assert (home_with_split / "models" / "tiny_smolvlm" / "config.json").is_file()
-
-
-# ---- scheduled retraining -------------------------------------------------------------------------------------
-
-
-@dg.asset(name="training_splits")
-def fake_splits() -> None:
-    """Stands in for the real split asset: only its materialization events matter to the condition."""
-
-
-def _at(day: int, hour: int, minute: int = 0) -> datetime:
-    base = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    return base + timedelta(days=day, hours=hour, minutes=minute)
-
-
-def test_retraining_fires_at_the_tick_after_new_data_and_stays_quiet_otherwise():
-    instance = dg.DagsterInstance.ephemeral()
-    policy = trained_policy.map_asset_specs(lambda s: s.replace_attributes(automation_condition=retrain_condition("0 2 * * *")))
-    defs = dg.Definitions(assets=[fake_splits, policy], resources={"pipeline": PipelineResource()})
-    cursor = None
-
-    def tick(when: datetime) -> int:
-        nonlocal cursor
-        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=when, cursor=cursor,
-                                                   asset_selection=dg.AssetSelection.assets("trained_policy"))
-        cursor = result.cursor
-        return result.get_num_requested(dg.AssetKey("trained_policy"))
-
-    assert tick(_at(0, 1)) == 0  # first evaluation: nothing changed yet
-    instance.report_runless_asset_event(dg.AssetMaterialization("training_splits"))
-    assert tick(_at(0, 1, 30)) == 0  # new data, but no cron tick yet
-    assert tick(_at(0, 2, 1)) == 1  # nightly tick after new data: retrain
-    assert tick(_at(0, 2, 30)) == 0
-    assert tick(_at(1, 2, 1)) == 0  # next night, nothing new: quiet
-    instance.report_runless_asset_event(dg.AssetMaterialization("training_splits"))
-    assert tick(_at(1, 12)) == 0
-    assert tick(_at(2, 2, 1)) == 1
 
 
 def test_definitions_wire_the_sensor_and_job():

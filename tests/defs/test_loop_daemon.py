@@ -1,0 +1,143 @@
+"""The loop with the real daemon: `dagster dev` on a temporary instance, recordings dropped into the root, and
+nothing launched by the test. It reads what happened from the instance's runs and materializations.
+
+Only the two knobs a user would set to watch the loop are set (TATBOT_RETRAIN_CRON every minute,
+TATBOT_SETTLE_SECONDS=5), plus the paths and the promotion gate the demo uses for its tiny CPU model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from tatbot_pipeline.demo import DEMO_GATE
+from tatbot_pipeline.synth import SynthSpec, make_recordings
+from tatbot_pipeline.inference.local_node import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+PHASE_S = 600  # the issue's bound per phase
+SPEC = SynthSpec(recordings=3, episodes=4, stroke_length=8, cameras=True, image_shape=(48, 64), seed=11)
+GATE_ENV = {"TATBOT_GATE_MAX_MAE": DEMO_GATE["max_mae"], "TATBOT_GATE_MAX_JOINT_MAE": DEMO_GATE["max_joint_mae"],
+            "TATBOT_GATE_LATENCY_MS": DEMO_GATE["latency_budget_ms"]}
+
+
+class Watch:
+    """Reads the instance the daemon writes to, the way the UI does."""
+
+    def __init__(self, instance: dg.DagsterInstance, home: Path, log: Path) -> None:
+        self.instance, self.home, self.log = instance, home, log
+
+    def materializations(self, asset: str) -> list[dict]:
+        records = self.instance.fetch_materializations(dg.AssetKey(asset), limit=1000, ascending=True).records
+        return [{"run_id": r.run_id, "partition": r.partition_key,
+                 **{k: v.value for k, v in r.asset_materialization.metadata.items()}} for r in records]
+
+    def wait(self, what: str, done, started: float) -> float:
+        while not done():
+            failed = self.instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+            if failed or time.monotonic() - started > PHASE_S:
+                pytest.fail(f"{what}: {'a run failed' if failed else f'not within {PHASE_S} s'}.\n{self.diagnosis()}")
+            time.sleep(5)
+        return time.monotonic() - started
+
+    def diagnosis(self) -> str:
+        runs = [f"{r.dagster_run.status.value:10s} {r.dagster_run.tags.get('dagster/sensor_name', '-'):20s} "
+                f"{sorted(k.to_user_string() for k in r.dagster_run.asset_selection or [])} "
+                f"{r.dagster_run.tags.get('dagster/partition', '')}" for r in self.instance.get_run_records()]
+        return "runs:\n" + "\n".join(runs) + "\n--- dagster dev log (tail) ---\n" + self.log.read_text()[-3000:]
+
+
+@pytest.fixture
+def loop(tmp_path: Path):
+    """`dagster dev` as a user starts it (repo root, workspace.yaml), on a fresh instance and an empty root."""
+    dagster_home, home, root = tmp_path / "dagster_home", tmp_path / "home", tmp_path / "recordings"
+    for d in (dagster_home, root):
+        d.mkdir()
+    (dagster_home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_MODULE_NAME" and not k.startswith("TATBOT_")}
+    env.update(DAGSTER_HOME=str(dagster_home), TATBOT_RECORDINGS_DIR=str(root), TATBOT_PIPELINE_HOME=str(home),
+               HF_HUB_OFFLINE="1", TATBOT_RETRAIN_CRON="* * * * *", TATBOT_SETTLE_SECONDS="5",
+               **{k: str(v) for k, v in GATE_ENV.items()})
+    log = tmp_path / "dagster_dev.log"
+    port = free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p",
+                                 str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        _wait_for_server(f"http://127.0.0.1:{port}/server_info", proc, log)
+        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+            yield Watch(instance, home, log), root
+    finally:  # dagster dev 1.13 often does not exit on SIGTERM/SIGINT; the instance is a temp dir, so do not wait long
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def _wait_for_server(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if urllib.request.urlopen(url, timeout=5).status == 200:
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"dagster dev did not come up: {log.read_text()[-2000:]}")
+        time.sleep(1)
+
+
+@pytest.mark.timeout(2 * PHASE_S + 600)
+def test_new_recordings_are_trained_on_evaluated_and_promoted_without_a_click(loop, tmp_path: Path):
+    watch, root = loop
+    staged = make_recordings(tmp_path / "staging", SPEC)
+    first, second, third = staged
+
+    started = time.monotonic()
+    for rec in (first, second):
+        rec.rename(root / rec.name)
+    promoted = watch.home / "promoted.json"
+    took = watch.wait("validation -> split -> training -> evaluation -> promoted.json",
+                      lambda: promoted.is_file() and watch.materializations("policy_evaluation"), started)
+    print(f"phase 1 (two recordings -> promoted checkpoint): {took:.0f} s")
+
+    validations = watch.materializations("recording_validation")
+    assert sorted(v["partition"] for v in validations) == sorted([first.name, second.name])
+    assert {v["status"] for v in validations} <= {"pass", "warn"}
+    [trained] = watch.materializations("trained_policy")
+    [evaluated] = watch.materializations("policy_evaluation")
+    assert trained["preset"] == "tiny_smolvla"
+    assert evaluated["checkpoint"] == trained["checkpoint"] and evaluated["promoted"] is True
+    assert json.loads(promoted.read_text())["checkpoint"] == trained["checkpoint"]
+    assert trained["new_recordings"] == evaluated["new_recordings"] == sorted([first.name, second.name])
+    version_1 = trained["split_version"]
+
+    started = time.monotonic()
+    third.rename(root / third.name)
+    took = watch.wait("a third recording -> new split version -> second checkpoint -> its evaluation",
+                      lambda: len(watch.materializations("policy_evaluation")) >= 2, started)
+    print(f"phase 2 (a third recording -> second checkpoint evaluated): {took:.0f} s")
+
+    splits = watch.materializations("training_splits")
+    assert third.name in splits[-1]["recordings"] and splits[-1]["version"] != version_1
+    trained_2 = watch.materializations("trained_policy")[-1]
+    assert trained_2["split_version"] == splits[-1]["version"] and trained_2["checkpoint"] != trained["checkpoint"]
+    assert trained_2["new_recordings"] == [third.name] and trained_2["new_episodes"] > 0
+    evaluated_2 = watch.materializations("policy_evaluation")[-1]
+    assert evaluated_2["checkpoint"] == trained_2["checkpoint"]
+
+    runs = [r.dagster_run for r in watch.instance.get_run_records()]
+    assert all(r.tags.get("dagster/sensor_name") for r in runs), "every run was launched by a sensor, none by hand"
+    assert sum(1 for r in runs if dg.AssetKey("trained_policy") in (r.asset_selection or ())) == 2
