@@ -70,7 +70,6 @@ def evaluate_checkpoint(
 ) -> OfflineEval:
     """Replay `val_root` (a LeRobot dataset) through `checkpoint` and measure action error and chunk latency."""
     import lerobot.policies  # noqa: F401  registers the policy configs; a fresh run process has not imported them
-    import torch
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
