@@ -46,6 +46,10 @@ class PipelineSettings:
     # The lab's promotion gate for evaluations nobody configures by hand (the daemon's): TATBOT_GATE_MAX_MAE,
     # TATBOT_GATE_MAX_JOINT_MAE (rad), TATBOT_GATE_LATENCY_MS; unset ones keep evaluation/gate.py's defaults.
     gate_overrides: dict[str, float] = field(default_factory=dict)
+    # Training defaults for runs nobody configures by hand: TATBOT_TRAIN_PRESET, and wandb's mode (WANDB_MODE;
+    # offline unless a lab syncs on purpose).
+    train_preset: str = "tiny_smolvla"
+    wandb_mode: str = "offline"
 
     def __post_init__(self) -> None:
         if self.camera_source not in CAMERA_SOURCES:
@@ -69,8 +73,10 @@ class PipelineSettings:
             "checkpoint_roots": tuple(Path(p) for p in env.get("TATBOT_CHECKPOINT_ROOTS", "").split(os.pathsep) if p),
             "robot_backend": env.get("TATBOT_ROBOT_BACKEND") or "sim",
             "gate_overrides": _gate_overrides(env),
+            "train_preset": env.get("TATBOT_TRAIN_PRESET") or "tiny_smolvla",
+            "wandb_mode": env.get("WANDB_MODE") or "offline",
         }
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.update({k: v for k, v in overrides.items() if v is not None and v != ""})
         values["recordings_dir"] = Path(values["recordings_dir"])
         values["home"] = Path(values["home"]).absolute()
         return cls(**values)
@@ -116,6 +122,11 @@ class PipelineSettings:
 
     def report_path(self, recording: str) -> Path:
         return self.validation_dir / f"{recording}.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Full logs of CLI runs (the demo): what the terminal leaves out."""
+        return self.home / "logs"
 
     @property
     def intake_dir(self) -> Path:

@@ -1,104 +1,109 @@
-"""The Dagster UI as a user sees it: `dagster dev` on a free loopback port, driven by headless Chromium.
+"""The demo as a user runs it, then the Dagster UI on its instance, driven by headless Chromium.
 
-Screenshots land in test-artifacts/ui/ (git-ignored) so a person can look at what the test saw.
+One module, one demo run (the whole loop, ~1.5 min on 2 cores): the terminal output, the instance it leaves, and the
+pages a person opens after `make demo`. Screenshots land in test-artifacts/ui/ (git-ignored) so a person can look at
+what the test saw.
 """
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from tatbot_pipeline.defs.ingestion import recording_validation, stroke_recording
-from tatbot_pipeline.defs.resources import PipelineResource
-from tatbot_pipeline.inference.local_node import free_port
+from tests.dagster_dev import REPO, dagster_dev, fresh_instance
 
-REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts" / "ui"
-ASSETS = ["stroke_recording", "recording_validation", "training_splits", "trained_policy", "eval_dataset"]
+LINEAGE = ["stroke_recording", "recording_validation", "training_splits", "trained_policy", "policy_evaluation",
+           "eval_dataset"]
 
 
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> dict:
+    """`tatbot-pipeline demo --no-ui` on a fresh instance and pipeline home, as `make demo` runs it."""
+    root = tmp_path_factory.mktemp("demo")
+    dagster_home, home = fresh_instance(root / "dagster_home"), root / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TATBOT_")}
+    env.update(DAGSTER_HOME=str(dagster_home), TATBOT_PIPELINE_HOME=str(home),
+               TATBOT_ROBOT_STATE_DIR=str(root / "robot-state"))
+    out = subprocess.run([str(Path(sys.executable).parent / "tatbot-pipeline"), "demo", "--no-ui"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=1500)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return {"dagster_home": dagster_home, "home": home, "stdout": out.stdout, "stderr": out.stderr}
+
+
+def test_the_terminal_shows_the_steps_and_the_logs_hold_the_rest(demo):
+    lines = (demo["stdout"] + demo["stderr"]).splitlines()
+    assert len(lines) <= 150, len(lines)
+    text = demo["stdout"] + demo["stderr"]
+    steps = [line for line in demo["stdout"].splitlines() if line.startswith("==> ")]
+    assert [s[:8] for s in steps] == [f"==> {i}/6 " for i in range(1, 7)]
+    for noise in ("Svt[", "SVT [", "[mp4 @", "'batch_size'", "Warning:", "UserWarning", "DeprecationWarning"):
+        assert noise not in text, noise
+    assert "PROMOTED: health 3/3, MAE" in text and "OK — 40/40 steps" in text
+    [log] = re.findall(r"full logs:\s+(\S+\.log)", demo["stdout"])
+    assert "Svt" not in Path(log).read_text() and "lerobot" in Path(log).read_text()  # the detail, minus encoder banners
+    assert "Watch the loop:" in demo["stdout"].splitlines()[-1]
+
+
+def test_the_instance_after_the_demo_tells_the_story(demo):
+    with dg.DagsterInstance.from_config(str(demo["dagster_home"])) as instance:
+        assert not [r.job_name for r in instance.get_runs() if r.job_name == "__ephemeral_asset_job__"]
+        usable = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("recording_validation"), "recording_usable"), limit=50)
+        [failed] = [r for r in usable if r.status.value == "FAILED"]
+        assert failed.partition.startswith("stroke-crashed-") and failed.evaluation.description.startswith(
+            f"{failed.partition}: fail — ")
+        latest = {key: instance.fetch_materializations(dg.AssetKey(key), limit=1).records[0].asset_materialization
+                  for key in ("trained_policy", "policy_evaluation", "eval_dataset")}
+        for key, mat in latest.items():
+            assert list(mat.metadata)[0] == "summary", key
+            for name, value in mat.metadata.items():
+                if isinstance(value.value, float):
+                    assert float(f"{value.value:.4g}") == value.value, (key, name, value.value)
+        evaluation = latest["policy_evaluation"].metadata
+        assert evaluation["gate_mae_limit_rad"].value == 0.5 and evaluation["gate_mae_passed"].value is True
+        assert isinstance(latest["eval_dataset"].metadata["actions_clamped"].value, int)
+        assert latest["eval_dataset"].tags["tatbot/robot"] == "hog"
+
+
+def browse(url: str, screenshot: str, window: str = "2400,1400") -> str:
+    """The page's text after its scripts ran (virtual time lets the UI's GraphQL queries settle), and a screenshot."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
         pytest.fail("Debian's chromium is missing: run ./scripts/setup.sh --with-test-deps (what `make test` does)")
-    return path
-
-
-def browse(url: str, screenshot: Path) -> str:
-    """The DOM after the page's scripts ran (virtual time lets the UI's GraphQL queries settle), plus a screenshot."""
-    base = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=2400,1000",
-            "--virtual-time-budget=30000"]
-    subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True, timeout=180, cwd=screenshot.parent)
-    dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180)
-    return dom.stdout
-
-
-@pytest.fixture
-def dagster_dev(tmp_path: Path, recording_copy, recordings_root: Path):
-    """An instance with two ingested recordings (one failing), served by `dagster dev` from the repo root."""
-    dagster_home, home = tmp_path / "dagster_home", tmp_path / "home"
-    dagster_home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
-    good = recording_copy("stroke-tatbotlogo-2025y-08m-09d-17h-02m-10s")
-    bad = recording_copy("stroke-flower-2025y-08m-10d-09h-00m-00s")
-    (bad / "strokebatch.safetensors").unlink()
-    resource = PipelineResource(recordings_dir=str(recordings_root), home=str(home), settle_seconds=0)
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        instance.add_dynamic_partitions("recordings", [good.name, bad.name])
-        for name in (good.name, bad.name):
-            dg.materialize([stroke_recording, recording_validation], partition_key=name, instance=instance,
-                           resources={"pipeline": resource}, raise_on_error=False)
-
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_MODULE_NAME"}  # see README: it hangs `dagster dev`
-    env.update(DAGSTER_HOME=str(dagster_home), TATBOT_RECORDINGS_DIR=str(recordings_root),
-               TATBOT_PIPELINE_HOME=str(home), TATBOT_SETTLE_SECONDS="1e9")  # no background ingestion meanwhile
-    log = open(tmp_path / "dagster_dev.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/server_info", timeout=5).status == 200:
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"dagster dev did not come up: {(tmp_path / 'dagster_dev.log').read_text()[-2000:]}")
-            time.sleep(1)
-        yield url, good.name, bad.name
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
-
-
-def test_asset_graph_and_a_verdict_render(dagster_dev):
-    url, good, bad = dagster_dev
+    base = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            f"--window-size={window}", "--virtual-time-budget=30000"]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    subprocess.run([*base, f"--screenshot={ARTIFACTS / screenshot}", url], capture_output=True, timeout=180,
+                   cwd=ARTIFACTS)
+    dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)))
 
-    lineage = browse(f"{url}/assets/eval_dataset?view=lineage&lineageScope=upstream&lineageDepth=5",
-                     ARTIFACTS / "eval_dataset_lineage.png")
-    missing = [name for name in ASSETS if name not in lineage]
-    assert not missing, f"asset graph lacks {missing}"
 
-    page = browse(f"{url}/assets/recording_validation?view=events&partition={bad}", ARTIFACTS / "validation_fail.png")
-    assert "recording_validation" in page
-    assert "strokebatch.safetensors missing" in page  # the finding, from the findings table
-    assert ">fail<" in page.replace(" ", "")  # the status metadata value
-    assert (ARTIFACTS / "eval_dataset_lineage.png").stat().st_size > 10_000
-    assert (ARTIFACTS / "validation_fail.png").stat().st_size > 10_000
+def test_the_ui_shows_failures_thresholds_and_rollout_quality(demo, tmp_path):
+    env = {"TATBOT_PIPELINE_HOME": str(demo["home"]), "TATBOT_RECORDINGS_DIR": str(demo["home"] / "demo" / "recordings"),
+           "TATBOT_SETTLE_SECONDS": "1e9"}  # no background ingestion meanwhile
+    rollout = next((demo["home"] / "eval_datasets").iterdir()).name
+    with dagster_dev(demo["dagster_home"], env, tmp_path / "dagster_dev.log") as url:
+        lineage = browse(f"{url}/assets/eval_dataset?view=lineage&lineageScope=upstream&lineageDepth=6",
+                         "eval_dataset_lineage.png")
+        assert not [name for name in LINEAGE if name not in lineage]
+
+        partitions = browse(f"{url}/assets/recording_validation?view=partitions", "recording_partitions.png")
+        assert "Failed (1)" in partitions and "stroke-crashed-" in partitions
+
+        evaluation = browse(f"{url}/assets/policy_evaluation", "policy_evaluation.png")
+        assert "PROMOTED: health 3/3, MAE" in evaluation and "≤ 0.5 rad" in evaluation
+        assert "gate_mae_limit_rad" in evaluation and "gate_chunk_latency_p95_limit_ms" in evaluation
+
+        rollout_page = browse(f"{url}/assets/eval_dataset?view=partitions&partition={rollout}", "eval_dataset.png")
+        assert "actions_clamped" in rollout_page and "max_tracking_error_rad" in rollout_page
+        assert "OK — 40/40 steps" in rollout_page

@@ -1,5 +1,7 @@
 """`policy_evaluation`: open-loop replay of the val split through the latest checkpoint, and the promotion gate."""
 
+from pathlib import Path
+
 import dagster as dg
 import numpy as np
 
@@ -11,12 +13,16 @@ from tatbot_pipeline.defs.automation import evaluate_condition
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.training import CHECKS as HEALTH_CHECKS
 from tatbot_pipeline.defs.training import LOOP_ENTRIES
+from tatbot_pipeline.datasets.build import resolve_latest
+from tatbot_pipeline.defs.metadata import headline_first, number, sig
 from tatbot_pipeline.evaluation.gate import (
+    GateDecision,
     Thresholds,
     decide,
     leaderboard_markdown,
     record,
 )
+from tatbot_pipeline.evaluation.metrics import ActionErrors
 from tatbot_pipeline.evaluation.offline import OfflineEval, evaluate_checkpoint
 from tatbot_pipeline.plots import error_summary, png_markdown, trajectories
 from tatbot_pipeline.robot.spec import JOINT_NAMES
@@ -88,62 +94,104 @@ def training_health(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, st
     kinds={"lerobot", "pytorch"},
     owners=OWNERS,
     automation_condition=evaluate_condition(),
-    description="How well the latest checkpoint predicts held-out strokes (splits/latest/val), joint by joint, and "
-    "how fast it answers; decides promotion to the robot (promoted.json under the pipeline home).",
+    description="How well the newest checkpoint predicts held-out strokes (the `val` side of the split it was trained "
+    "on), joint by joint, and how fast it computes an action chunk; the promotion gate decides whether the robot "
+    "uses it (`promoted.json` under the pipeline home). Every criterion is shown measured against its limit.",
     check_specs=[dg.AssetCheckSpec("promotion_gate", asset="policy_evaluation",
-                                   description="Passes when the checkpoint was promoted: errors and latency within "
-                                   "thresholds and the training health checks passed.")],
+                                   description="Passes when the checkpoint was promoted: training health, mean and "
+                                   "worst-joint action error and chunk latency within the gate's limits.")],
 )
 def policy_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
                       pipeline: PipelineResource) -> dg.MaterializeResult:
     settings = pipeline.settings
     checkpoint, train_run, lineage = latest_checkpoint(context.instance)
     healthy, health_note = training_health(context.instance, train_run)
-    val_root = (settings.splits_dir / "latest" / "val").resolve()
+    val_root = val_split(settings.splits_dir, lineage.get("split_version"))
     context.log.info(f"evaluating {checkpoint} on {val_root} ({config.device})")
     result = evaluate_checkpoint(checkpoint, val_root, config.device, config.max_episodes or None, context.log.info)
     thresholds = config.thresholds(settings)
-    decision = decide(result, thresholds, healthy, health_note)
+    decision = decide(result, thresholds, healthy, health_note, health_count=f"{len(HEALTH_CHECKS)}/{len(HEALTH_CHECKS)}")
     board = record(settings.home, result, decision, thresholds, {**lineage, "train_run": train_run})
-    context.log.info(("PROMOTED " if decision.promoted else "not promoted: " + "; ".join(decision.reasons)) + checkpoint)
+    context.log.info(decision.headline())
     return dg.MaterializeResult(
-        metadata={**evaluation_metadata(result, decision.promoted, decision.reasons, board),
-                  **new_since_previous_checkpoint(context.instance, train_run)},
+        metadata=evaluation_metadata(result, decision, board, new_since_previous_checkpoint(context.instance, train_run)),
         check_results=[dg.AssetCheckResult(
             check_name="promotion_gate", passed=decision.promoted, severity=dg.AssetCheckSeverity.WARN,
-            description="promoted" if decision.promoted else "; ".join(decision.reasons),
+            description=decision.headline(), metadata=criteria_metadata(decision),
         )],
     )
 
 
-def evaluation_metadata(result: OfflineEval, promoted: bool, reasons: list[str], board: list[dict]) -> dict:
+def val_split(splits_dir: Path, version: str | None) -> Path:
+    """The val side of the split the checkpoint was trained on: a split rebuilt since must not change the exam."""
+    if version and (splits_dir / version / "val").is_dir():
+        return (splits_dir / version / "val").resolve()
+    return resolve_latest(splits_dir) / "val"
+
+
+def criteria_metadata(decision: GateDecision) -> dict:
+    """Each criterion as numbers (measured, limit) and pass/fail, so the UI can trend them and a reader sees why."""
+    out: dict = {}
+    for c in decision.criteria:
+        key = c.name.lower().replace(" ", "_")
+        if c.measured is None:
+            out[f"gate_{key}"] = dg.MetadataValue.text(("pass: " if c.passed else "FAIL: ") + c.detail)
+            continue
+        out[f"gate_{key}_{c.unit}"] = number(c.measured)
+        out[f"gate_{key}_limit_{c.unit}"] = number(c.limit)
+        out[f"gate_{key}_passed"] = c.passed
+    if decision.latency is not None:
+        out["gate_inference_mode"] = decision.latency.mode
+    return out
+
+
+def joint_table(errors: ActionErrors) -> str:
+    rows = ["| joint | MAE | MSE |", "|---|---|---|"]
+    for j in JOINT_NAMES:
+        unit = "m" if "gripper" in j else "rad"
+        if j in errors.not_predicted:
+            rows.append(f"| {j} | n/a (not predicted) | n/a |")
+        else:
+            rows.append(f"| {j} | {sig(errors.mae_per_joint[j])} {unit} | {sig(errors.mse_per_joint[j])} {unit}² |")
+    return "\n".join(rows)
+
+
+def evaluation_metadata(result: OfflineEval, decision: GateDecision, board: list[dict], loop: dict) -> dict:
     e, lat = result.errors, result.latency
-    joints = ["| joint | MAE (rad) | MSE |", "|---|---|---|"] + [
-        f"| {j} | {e.mae_per_joint[j]:.4f} | {e.mse_per_joint[j]:.5f} |" for j in JOINT_NAMES
-    ]
+    worst = e.worst_joint[0]
     abs_err = np.abs(np.concatenate([t.predicted - t.recorded for t in result.traces]))
     plots = [png_markdown(error_summary(abs_err, e.mae_per_chunk_step), "errors")]
     plots += [png_markdown(trajectories(t.recorded, t.predicted, f"val episode {t.episode}: recorded vs predicted"),
                            f"episode {t.episode}") for t in result.traces[:2]]
-    return {
-        "checkpoint": dg.MetadataValue.path(result.checkpoint),
-        "promoted": promoted,
-        "gate": dg.MetadataValue.md("promoted" if promoted else "\n".join(f"- {r}" for r in reasons)),
+    entries = {
+        "promoted": decision.promoted,
+        **criteria_metadata(decision),
+        "mse_rad2": number(e.mse),
+        "mae_left_arm_rad": number(e.mae_per_arm["left"]),
+        "mae_right_arm_rad": number(e.mae_per_arm["right"]),
+        "worst_joint": worst,
+        "not_predicted": ", ".join(e.not_predicted) or "none",
+        "chunk_latency_mean_ms": number(lat.mean_s * 1000),
+        "chunk_latency_p95_ms": number(lat.p95_s * 1000),
+        "chunk_latency_max_ms": number(lat.max_s * 1000),
+        "val_episodes": number(result.episodes),
+        "val_frames": number(result.frames),
         "policy_type": result.policy_type,
         "device": result.device,
-        "val_episodes": result.episodes,
-        "val_frames": result.frames,
-        "mae_rad": dg.MetadataValue.float(e.mae),
-        "mse": dg.MetadataValue.float(e.mse),
-        "mae_left_arm": dg.MetadataValue.float(e.mae_per_arm["left"]),
-        "mae_right_arm": dg.MetadataValue.float(e.mae_per_arm["right"]),
-        "latency_mean_ms": dg.MetadataValue.float(lat.mean_s * 1000),
-        "latency_p95_ms": dg.MetadataValue.float(lat.p95_s * 1000),
-        "latency_max_ms": dg.MetadataValue.float(lat.max_s * 1000),
-        "per_joint_error": dg.MetadataValue.md("\n".join(joints)),
+        "checkpoint": dg.MetadataValue.path(result.checkpoint),
+        "val_split": dg.MetadataValue.path(result.val_root),
+        **loop,
+    }
+    last = {
+        "per_joint_error": dg.MetadataValue.md(joint_table(e)),
         "plots": dg.MetadataValue.md("\n\n".join(plots)),
         "leaderboard": dg.MetadataValue.md(leaderboard_markdown(board)),
     }
+    return headline_first(decision.headline(), entries, last)
 
 
-defs = dg.Definitions(assets=[policy_evaluation])
+evaluate_job = dg.define_asset_job(
+    "evaluate_policy", selection=[policy_evaluation],
+    description="Evaluate the newest checkpoint on its val split and decide promotion (automation does it by itself).")
+
+defs = dg.Definitions(assets=[policy_evaluation], jobs=[evaluate_job])

@@ -2,13 +2,16 @@
 
 
 import time
+import warnings
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 
 from tatbot_pipeline.defs import OWNERS
+from tatbot_pipeline.defs.metadata import headline_first, number, sig
 from tatbot_pipeline.defs.resources import PipelineResource
+from tatbot_pipeline.defs.splits import build_splits_job
 from tatbot_pipeline.plots import joint_ranges, png_markdown
 from tatbot_pipeline.recordings.report import Status, ValidationReport
 from tatbot_pipeline.recordings.intake import load_seen, save_seen
@@ -31,21 +34,47 @@ recordings_partitions = dg.DynamicPartitionsDefinition(name="recordings")
     group_name="recordings",
     kinds={"lerobot", "parquet"},
     owners=OWNERS,
-    description="One stroke recording written by tatbot's stroke_tool (a LeRobot v3.0 dataset plus scene, strokes "
-    "and logs), read in place under TATBOT_RECORDINGS_DIR. The pipeline never writes there.",
+    description="One stroke recording written by tatbot's stroke_tool (a LeRobot dataset plus scene, strokes and "
+    "logs), read in place under `TATBOT_RECORDINGS_DIR`. The pipeline never writes there.",
 )
 def stroke_recording(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     path = pipeline.settings.recordings_dir / context.partition_key
     info = describe_recording(path)
     context.log.info(f"{path}: {info['episodes']} episodes, {info['frames']} frames, fingerprint {info['fingerprint']}")
+    return dg.MaterializeResult(metadata=recording_metadata(path, info), data_version=dg.DataVersion(info["fingerprint"]))
+
+
+def recording_metadata(path: Path, info: dict) -> dict:
     features = info.pop("features")
-    metadata = {
+    size_mb = info.pop("size_bytes") / 1e6
+    cams = info.get("cameras") or []
+    summary = (f"{info.get('episodes')} episodes, {info.get('frames')} frames at {info.get('fps')} fps, "
+               f"{len(cams)} camera(s), LeRobot {info.get('codebase_version')}, {sig(size_mb)} MB")
+    entries = {
+        "episodes": number(info.pop("episodes")),
+        "frames": number(info.pop("frames")),
+        "stroke_length_frames": number(info.pop("stroke_length")),
+        "duration_s": number(info.pop("duration_s")),
+        "size_mb": number(size_mb),
         "path": dg.MetadataValue.path(str(path)),
-        "size": dg.MetadataValue.text(f"{info.pop('size_bytes') / 1e6:.1f} MB"),
-        "features": dg.MetadataValue.json({k: {"dtype": v.get("dtype"), "shape": v.get("shape")} for k, v in features.items()}),
         **{k: _plain(v) for k, v in info.items()},
     }
-    return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(info["fingerprint"]))
+    last = {"features": dg.MetadataValue.json({k: {"dtype": v.get("dtype"), "shape": v.get("shape")}
+                                               for k, v in features.items()})}
+    return headline_first(summary, entries, last)
+
+
+# Checks on each recording, evaluated per partition (so the UI's check history names the recording).
+USABLE, ALL_EPISODES = "recording_usable", "all_episodes_usable"
+with warnings.catch_warnings():  # partitioned asset checks are a preview feature of dagster 1.13: used knowingly
+    warnings.simplefilter("ignore", dg.PreviewWarning)
+    VALIDATION_CHECKS = [
+        dg.AssetCheckSpec(USABLE, asset="recording_validation", blocking=True, partitions_def=recordings_partitions,
+                          description="Fails when the recording is unusable (`fail`) or still being written "
+                          "(`incomplete`); the recording's partition is then marked failed."),
+        dg.AssetCheckSpec(ALL_EPISODES, asset="recording_validation", partitions_def=recordings_partitions,
+                          description="Warns when episodes were excluded or anomalies were logged."),
+    ]
 
 
 @dg.asset(
@@ -54,61 +83,69 @@ def stroke_recording(context: dg.AssetExecutionContext, pipeline: PipelineResour
     group_name="recordings",
     kinds={"python"},
     owners=OWNERS,
-    description="Validation report of one recording: status (pass / warn / fail / incomplete), every finding, and "
-    "which episodes are usable. Excluded episodes are never deleted; the split simply leaves them out.",
-    check_specs=[
-        dg.AssetCheckSpec("recording_usable", asset="recording_validation", blocking=True,
-                          description="Fails when the recording is unusable (fail) or still being written (incomplete)."),
-        dg.AssetCheckSpec("all_episodes_usable", asset="recording_validation",
-                          description="Warns when episodes were excluded or anomalies were logged."),
-    ],
+    description="Validation report of one recording: status (`pass` / `warn` / `fail` / `incomplete`), every "
+    "finding, and which episodes are usable. An unusable recording's partition is marked failed, with its verdict "
+    "in the run and the check history. Excluded episodes are never deleted; the split simply leaves them out.",
+    check_specs=VALIDATION_CHECKS,
 )
 def recording_validation(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     settings = pipeline.settings
     report = validate_recording(settings.recordings_dir / context.partition_key, settle_seconds=settings.settle_seconds,
                                 converted_dir=settings.converted_dir)
-    report.save(settings.report_path(report.recording))
-    context.log.info(f"{report.recording}: {report.status.value}, {len(report.episodes_usable)}/{report.episodes_total} episodes usable")
-    return dg.MaterializeResult(
-        metadata=report_metadata(report, settings.report_path(report.recording)),
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="recording_usable",
-                passed=report.usable,
-                severity=dg.AssetCheckSeverity.ERROR,
-                description=f"status {report.status.value}",
-                metadata={"status": report.status.value},
-            ),
-            dg.AssetCheckResult(
-                check_name="all_episodes_usable",
-                passed=report.status is Status.PASS,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={"excluded": dg.MetadataValue.json({str(k): v for k, v in report.episodes_excluded.items()})},
-            ),
-        ],
-    )
+    report_path = report.save(settings.report_path(report.recording))
+    context.log.info(f"{report.recording}: {report.headline()}")
+    metadata = report_metadata(report, report_path)
+    checks = validation_checks(report)
+    if report.usable:
+        return dg.MaterializeResult(metadata=metadata, check_results=checks)
+    # The report (which the split reads) is saved; the partition is marked failed so the UI counts it as such.
+    for check in checks:
+        context.log_event(dg.AssetCheckEvaluation(
+            asset_key=context.asset_key, check_name=check.check_name, passed=check.passed, severity=check.severity,
+            description=check.description, metadata=check.metadata, partition=context.partition_key))
+    raise dg.Failure(description=f"{report.recording}: {report.headline()}", metadata=metadata)
+
+
+def validation_checks(report: ValidationReport) -> list[dg.AssetCheckResult]:
+    excluded = report.episodes_excluded
+    return [
+        dg.AssetCheckResult(
+            check_name=USABLE, passed=report.usable, severity=dg.AssetCheckSeverity.ERROR,
+            description=f"{report.recording}: {report.status.value}" + (
+                "" if report.usable else f" — {report.first_reason[:300]}"),
+            metadata={"status": report.status.value},
+        ),
+        dg.AssetCheckResult(
+            check_name=ALL_EPISODES, passed=report.status is Status.PASS, severity=dg.AssetCheckSeverity.WARN,
+            description=f"{report.recording}: {report.headline()}",
+            metadata={"episodes_excluded": dg.MetadataValue.json({str(k): v for k, v in excluded.items()})},
+        ),
+    ]
 
 
 def report_metadata(report: ValidationReport, report_path: Path) -> dict:
     excluded = report.episodes_excluded
-    metadata = {
+    entries = {
         "status": report.status.value,
-        "episodes_total": report.episodes_total,
-        "episodes_usable": len(report.episodes_usable),
-        "episodes_excluded": dg.MetadataValue.json({str(k): v for k, v in excluded.items()}),
-        "fingerprint": report.fingerprint,
-        "findings": dg.MetadataValue.md(report.findings_markdown()),
+        "episodes": number(report.episodes_total),
+        "episodes_usable": number(len(report.episodes_usable)),
+        "episodes_excluded": number(len(excluded)),
         "report": dg.MetadataValue.path(str(report_path)),
     }
     if "converted_from" in report.summary:  # a v2.1 recording: lineage names the original and the copy the split reads
-        metadata["original"] = dg.MetadataValue.path(report.summary["converted_from"]["path"])
-        metadata["converted_copy"] = dg.MetadataValue.path(report.path)
+        entries["original"] = dg.MetadataValue.path(report.summary["converted_from"]["path"])
+        entries["converted_copy"] = dg.MetadataValue.path(report.path)
+    last = {
+        "findings": dg.MetadataValue.md(report.findings_markdown()),
+        "excluded_episodes": dg.MetadataValue.json({str(k): v for k, v in excluded.items()}),
+        "fingerprint": report.fingerprint,
+    }
     ranges = report.summary.get("action_ranges") or {}
     if ranges:
         parsed = {int(ep): (np.array(lo), np.array(hi)) for ep, (lo, hi) in ranges.items()}  # JSON keys are strings
-        fig = joint_ranges(parsed, set(excluded))
-        metadata["joint_ranges"] = dg.MetadataValue.md(png_markdown(fig, "joint ranges vs URDF limits"))
-    return metadata
+        fig = joint_ranges(parsed, {ep: "; ".join(r)[:80] for ep, r in excluded.items()})
+        last["joint_ranges"] = dg.MetadataValue.md(png_markdown(fig, "joint ranges vs URDF limits"))
+    return headline_first(report.headline(), entries, last)
 
 
 def _plain(value):
@@ -120,6 +157,9 @@ def _plain(value):
 # The sensor asks for ingestion of these; a removal asks for a split rebuild (no partition is left to update).
 INGESTION = [dg.AssetKey("stroke_recording"), dg.AssetKey("recording_validation")]
 SPLITS = dg.AssetKey("training_splits")
+ingest_job = dg.define_asset_job(
+    "ingest_recordings", selection=INGESTION,
+    description="Describe and validate one recording (a `recordings` partition); the recordings sensor launches it.")
 
 
 @dg.sensor(
@@ -130,7 +170,7 @@ SPLITS = dg.AssetKey("training_splits")
     "unreadable or suddenly empty root fails the tick: it is never read as \"every recording was removed\".",
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    asset_selection=dg.AssetSelection.assets(*INGESTION, SPLITS),
+    jobs=[ingest_job, build_splits_job],
 )
 def recordings_sensor(context: dg.SensorEvaluationContext,
                       pipeline: PipelineResource) -> dg.SensorResult | dg.SkipReason:
@@ -148,8 +188,8 @@ def recordings_sensor(context: dg.SensorEvaluationContext,
     if plan.waiting:
         context.log.info(f"{plan.waiting} more settled recording(s) go in the next ticks ({PER_TICK} per tick)")
     if not plan.changed and not previous.unsaved:
-        return dg.SkipReason(f"nothing new under {settings.recordings_dir}: {len(states)} recordings, "
-                             f"{len(plan.settling)} still settling")
+        return dg.SkipReason(f"{len(states)} known, 0 new, {len(plan.settling)} settling under "
+                             f"{settings.recordings_dir}")
     saved = save_seen(settings.intake_dir, previous, plan.seen)
     return dg.SensorResult(
         run_requests=ingestion_requests(plan.ready) + removal_requests(plan, saved.cursor),
@@ -160,7 +200,7 @@ def recordings_sensor(context: dg.SensorEvaluationContext,
 
 def ingestion_requests(ready: list[RecordingState]) -> list[dg.RunRequest]:
     """One run per recording; the run key (name + file signature) makes a repeated request a no-op."""
-    return [dg.RunRequest(run_key=f"{s.name}:{s.signature}", partition_key=s.name, asset_selection=INGESTION)
+    return [dg.RunRequest(run_key=f"{s.name}:{s.signature}", partition_key=s.name, job_name=ingest_job.name)
             for s in ready]
 
 
@@ -168,7 +208,7 @@ def removal_requests(plan: IngestionPlan, cursor: str) -> list[dg.RunRequest]:
     """A split rebuild when recordings disappeared and nothing new came in (new recordings trigger one anyway)."""
     if not plan.removed or plan.ready:
         return []
-    return [dg.RunRequest(run_key=f"removed:{cursor}", asset_selection=[SPLITS],
+    return [dg.RunRequest(run_key=f"removed:{cursor}", job_name=build_splits_job.name,
                           tags={"tatbot/removed": ",".join(plan.removed[:20])[:250]})]
 
 
@@ -181,4 +221,4 @@ def partition_requests(instance: dg.DagsterInstance, plan: IngestionPlan) -> lis
         [recordings_partitions.build_delete_request(gone)] if gone else [])
 
 
-defs = dg.Definitions(assets=[stroke_recording, recording_validation], sensors=[recordings_sensor])
+defs = dg.Definitions(assets=[stroke_recording, recording_validation], sensors=[recordings_sensor], jobs=[ingest_job])

@@ -4,18 +4,11 @@ trends them across materializations."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import dagster as dg
 
-
-def sig(value: float, digits: int = 4) -> float:
-    """`value` rounded to `digits` significant figures (0.10809369 -> 0.1081, 4.0524534 -> 4.052)."""
-    value = float(value)
-    if value == 0 or not math.isfinite(value):
-        return value
-    return round(value, digits - 1 - int(math.floor(math.log10(abs(value)))))
+from tatbot_pipeline.display import sig
 
 
 def number(value: float | int | None) -> dg.MetadataValue:
@@ -30,3 +23,11 @@ def number(value: float | int | None) -> dg.MetadataValue:
 def headline_first(summary: str, entries: dict[str, Any], last: dict[str, Any] | None = None) -> dict[str, Any]:
     """The metadata dict in reading order: `summary`, then `entries`, then `last` (long JSON, config, plots)."""
     return {"summary": dg.MetadataValue.text(summary), **entries, **(last or {})}
+
+
+def to_metadata(entries: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    """A core report's `name -> (kind, value)` entries (training/report.py) as Dagster metadata values."""
+    kinds = {"text": dg.MetadataValue.text, "int": dg.MetadataValue.int, "float": dg.MetadataValue.float,
+             "path": dg.MetadataValue.path, "md": dg.MetadataValue.md, "json": dg.MetadataValue.json,
+             "url": dg.MetadataValue.url}
+    return {name: kinds[kind](value) for name, (kind, value) in entries.items()}

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import dagster as dg
+from pydantic import Field
 
 from tatbot_pipeline.config import PipelineSettings
 
 
 class PipelineResource(dg.ConfigurableResource):
-    """Paths of the pipeline. Empty fields fall back to the environment (TATBOT_RECORDINGS_DIR, TATBOT_PIPELINE_HOME)."""
+    """Where the pipeline reads and writes. Empty fields come from the environment (config.py: PipelineSettings)."""
 
-    recordings_dir: str = ""
-    home: str = ""
-    settle_seconds: float = -1.0
+    recordings_dir: str | None = Field(None, description="the recordings root, read only (empty: "
+                                       "TATBOT_RECORDINGS_DIR, default /nfs/tatbot/recordings)")
+    home: str | None = Field(None, description="the pipeline home, where everything made goes (empty: "
+                             "TATBOT_PIPELINE_HOME, default ./.tatbot)")
+    settle_seconds: float | None = Field(None, description="a recording changed more recently than this is still "
+                                         "being written (empty: TATBOT_SETTLE_SECONDS, default 60)")
 
     @property
     def settings(self) -> PipelineSettings:
-        return PipelineSettings.from_env(
-            recordings_dir=self.recordings_dir or None,
-            home=self.home or None,
-            settle_seconds=self.settle_seconds if self.settle_seconds >= 0 else None,
-        )
+        return PipelineSettings.from_env(recordings_dir=self.recordings_dir, home=self.home,
+                                         settle_seconds=self.settle_seconds)
 
 
 def default_resources() -> dict:

@@ -10,11 +10,13 @@ inference/quality.py.
 
 import contextlib
 import time
+import warnings
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
+from tatbot_pipeline.console import report_progress
 from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.metadata import headline_first, number
 from tatbot_pipeline.defs.resources import PipelineResource
@@ -27,6 +29,16 @@ from tatbot_pipeline.inference.rollout import VLAInferOutput
 from tatbot_pipeline.plots import commanded_vs_observed, png_markdown
 
 eval_runs = dg.DynamicPartitionsDefinition(name="eval_runs")
+
+
+def _preview_partitioned_check(**kwargs):
+    """`dg.asset_check` with a partitions_def: a preview feature of dagster 1.13, used knowingly (no warning)."""
+    def decorate(fn):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.PreviewWarning)
+            return dg.asset_check(**kwargs)(fn)
+
+    return decorate
 EVAL_DATASET = dg.AssetKey("eval_dataset")
 QUALITY_CHECK = "rollout_quality"
 DEFAULT_NODE = "hog"
@@ -131,17 +143,18 @@ def run_vla_infer(context: dg.OpExecutionContext, pipeline: PipelineResource, ro
         context.log.info(f"calling vla_infer on {robot_node.name} at {url}: {request.model_dump(exclude_none=True)}")
         try:
             out = call_vla_infer(url, request.model_dump(), token=pipeline.settings.mcp_token,
-                                 on_progress=progress_logger(context, robot_node.name))
+                                 on_progress=progress_logger(context, robot_node.name, plan.max_steps))
         except RobotNodeError as e:
             raise dg.Failure(str(e)) from e
     return {"output": out, "plan": plan, "node": robot_node.name, "duration_s": time.monotonic() - started}
 
 
-def progress_logger(context: dg.OpExecutionContext, node: str):
-    """A readable run log: one line per ~5 % of the rollout, not one per step."""
+def progress_logger(context: dg.OpExecutionContext, node: str, steps: int):
+    """A readable run log: one line per ~5 % of the rollout, not one per step (and a bar on a CLI's terminal)."""
     last = [-1.0]
 
     def progress(fraction: float, message: str) -> None:
+        report_progress("rollout", round(fraction * steps), steps, message)
         if fraction - last[0] >= 0.05 or fraction >= 1.0:
             last[0] = fraction
             context.log.info(f"[{node} {fraction:4.0%}] {message}")
@@ -208,7 +221,7 @@ def rollout_metadata(rollout: dict, quality: str) -> dict:
     return headline_first(summary, entries, last)
 
 
-@dg.asset_check(asset=EVAL_DATASET, name=QUALITY_CHECK, partitions_def=eval_runs,
+@_preview_partitioned_check(asset=EVAL_DATASET, name=QUALITY_CHECK, partitions_def=eval_runs,
                 description="Warns when a rollout needed the safety envelope on many steps (clamped > 25 % or "
                 "rate-limited > 50 % of them) or its arms lagged their commands by more than 0.2 rad. Evaluated "
                 "by robot_eval when it records the rollout; re-running it re-reads the partition's metadata.")

@@ -2,26 +2,24 @@
 
 
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
-from tatbot_pipeline.datasets.build import split_changes
+from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.datasets.build import resolve_latest, split_changes
 from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.automation import RETRAIN_CRON, retrain_condition
+from tatbot_pipeline.defs.metadata import headline_first, number, to_metadata
 from tatbot_pipeline.defs.placement import gpu_run_tags, train_gpus
 from tatbot_pipeline.defs.resources import PipelineResource
-from tatbot_pipeline.plots import loss_curve, png_markdown
 from tatbot_pipeline.training.health import run_health
-from tatbot_pipeline.training.lineage import (
-    code_version,
-    scene_snapshot,
-    split_identity,
-    split_manifest,
-)
-from tatbot_pipeline.training.presets import PRESETS, TrainOptions, command_line
-from tatbot_pipeline.training.runner import TrainingRun, train_policy
+from tatbot_pipeline.training.lineage import split_manifest
+from tatbot_pipeline.training.presets import PRESETS, TrainOptions
+from tatbot_pipeline.training.report import training_entries, training_summary
+from tatbot_pipeline.training.runner import train_policy
+from tatbot_pipeline.training.val_loss import validation_losses
 
 # dagster.yaml limits runs with this tag to one at a time; the runner's file lock covers untagged launches.
 TRAINING_TAG = "tatbot/training"
@@ -31,31 +29,33 @@ TRAINING_RUN_TAGS = {TRAINING_TAG: "true", **gpu_run_tags()}
 
 
 class TrainingRunConfig(dg.Config):
-    """Launchpad config of `trained_policy`; 0 / "" means the preset's default (see training/presets.py)."""
+    """Launchpad config of `trained_policy`; an empty field keeps the preset's default (training/presets.py)."""
 
-    preset: str = os.environ.get("TATBOT_TRAIN_PRESET", "tiny_smolvla")
-    steps: int = 0
-    batch_size: int = 0
-    chunk_size: int = 0  # default: the split's stroke length
-    device: str = ""
-    log_freq: int = 0
-    save_freq: int = 0
-    wandb_project: str = ""  # empty: wandb off; set WANDB_MODE=online (and log in) to sync
-    num_gpus: int = 0  # 0: TATBOT_TRAIN_GPUS (default 1); >1 trains through `accelerate launch --multi_gpu`
+    preset: str | None = Field(None, description=f"one of {', '.join(PRESETS)}; empty: TATBOT_TRAIN_PRESET, else "
+                               "tiny_smolvla (CPU, seconds, for tests and the demo)")
+    steps: int | None = Field(None, description="training steps (a retried run resumes up to this)")
+    batch_size: int | None = Field(None, description="per GPU when training on several")
+    chunk_size: int | None = Field(None, description="action chunk length; empty: the split's stroke length")
+    device: str | None = Field(None, description="'cuda' or 'cpu'; empty: the preset's")
+    log_freq: int | None = Field(None, description="log the loss every this many steps")
+    save_freq: int | None = Field(None, description="save a checkpoint every this many steps (the val loss is "
+                                  "computed at the saved ones)")
+    wandb_project: str | None = Field(None, description="log to this wandb project (offline unless WANDB_MODE=online "
+                                      "and logged in); empty: wandb off")
+    num_gpus: int | None = Field(None, description="GPUs to train on; empty: TATBOT_TRAIN_GPUS (default 1); more "
+                                 "than 1 trains through `accelerate launch --multi_gpu`")
 
-    def to_options(self) -> TrainOptions:
-        if self.preset not in PRESETS:
-            raise dg.Failure(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+    def preset_name(self, settings: PipelineSettings) -> str:
+        preset = self.preset or settings.train_preset
+        if preset not in PRESETS:
+            raise dg.Failure(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        return preset
+
+    def to_options(self, settings: PipelineSettings) -> TrainOptions:
         return TrainOptions(
-            steps=self.steps or None,
-            batch_size=self.batch_size or None,
-            chunk_size=self.chunk_size or None,
-            device=self.device or None,
-            log_freq=self.log_freq or None,
-            save_freq=self.save_freq or None,
-            wandb_project=self.wandb_project or None,
-            wandb_mode=os.environ.get("WANDB_MODE", "offline"),
-            num_gpus=self.num_gpus or train_gpus(),
+            steps=self.steps, batch_size=self.batch_size, chunk_size=self.chunk_size, device=self.device,
+            log_freq=self.log_freq, save_freq=self.save_freq, wandb_project=self.wandb_project,
+            wandb_mode=settings.wandb_mode, num_gpus=self.num_gpus or train_gpus(),
         )
 
 
@@ -66,9 +66,9 @@ class TrainingRunConfig(dg.Config):
     deps=[dg.AssetDep("training_splits")],
     op_tags=TRAINING_RUN_TAGS,
     automation_condition=retrain_condition(),
-    description="A LeRobot policy checkpoint trained with `lerobot-train` on splits/latest/train "
-    "($TATBOT_PIPELINE_HOME/outputs/train/<run>/checkpoints/last/pretrained_model). A retried run resumes from its "
-    "last checkpoint. Presets: " + ", ".join(f"`{n}`" for n in PRESETS) + ".",
+    description="A LeRobot policy checkpoint trained with `lerobot-train` on the newest split's `train` side "
+    "(`$TATBOT_PIPELINE_HOME/outputs/train/<run>/checkpoints/last/pretrained_model`), with its loss and validation "
+    "loss curves. A retried run resumes from its last checkpoint. Presets: " + ", ".join(f"`{n}`" for n in PRESETS) + ".",
     check_specs=[
         dg.AssetCheckSpec("loss_decreased", asset="trained_policy", blocking=True,
                           description="Mean loss of the last quarter of logged steps is below the first quarter's."),
@@ -82,14 +82,22 @@ class TrainingRunConfig(dg.Config):
 def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
                    pipeline: PipelineResource) -> dg.MaterializeResult:
     settings = pipeline.settings
-    train_root = (settings.splits_dir / "latest" / "train").resolve()  # pin the version: `latest` may move meanwhile
-    run_name = run_dir_name(config.preset, context.run)
-    run = train_policy(config.preset, train_root, settings.train_dir / run_name, settings.hf_home,
-                       config.to_options(), models_home=settings.home, on_line=context.log.info)
+    version_dir = resolve_latest(settings.splits_dir)  # pinned now: `latest` may move while we train
+    train_root, val_root = version_dir / "train", version_dir / "val"
+    preset = config.preset_name(settings)
+    run_name = run_dir_name(preset, context.run)
+    run = train_policy(preset, train_root, settings.train_dir / run_name, settings.hf_home,
+                       config.to_options(settings), models_home=settings.home, on_line=context.log.info)
     health = run_health(run.metrics, train_root, run.checkpoint_dir)
+    val_loss = None
+    if (val_root / "meta" / "info.json").is_file():
+        context.log.info(f"validation loss of the saved checkpoints on {val_root}")
+        val_loss = validation_losses(run.run_dir, val_root)
+    first, last = training_entries(run, train_root, val_loss)
+    summary = training_summary(run, val_loss, (sum(h.passed for h in health), len(health)))
+    loop = new_since_previous_checkpoint(context.instance, settings.splits_dir, train_root)
     return dg.MaterializeResult(
-        metadata={**training_metadata(run, train_root),
-                  **new_since_previous_checkpoint(context.instance, settings.splits_dir, train_root)},
+        metadata=headline_first(summary, {**to_metadata(first), **loop}, to_metadata(last)),
         data_version=dg.DataVersion(f"{run_name}@{run.steps}"),
         check_results=[
             dg.AssetCheckResult(check_name=h.name, passed=h.passed, severity=dg.AssetCheckSeverity.ERROR,
@@ -102,32 +110,6 @@ def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
 def run_dir_name(preset: str, run: dg.DagsterRun) -> str:
     """`<preset>-<root run id[:8]>`: a re-execution keeps the root run id, so it finds the same dir and resumes."""
     return f"{preset}-{(run.root_run_id or run.run_id)[:8]}"
-
-
-def training_metadata(run: TrainingRun, train_root) -> dict:
-    split = split_identity(train_root)
-    m = run.metrics
-    metadata = {
-        "checkpoint": dg.MetadataValue.path(str(run.checkpoint_dir)),
-        "policy_type": run.policy_type,
-        "preset": run.preset,
-        "steps": run.steps,
-        "final_loss": dg.MetadataValue.float(m.final_loss) if m.final_loss is not None else "none logged",
-        "resumed_from_step": run.resumed_from if run.resumed_from is not None else "fresh run",
-        "split_version": split["version"],
-        "split_fingerprints": dg.MetadataValue.json(split["fingerprints"]),
-        "split_path": dg.MetadataValue.path(split["source"]),
-        "scene": _meta(scene_snapshot(train_root) or {}),
-        "code_version": code_version(),
-        "command": dg.MetadataValue.md(f"```\n{command_line(list(run.argv), run.num_gpus)}\n```" if run.argv else "not retrained"),
-        "log": dg.MetadataValue.path(str(run.log_path)),
-        "train_wall_s": round(run.wall_s, 1),
-    }
-    if m.wandb_url:
-        metadata["wandb"] = dg.MetadataValue.url(m.wandb_url)
-    if len(m):
-        metadata["loss_curve"] = dg.MetadataValue.md(png_markdown(loss_curve(m.step, m.loss, m.grad_norm), "loss"))
-    return metadata
 
 
 # What the loop brought in since the last checkpoint; policy_evaluation shows the same entries for its checkpoint.
@@ -165,7 +147,7 @@ def _meta(value):
     if isinstance(value, (list, dict)):
         return dg.MetadataValue.json(json.loads(json.dumps(value, default=str)))
     if isinstance(value, float):
-        return dg.MetadataValue.float(value)
+        return number(value)
     return value
 
 

@@ -63,26 +63,62 @@ def latency_rule(p95_s: float, fps: float, n_action_steps: int, budget_override_
 
 
 @dataclass(frozen=True)
+class Criterion:
+    """One rule of the gate, as measured: shown to the user as `name: measured <= limit unit (pass|fail)`."""
+
+    name: str
+    measured: float | None  # None: not a number (the health checks)
+    limit: float | None
+    unit: str
+    passed: bool
+    detail: str = ""  # e.g. which joint, which inference mode, which checks failed
+
+    def describe(self) -> str:
+        if self.measured is None:
+            return f"{self.name} {self.detail}"
+        sign = "≤" if self.passed else ">"
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"{self.name} {self.measured:.4g} {sign} {self.limit:.4g} {self.unit}{detail}"
+
+
+@dataclass(frozen=True)
 class GateDecision:
     promoted: bool
     reasons: list[str]  # why not (empty when promoted)
     latency: LatencyRule | None = None
+    criteria: tuple[Criterion, ...] = ()
+
+    def headline(self) -> str:
+        """'PROMOTED: MAE 0.108 ≤ 0.15 rad, …' — every criterion, measured against its limit."""
+        verdict = "PROMOTED" if self.promoted else "NOT PROMOTED"
+        return f"{verdict}: " + ", ".join(c.describe() for c in self.criteria)
 
 
-def decide(result: OfflineEval, thresholds: Thresholds, health_passed: bool, health_note: str = "") -> GateDecision:
-    """Every reason a checkpoint may not go to the robot, collected, not stopped at the first."""
+def decide(result: OfflineEval, thresholds: Thresholds, health_passed: bool, health_note: str = "",
+           health_count: str = "") -> GateDecision:
+    """Every criterion measured and every reason a checkpoint may not go to the robot, collected, not stopped at the
+    first."""
+    worst, worst_mae = result.errors.worst_joint
+    rule = latency_rule(result.latency.p95_s, result.fps, result.n_action_steps, thresholds.latency_budget_s)
+    criteria = (
+        Criterion("health", None, None, "", health_passed,
+                  (health_count or "passed") if health_passed else f"failed: {health_note or 'see trained_policy'}"),
+        Criterion("MAE", result.errors.mae, thresholds.max_mae, "rad", result.errors.mae <= thresholds.max_mae),
+        Criterion("worst joint MAE", worst_mae, thresholds.max_joint_mae, "rad", worst_mae <= thresholds.max_joint_mae,
+                  worst.removesuffix(".pos")),
+        Criterion("chunk latency p95", rule.p95_s * 1000, rule.budget_s * 1000, "ms", rule.passed,
+                  f"{rule.mode} inference on {result.device}"),
+    )
     reasons = []
     if not health_passed:
         reasons.append(f"training health checks did not pass{': ' + health_note if health_note else ''}")
     if result.errors.mae > thresholds.max_mae:
         reasons.append(f"mean action error {result.errors.mae:.3f} rad > {thresholds.max_mae}")
-    worst = max(result.errors.mae_per_joint, key=result.errors.mae_per_joint.get)
-    if result.errors.mae_per_joint[worst] > thresholds.max_joint_mae:
-        reasons.append(f"{worst} error {result.errors.mae_per_joint[worst]:.3f} rad > {thresholds.max_joint_mae}")
-    rule = latency_rule(result.latency.p95_s, result.fps, result.n_action_steps, thresholds.latency_budget_s)
+    if worst_mae > thresholds.max_joint_mae:
+        reasons.append(f"{worst} error {worst_mae:.3f} rad > {thresholds.max_joint_mae}")
     if not rule.passed:
         reasons.append(rule.reason(result.device))
-    return GateDecision(promoted=not reasons, reasons=reasons, latency=rule)
+    return GateDecision(promoted=not reasons, reasons=reasons, latency=rule, criteria=criteria)
 
 
 def _write_json(path: Path, value) -> None:
@@ -141,7 +177,9 @@ def record(home: Path, result: OfflineEval, decision: GateDecision, thresholds: 
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "mae": result.errors.mae,
         "mse": result.errors.mse,
-        "worst_joint_mae": max(result.errors.mae_per_joint.values()),
+        "worst_joint": result.errors.worst_joint[0],
+        "worst_joint_mae": result.errors.worst_joint[1],
+        "run": _run_name(result.checkpoint),
         "chunk_latency_p95_ms": result.latency.p95_s * 1000,
         "n_action_steps": result.n_action_steps,
         "inference_mode": decision.latency.mode if decision.latency else None,
@@ -162,12 +200,22 @@ def record(home: Path, result: OfflineEval, decision: GateDecision, thresholds: 
     return board
 
 
+def _run_name(checkpoint: str) -> str:
+    """`<run>` of `outputs/train/<run>/checkpoints/<step>/pretrained_model`, with the step when it is not `last`."""
+    parts = Path(checkpoint).parts
+    if len(parts) >= 4 and parts[-1] == "pretrained_model" and parts[-3] == "checkpoints":
+        return parts[-4] if parts[-2] == "last" else f"{parts[-4]} @ {parts[-2]}"
+    return Path(checkpoint).name
+
+
 def leaderboard_markdown(board: list[dict], limit: int = 10) -> str:
-    rows = ["| rank | checkpoint | policy | MAE (rad) | worst joint | p95 chunk latency (mode: budget) | promoted |",
+    rows = ["| rank | run | policy | MAE (rad) | worst joint (MAE, rad) | p95 chunk latency (mode: budget) | promoted |",
             "|---|---|---|---|---|---|---|"]
     for rank, e in enumerate(sorted(board, key=lambda e: e["mae"])[:limit], 1):
-        short = "/".join(Path(e["checkpoint"]).parts[-4:-2]) or e["checkpoint"]
-        rows.append(f"| {rank} | {short} | {e['policy_type']} | {e['mae']:.4f} | {e['worst_joint_mae']:.4f} | "
+        run = e.get("run") or _run_name(e["checkpoint"])
+        worst = f"{e['worst_joint'].removesuffix('.pos')} {e['worst_joint_mae']:.4f}" if e.get("worst_joint") else \
+            f"{e['worst_joint_mae']:.4f}"
+        rows.append(f"| {rank} | {run} | {e['policy_type']} | {e['mae']:.4f} | {worst} | "
                     f"{_latency_cell(e)} | {'yes' if e['promoted'] else 'no: ' + '; '.join(e['reasons'])} |")
     return "\n".join(rows)
 

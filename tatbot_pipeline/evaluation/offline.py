@@ -99,9 +99,23 @@ def evaluate_checkpoint(
     return OfflineEval(
         checkpoint=str(checkpoint), policy_type=policy_type, device=policy.device, val_root=str(val_root),
         fps=float(dataset.fps), episodes=len(traces), frames=len(recorded_all),
-        errors=action_errors(predicted_all, recorded_all, np.array(steps)),
+        errors=action_errors(predicted_all, recorded_all, np.array(steps), not_predicted=constant_joints(checkpoint)),
         latency=latency(np.array(times)), traces=traces, n_action_steps=n_action_steps,
     )
+
+
+def constant_joints(checkpoint: Path, eps: float = 1e-6) -> tuple[str, ...]:
+    """Joints whose actions never varied in the training data (std ~0 in the checkpoint's normaliser stats): the
+    policy does not predict them, it repeats their mean."""
+    from safetensors.numpy import load_file
+
+    from tatbot_pipeline.robot.spec import JOINT_NAMES
+
+    files = sorted(Path(checkpoint).glob("policy_preprocessor_step_*_normalizer_processor.safetensors"))
+    std = load_file(files[0]).get("action.std") if files else None
+    if std is None or len(std) != len(JOINT_NAMES):
+        return ()
+    return tuple(j for j, s in zip(JOINT_NAMES, std) if s < eps)
 
 
 def _replay_episode(policy: LoadedPolicy, dataset, indices: range, times: list[float]) -> tuple[list, list]:

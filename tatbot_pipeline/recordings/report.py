@@ -61,6 +61,23 @@ class ValidationReport:
                 out.setdefault(f.episode, []).append(f"{f.check}: {f.message}")
         return out
 
+    @property
+    def first_reason(self) -> str:
+        """The finding that decided a fail/incomplete verdict (the most severe, first found)."""
+        blocking = [f for f in self.findings if f.severity in (Severity.ERROR, Severity.INCOMPLETE)]
+        return blocking[0].message if blocking else ""
+
+    def headline(self) -> str:
+        """One line for the UI: 'WARN 4/6 usable: ep 1 dead_arm, ep 4 cameras' or 'FAIL: <first reason>'."""
+        verdict = self.status.value.upper()
+        if not self.usable:
+            return f"{verdict} 0/{self.episodes_total} usable: {self.first_reason[:200]}"
+        head = f"{verdict} {len(self.episodes_usable)}/{self.episodes_total} usable"
+        excluded = {f.episode: f.check for f in self.findings if f.severity is Severity.EXCLUDE and f.episode is not None}
+        if not excluded:
+            return head
+        return head + ": " + ", ".join(f"ep {ep} {check}" for ep, check in sorted(excluded.items()))
+
     def findings_markdown(self) -> str:
         """The findings as a markdown table for the Dagster UI."""
         if not self.findings:

@@ -40,7 +40,8 @@ def validate_recording(path: Path, settle_seconds: float = 60.0, now: float | No
             except Exception as e:  # boundary: a rule crashing on odd data is a finding, the others still run
                 log.exception("rule %s crashed on %s", name, target)
                 findings.append(Finding(name, Severity.ERROR, f"check crashed: {type(e).__name__}: {e}"))
-    total = len(rec.episodes) if rec.episodes is not None else 0
+    # Without an episodes table, the count info.json declares: the same number stroke_recording shows, all unusable.
+    total = len(rec.episodes) if rec.episodes is not None else int((rec.info or {}).get("total_episodes") or 0)
     status, usable = verdict(findings, total)
     summary = {**summarize(rec), **rec.facts}
     if target != path:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tatbot_pipeline.console import report_progress
 from tatbot_pipeline.training.metrics import MetricsParser, MetricsSeries
 from tatbot_pipeline.training.presets import TrainOptions, check_multi_gpu, get_preset, launcher_argv, resume_argv, train_argv
 from tatbot_pipeline.training.tiny import ensure_tiny_smolvlm, episode_length, tiny_smolvlm_dir
@@ -159,7 +160,8 @@ def train_policy(
 
         start = time.perf_counter()
         parser = MetricsParser(opts.log_freq, start_step=done or 0)
-        _stream(lerobot_train_command(opts.num_gpus) + argv, training_env(hf_home), log_path, parser, emit)
+        summary = TrainingConsole(emit, parser, total_steps=opts.steps)
+        _stream(lerobot_train_command(opts.num_gpus) + argv, training_env(hf_home), log_path, parser, summary)
         wall = time.perf_counter() - start
 
     metrics = _load_metrics(run_dir) if done is not None else MetricsSeries()
@@ -191,8 +193,36 @@ def _without_progress_bar(raw: str) -> list[str]:
     return lines
 
 
-def _stream(cmd: list[str], env: dict[str, str], log_path: Path, parser: MetricsParser, emit: LineCallback) -> None:
-    """Run `cmd`, sending each output line to the log file, the metrics parser and `emit`; raise on failure."""
+# lerobot-train's lines a person must see: problems, and where the checkpoints went.
+_PROBLEM_RE = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback|Error:|Exception")
+_CHECKPOINT_RE = re.compile(r"Checkpoint policy after step (\d+)")
+
+
+class TrainingConsole:
+    """What a person reads of a training, out of lerobot-train's hundreds of lines: the loss about ten times over the
+    run, each checkpoint saved, and every warning or error. The config dump and per-step lines stay in the log file
+    (and the config in the materialization's `train_config`)."""
+
+    def __init__(self, emit: LineCallback, parser: MetricsParser, total_steps: int, reports: int = 10) -> None:
+        self.emit, self.parser, self.total = emit, parser, max(1, total_steps)
+        self.every = max(1, self.total // reports)
+
+    def __call__(self, line: str, parsed: bool) -> None:
+        if parsed:
+            series = self.parser.series
+            step, loss = series.step[-1], series.loss[-1]
+            report_progress("training", step, self.total, f"loss {loss:.4g}")
+            if step % self.every == 0 or step >= self.total:
+                self.emit(f"step {step}/{self.total}: loss {loss:.4g}, grad norm {series.grad_norm[-1]:.4g}")
+        elif (m := _CHECKPOINT_RE.search(line)) is not None:
+            self.emit(f"checkpoint saved at step {m.group(1)}")
+        elif _PROBLEM_RE.search(line):
+            self.emit(line)
+
+
+def _stream(cmd: list[str], env: dict[str, str], log_path: Path, parser: MetricsParser,
+            console: Callable[[str, bool], None]) -> None:
+    """Run `cmd`, sending each output line to the log file, the metrics parser and `console`; raise on failure."""
     tail: deque[str] = deque(maxlen=20)
     with open(log_path, "a", encoding="utf-8") as log_file:
         log_file.write(f"$ {shlex.join(cmd)}\n")
@@ -206,8 +236,7 @@ def _stream(cmd: list[str], env: dict[str, str], log_path: Path, parser: Metrics
                 for line in _without_progress_bar(raw):
                     log_file.write(line + "\n")
                     tail.append(line)
-                    parser.feed(line)
-                    emit(line)
+                    console(line, parser.feed(line))
             rc = proc.wait()
         finally:
             if proc.poll() is None:  # interrupted (run cancelled, KeyboardInterrupt): never leave a trainer behind

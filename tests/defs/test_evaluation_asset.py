@@ -51,12 +51,22 @@ def test_healthy_checkpoint_within_thresholds_is_promoted(home):
         assert result.success
         [mat] = result.get_asset_materialization_events()
         meta = mat.materialization.metadata
+        assert list(meta)[0] == "summary" and meta["summary"].value.startswith("PROMOTED: health 3/3, MAE ")
         assert meta["promoted"].value is True and meta["val_frames"].value == 8
-        assert "left.joint_0.pos" in meta["per_joint_error"].value
+        # every criterion measured against its limit, as numbers, and the latency mode it assumed
+        assert meta["gate_mae_limit_rad"].value == LOOSE["max_mae"] and meta["gate_mae_passed"].value is True
+        assert meta["gate_chunk_latency_p95_ms"].value > 0 and meta["gate_inference_mode"].value in ("sync", "async")
+        assert meta["worst_joint"].value.endswith(".pos") and "gripper" not in meta["worst_joint"].value
+        for key, value in meta.items():  # floats are read by people: 4 significant figures at most
+            if isinstance(value.value, float):
+                assert float(f"{value.value:.4g}") == value.value, (key, value.value)
+        assert "| left.joint_0.pos |" in meta["per_joint_error"].value
+        assert "| left.gripper.pos | n/a (not predicted) |" in meta["per_joint_error"].value
         assert meta["plots"].value.count("data:image/png;base64,") == 2  # error summary + one episode (max_episodes=1)
         assert "| 1 |" in meta["leaderboard"].value
         [check] = result.get_asset_check_evaluations()
         assert check.check_name == "promotion_gate" and check.passed
+        assert check.description.startswith("PROMOTED: ") and f"≤ {LOOSE['max_mae']:.4g} rad" in check.description
     assert read_promoted(home)["checkpoint"] == str(ckpt)
 
 
@@ -75,7 +85,7 @@ def test_failed_health_or_threshold_blocks_promotion(home, tmp_path: Path):
         _report_training(instance, ckpt)
         too_strict = _evaluate(instance, fresh_home, {**LOOSE, "max_mae": 0.0})
         [check] = too_strict.get_asset_check_evaluations()
-        assert not check.passed and "mean action error" in check.description
+        assert not check.passed and check.description.startswith("NOT PROMOTED: ") and "> 0 rad" in check.description
     assert read_promoted(fresh_home) is None
 
 

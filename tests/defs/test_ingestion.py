@@ -13,8 +13,6 @@ import pytest
 
 from tatbot_pipeline.defs import ingestion
 from tatbot_pipeline.defs.ingestion import (
-    INGESTION,
-    SPLITS,
     recording_validation,
     recordings_partitions,
     recordings_sensor,
@@ -66,7 +64,7 @@ def test_sensor_adds_settled_recordings_and_skips_the_rest(recording_copy, recor
         resources = {"pipeline": _resource(recordings_root, tmp_path / "home")}
         result = _tick(resources, instance)
         assert sorted(r.partition_key for r in result.run_requests) == sorted([a.name, b.name])
-        assert all(r.asset_selection == INGESTION for r in result.run_requests)
+        assert all(r.job_name == "ingest_recordings" for r in result.run_requests)
         [add] = result.dynamic_partitions_requests
         assert add.partitions_def_name == "recordings" and sorted(add.partition_keys) == sorted([a.name, b.name])
 
@@ -176,7 +174,7 @@ def test_a_removed_recording_loses_its_partition_and_rebuilds_the_split(recordin
         [delete] = removed.dynamic_partitions_requests
         assert isinstance(delete, dg.DeleteDynamicPartitionsRequest) and list(delete.partition_keys) == [b.name]
         [rebuild] = removed.run_requests
-        assert rebuild.asset_selection == [SPLITS] and rebuild.partition_key is None
+        assert rebuild.job_name == "build_splits" and rebuild.partition_key is None
         _apply(instance, removed)
         assert instance.get_dynamic_partitions("recordings") == [a.name]
         assert isinstance(_tick(resources, instance, removed.cursor), dg.SkipReason)
@@ -211,9 +209,11 @@ def test_materialize_reports_verdicts_and_gates_failed_recordings(recording_copy
 
         mats = {m.asset_key.path[-1]: m for m in results[good.name].get_asset_materialization_events()}
         rec_meta = mats["stroke_recording"].materialization.metadata
-        assert rec_meta["episodes"].value == 4 and rec_meta["stroke_length"].value == 8
+        assert list(rec_meta)[0] == "summary" and rec_meta["summary"].value.startswith("4 episodes, 32 frames at 10 fps")
+        assert rec_meta["episodes"].value == 4 and rec_meta["stroke_length_frames"].value == 8
         assert rec_meta["cameras"].value == ["realsense1", "realsense2"]
         val_meta = mats["recording_validation"].materialization.metadata
+        assert val_meta["summary"].value == "WARN 3/4 usable: ep 1 episode_logs"
         assert val_meta["status"].value == "warn"
         assert val_meta["episodes_usable"].value == 3
         assert "not responsive" in val_meta["findings"].value
@@ -222,9 +222,20 @@ def test_materialize_reports_verdicts_and_gates_failed_recordings(recording_copy
         checks = {e.check_name: e for e in results[good.name].get_asset_check_evaluations()}
         assert checks["recording_usable"].passed and not checks["all_episodes_usable"].passed
 
-        bad_checks = {e.check_name: e for e in results[bad.name].get_asset_check_evaluations()}
-        assert not bad_checks["recording_usable"].passed
-        assert bad_checks["recording_usable"].severity == dg.AssetCheckSeverity.ERROR
+        # A failed recording: its partition is marked failed (the verdict is the run's failure), and the check
+        # history names the recording and the first reason.
+        assert not results[bad.name].success
+        [failure] = [e for e in results[bad.name].all_events if e.is_step_failure]
+        assert failure.step_key == "recording_validation"
+        assert f"{bad.name}: FAIL 0/4 usable: strokebatch.safetensors missing" in failure.step_failure_data.error.message
+        usable = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("recording_validation"), "recording_usable"), limit=10)
+        by_partition = {r.partition: r for r in usable}
+        assert by_partition[bad.name].status.value == "FAILED" and by_partition[good.name].status.value == "SUCCEEDED"
+        assert by_partition[bad.name].evaluation.description.startswith(f"{bad.name}: fail — strokebatch.safetensors missing")
+        status = instance.get_status_by_partition(dg.AssetKey("recording_validation"), [good.name, bad.name],
+                                                  recordings_partitions)
+        assert status == {good.name: dg.AssetPartitionStatus.MATERIALIZED, bad.name: dg.AssetPartitionStatus.FAILED}
 
         saved = ValidationReport.load(home / "validation" / f"{bad.name}.json")
         assert saved.status is Status.FAIL and saved.episodes_usable == []

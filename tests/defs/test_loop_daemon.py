@@ -8,12 +8,7 @@ TATBOT_SETTLE_SECONDS=5), plus the paths and the promotion gate the demo uses fo
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -21,9 +16,8 @@ import pytest
 
 from tatbot_pipeline.demo import DEMO_GATE
 from tatbot_pipeline.synth import SynthSpec, make_recordings
-from tatbot_pipeline.inference.local_node import free_port
+from tests.dagster_dev import dagster_dev, fresh_instance
 
-REPO = Path(__file__).resolve().parents[2]
 PHASE_S = 600  # the issue's bound per phase
 SPEC = SynthSpec(recordings=3, episodes=4, stroke_length=8, cameras=True, image_shape=(48, 64), seed=11)
 GATE_ENV = {"TATBOT_GATE_MAX_MAE": DEMO_GATE["max_mae"], "TATBOT_GATE_MAX_JOINT_MAE": DEMO_GATE["max_joint_mae"],
@@ -59,44 +53,13 @@ class Watch:
 @pytest.fixture
 def loop(tmp_path: Path):
     """`dagster dev` as a user starts it (repo root, workspace.yaml), on a fresh instance and an empty root."""
-    dagster_home, home, root = tmp_path / "dagster_home", tmp_path / "home", tmp_path / "recordings"
-    for d in (dagster_home, root):
-        d.mkdir()
-    (dagster_home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_MODULE_NAME" and not k.startswith("TATBOT_")}
-    env.update(DAGSTER_HOME=str(dagster_home), TATBOT_RECORDINGS_DIR=str(root), TATBOT_PIPELINE_HOME=str(home),
-               HF_HUB_OFFLINE="1", TATBOT_RETRAIN_CRON="* * * * *", TATBOT_SETTLE_SECONDS="5",
-               **{k: str(v) for k, v in GATE_ENV.items()})
+    dagster_home, home, root = fresh_instance(tmp_path / "dagster_home"), tmp_path / "home", tmp_path / "recordings"
+    root.mkdir()
+    env = {"TATBOT_RECORDINGS_DIR": str(root), "TATBOT_PIPELINE_HOME": str(home), "TATBOT_RETRAIN_CRON": "* * * * *",
+           "TATBOT_SETTLE_SECONDS": "5", **{k: str(v) for k, v in GATE_ENV.items()}}
     log = tmp_path / "dagster_dev.log"
-    port = free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p",
-                                 str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        _wait_for_server(f"http://127.0.0.1:{port}/server_info", proc, log)
-        with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-            yield Watch(instance, home, log), root
-    finally:  # dagster dev 1.13 often does not exit on SIGTERM/SIGINT; the instance is a temp dir, so do not wait long
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-
-
-def _wait_for_server(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            if urllib.request.urlopen(url, timeout=5).status == 200:
-                return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"dagster dev did not come up: {log.read_text()[-2000:]}")
-        time.sleep(1)
+    with dagster_dev(dagster_home, env, log), dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        yield Watch(instance, home, log), root
 
 
 @pytest.mark.timeout(2 * PHASE_S + 600)

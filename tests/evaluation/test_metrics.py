@@ -39,3 +39,14 @@ def test_latency_summary():
     assert lat.mean_s == pytest.approx((0.019 + 0.1) / 20)
     assert lat.max_s == pytest.approx(0.1)
     assert 0.001 <= lat.p95_s <= 0.1
+
+
+def test_joints_the_policy_does_not_predict_are_left_out_of_the_means():
+    recorded = np.zeros((2, 14), dtype=np.float32)
+    predicted = np.zeros((2, 14), dtype=np.float32)
+    predicted[:, 3] = 0.14  # left.joint_3
+    predicted[:, 6] = 0.04  # left.gripper: constant in training, not predicted
+    e = action_errors(predicted, recorded, np.array([0, 1]), not_predicted=("left.gripper.pos", "right.gripper.pos"))
+    assert e.mae == pytest.approx(0.14 / 12) and e.mae_per_arm["left"] == pytest.approx(0.14 / 6)
+    assert e.worst_joint == ("left.joint_3.pos", pytest.approx(0.14))
+    assert e.mae_per_joint["left.gripper.pos"] == pytest.approx(0.04)  # still reported, shown as n/a in the UI

@@ -5,8 +5,9 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
-from tatbot_pipeline.defs.pipes_train import pipes_command, pipes_extras
+from tatbot_pipeline.training.pipes import pipes_command, pipes_extras
 from tatbot_pipeline.defs.training import CHECKS
 from tatbot_pipeline.training.presets import TrainOptions
 from tests.training.conftest import STEPS
@@ -29,9 +30,13 @@ def test_pipes_subprocess_reports_the_training_back(trained_run, train_split: Pa
         assert result.success
         [mat] = result.get_asset_materialization_events()
         meta = mat.materialization.metadata
+        assert meta["summary"].value.startswith(f"tiny_smolvla, {STEPS} steps (resumed at {STEPS})")
         assert meta["steps"].value == STEPS and meta["preset"].value == "tiny_smolvla"
+        # the same lineage as a checkpoint trained on the Dagster host
+        for key in ("split_version", "split_fingerprints", "scene", "code_version", "loss_curve", "train_config"):
+            assert key in meta, key
         assert meta["checkpoint"].value == str(run_dir / "checkpoints" / "last" / "pretrained_model")
-        assert meta["final_loss"].value == run.metrics.final_loss
+        assert meta["final_loss"].value == pytest.approx(run.metrics.final_loss, rel=1e-3)
         assert meta["command"].value == "not retrained"  # the checkpoint had reached STEPS already
         checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
         assert set(checks) == set(CHECKS)

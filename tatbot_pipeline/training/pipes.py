@@ -1,6 +1,6 @@
 """Training off the Dagster host through Dagster Pipes: the GPU side runs this module, Dagster keeps the records.
 
-`python -m tatbot_pipeline.defs.pipes_train` is the external process: it reads what to train from the Pipes extras
+`python -m tatbot_pipeline.training.pipes` is the external process: it reads what to train from the Pipes extras
 (`pipes_extras`), runs the same `train_policy` + `run_health` as `trained_policy`, streams lerobot-train's lines as
 Pipes logs, and reports the materialization and the three health checks back. It imports `dagster_pipes` only, not
 dagster. Any Pipes client launches it: `PipesSubprocessClient` on the same machine, `PipesK8sClient` or
@@ -15,13 +15,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tatbot_pipeline.training.health import run_health
-from tatbot_pipeline.training.presets import TrainOptions, command_line
+from tatbot_pipeline.training.presets import TrainOptions
+from tatbot_pipeline.training.report import training_entries, training_summary
 from tatbot_pipeline.training.runner import train_policy
+from tatbot_pipeline.training.val_loss import validation_losses
 
 
 def pipes_command() -> list[str]:
     """The external process, with this environment's interpreter."""
-    return [sys.executable, "-m", "tatbot_pipeline.defs.pipes_train"]
+    return [sys.executable, "-m", "tatbot_pipeline.training.pipes"]
 
 
 def pipes_extras(preset: str, dataset_root: Path, run_dir: Path, hf_home: Path, options: TrainOptions,
@@ -37,8 +39,9 @@ def pipes_extras(preset: str, dataset_root: Path, run_dir: Path, hf_home: Path, 
     }
 
 
-def _json(value):
-    return json.loads(json.dumps(value, default=str))
+def raw(entries: dict) -> dict:
+    """Core report entries as Pipes metadata ({"raw_value", "type"})."""
+    return {name: {"raw_value": value, "type": kind} for name, (kind, value) in entries.items()}
 
 
 def main() -> None:
@@ -51,22 +54,16 @@ def main() -> None:
         run = train_policy(x["preset"], dataset_root, Path(x["run_dir"]), Path(x["hf_home"]), options,
                            models_home=Path(x["models_home"]) if x["models_home"] else None,
                            on_line=pipes.log.info)
-        for h in run_health(run.metrics, dataset_root, run.checkpoint_dir):
+        health = run_health(run.metrics, dataset_root, run.checkpoint_dir)
+        for h in health:
             pipes.report_asset_check(check_name=h.name, passed=h.passed, severity="ERROR",
-                                     metadata={"message": h.message, **_json(h.details)})
-        final_loss = run.metrics.final_loss
+                                     metadata={"message": h.message, **json.loads(json.dumps(h.details, default=str))})
+        val_root = dataset_root.parent / "val"
+        val_loss = validation_losses(run.run_dir, val_root) if (val_root / "meta" / "info.json").is_file() else None
+        first, last = training_entries(run, dataset_root, val_loss)
+        summary = training_summary(run, val_loss, (sum(h.passed for h in health), len(health)))
         pipes.report_asset_materialization(
-            metadata={
-                "checkpoint": {"raw_value": str(run.checkpoint_dir), "type": "path"},
-                "preset": run.preset,
-                "steps": run.steps,
-                "final_loss": final_loss if final_loss is not None else "none logged",
-                "resumed_from_step": run.resumed_from if run.resumed_from is not None else "fresh run",
-                "command": {"raw_value": f"```\n{command_line(list(run.argv), run.num_gpus)}\n```"
-                            if run.argv else "not retrained", "type": "md"},
-                "log": {"raw_value": str(run.log_path), "type": "path"},
-                "train_wall_s": round(run.wall_s, 1),
-            },
+            metadata={"summary": {"raw_value": summary, "type": "text"}, **raw(first), **raw(last)},
             data_version=f"{run.run_dir.name}@{run.steps}",
         )
 

@@ -1,0 +1,73 @@
+"""What a training run reports about its checkpoint: one builder for the `trained_policy` asset and the Pipes entry
+point, so a checkpoint trained on a GPU node carries the same lineage (split version, fingerprints, scene, code
+version, loss curve) as one trained on the Dagster host.
+
+Entries are `name -> (kind, value)` with Dagster's metadata kinds ("text", "int", "float", "path", "md", "json",
+"url"); each side turns them into its own form (MetadataValue, or Pipes' raw values). No dagster import here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from tatbot_pipeline.display import sig
+from tatbot_pipeline.plots import loss_curve, png_markdown
+from tatbot_pipeline.training.lineage import code_version, scene_snapshot, split_identity
+from tatbot_pipeline.training.presets import command_line
+from tatbot_pipeline.training.runner import TrainingRun
+
+Entries = dict[str, tuple[str, Any]]
+
+
+def training_summary(run: TrainingRun, val_loss: dict[int, float] | None, health: tuple[int, int]) -> str:
+    """'tiny_smolvla, 200 steps: loss 1.21 -> 0.913, val loss 0.95; health 3/3'."""
+    m = run.metrics
+    losses = [x for x in m.loss if math.isfinite(x)]
+    trend = f"loss {sig(losses[0])} -> {sig(losses[-1])}" if len(losses) > 1 else "no loss logged"
+    val = f", val loss {sig(val_loss[max(val_loss)])}" if val_loss else ""
+    resumed = f" (resumed at {run.resumed_from})" if run.resumed_from is not None else ""
+    return f"{run.preset}, {run.steps} steps{resumed}: {trend}{val}; health {health[0]}/{health[1]}"
+
+
+def training_entries(run: TrainingRun, train_root: Path, val_loss: dict[int, float] | None = None) -> tuple[Entries, Entries]:
+    """(the entries to read first, the long ones to read last)."""
+    split = split_identity(train_root)
+    m = run.metrics
+    first: Entries = {
+        "steps": ("int", run.steps),
+        "final_loss": ("float", sig(m.final_loss)) if m.final_loss is not None else ("text", "none logged"),
+        "final_val_loss": ("float", sig(val_loss[max(val_loss)])) if val_loss else ("text", "n/a (no val split)"),
+        "train_wall_s": ("float", sig(run.wall_s)),
+        "resumed_from_step": ("int", run.resumed_from) if run.resumed_from is not None else ("text", "fresh run"),
+        "preset": ("text", run.preset),
+        "policy_type": ("text", run.policy_type),
+        "split_version": ("text", split["version"]),
+        "checkpoint": ("path", str(run.checkpoint_dir)),
+        "split_path": ("path", split["source"]),
+        "code_version": ("text", code_version()),
+        "log": ("path", str(run.log_path)),
+    }
+    if m.wandb_url:
+        first["wandb"] = ("url", m.wandb_url)
+    command = command_line(list(run.argv), run.num_gpus) if run.argv else None
+    last: Entries = {
+        "command": ("md", f"```\n{command}\n```" if command else "not retrained"),
+        "train_config": ("json", _train_config(run.checkpoint_dir)),
+        "split_fingerprints": ("json", split["fingerprints"]),
+        "scene": ("json", json.loads(json.dumps(scene_snapshot(train_root) or {}, default=str))),
+    }
+    if len(m):
+        fig = loss_curve(m.step, m.loss, m.grad_norm, val_loss=val_loss)
+        last["loss_curve"] = ("md", png_markdown(fig, "loss"))
+    return first, last
+
+
+def _train_config(checkpoint: Path) -> dict:
+    """The exact config lerobot-train ran with (its `train_config.json`), instead of its console dump."""
+    try:
+        return json.loads((Path(checkpoint) / "train_config.json").read_text())
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,63 @@
+"""`dagster dev` as a user starts it (repo root, workspace.yaml) on a given instance, for the tests that need the
+real webserver and daemon: the UI test and the closed-loop daemon test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tatbot_pipeline.inference.local_node import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fresh_instance(dagster_home: Path) -> Path:
+    """An instance dir with the repo's dagster.yaml (its run queue and limits)."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    return dagster_home
+
+
+@contextmanager
+def dagster_dev(dagster_home: Path, env: dict[str, str], log: Path) -> Iterator[str]:
+    """Serve `dagster dev` on a free loopback port; yields its URL. `env` replaces every TATBOT_* variable."""
+    full = {k: v for k, v in os.environ.items() if k != "DAGSTER_MODULE_NAME" and not k.startswith("TATBOT_")}
+    full.update(DAGSTER_HOME=str(dagster_home), HF_HUB_OFFLINE="1", **env)
+    port = free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p",
+                                 str(port)], cwd=REPO, env=full, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_server(f"{url}/server_info", proc, log)
+        yield url
+    finally:  # dagster dev 1.13 often does not exit on SIGTERM/SIGINT; the instance is a temp dir, so do not wait long
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def _wait_for_server(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            if urllib.request.urlopen(url, timeout=5).status == 200:
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"dagster dev did not come up: {log.read_text()[-2000:]}")
+        time.sleep(1)
