@@ -1,5 +1,5 @@
 """The parquet side of a LeRobot v3.0 dataset (meta/info.json, meta/episodes, meta/tasks.parquet, data/), read one
-way everywhere: validation, the split merge, selection and plots all go through here.
+way everywhere: validation, v2.1 conversion, split selection and the merge read through here.
 
 Tables are read with pyarrow directly, never through `LeRobotDataset`: that builds an HF datasets cache and, with
 meta missing, may try the Hub (DESIGN.md §7), and the pipeline needs columns, not frames. List columns (`action`,

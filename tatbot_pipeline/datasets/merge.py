@@ -10,7 +10,8 @@ Why not `lerobot.datasets.dataset_tools.split_dataset`/`delete_episodes` + `aggr
   source values (DESIGN.md §7).
 So videos are copied whole, one destination file per source file (the episodes keep their `from/to_timestamp`;
 frames of episodes left out stay in the file but nothing references them), parquet rows are filtered and
-re-indexed with pyarrow (schema and HF metadata preserved), the index stats are recomputed, and `check_merged`
+re-indexed with pyarrow (in the first source's schema and HF metadata: recordings of other eras, which store the
+same features as other parquet types, are cast to it), the index stats are recomputed, and `check_merged`
 verifies the chunk/file mapping before a dataset is published. LeRobot's own helpers do the writing of
 info/tasks/stats (`write_info`, `write_tasks`, `write_stats`) and the statistics (`get_feature_stats`,
 `aggregate_stats`), so the files are exactly what `LeRobotDataset(root=...)` expects.
