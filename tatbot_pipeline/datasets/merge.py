@@ -10,7 +10,8 @@ Why not `lerobot.datasets.dataset_tools.split_dataset`/`delete_episodes` + `aggr
   source values (DESIGN.md §7).
 So videos are copied whole, one destination file per source file (the episodes keep their `from/to_timestamp`;
 frames of episodes left out stay in the file but nothing references them), parquet rows are filtered and
-re-indexed with pyarrow (schema and HF metadata preserved), the index stats are recomputed, and `check_merged`
+re-indexed with pyarrow (in the first source's schema and HF metadata: recordings of other eras, which store the
+same features as other parquet types, are cast to it), the index stats are recomputed, and `check_merged`
 verifies the chunk/file mapping before a dataset is published. LeRobot's own helpers do the writing of
 info/tasks/stats (`write_info`, `write_tasks`, `write_stats`) and the statistics (`get_feature_stats`,
 `aggregate_stats`), so the files are exactly what `LeRobotDataset(root=...)` expects.
@@ -33,7 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tatbot_pipeline.recordings.contents import numpy_column
+from tatbot_pipeline.datasets.lerobot_tables import common_schema, conform, numpy_column, read_episodes, read_info
+from tatbot_pipeline.datasets.lerobot_tables import read_tasks
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,8 @@ class SourceCache:
 
     def __init__(self, copy_threads: int = 2) -> None:
         self._placed: dict[Path, Path] = {}
-        self._tables: dict[tuple[str, Path], pa.Table] = {}  # small meta tables only; data is read per use
+        self._episodes: dict[Path, pa.Table] = {}  # small meta tables only; data is read per use
+        self._task_names: dict[Path, list[str]] = {}
         self._pool = ThreadPoolExecutor(max_workers=copy_threads, thread_name_prefix="split-copy")
         self._pending: list[Future] = []
         self.durations: dict[tuple[int, int], float] = {}  # (st_dev, st_ino) -> seconds, for check_merged
@@ -78,16 +81,15 @@ class SourceCache:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def episodes(self, root: Path) -> pa.Table:
-        key = ("episodes", root)
-        if key not in self._tables:
-            self._tables[key] = _read_episodes(root)
-        return self._tables[key]
+        if root not in self._episodes:
+            self._episodes[root] = read_episodes(root)
+        return self._episodes[root]
 
     def task_names(self, root: Path) -> list[str]:
-        key = ("tasks", root)
-        if key not in self._tables:
-            self._tables[key] = pq.read_table(root / "meta" / "tasks.parquet")
-        return self._tables[key].to_pandas().sort_values("task_index").index.tolist()  # LeRobot: index = task
+        """Task strings in task_index order (LeRobot keeps the string as the tasks table's index)."""
+        if root not in self._task_names:
+            self._task_names[root] = read_tasks(root).index.tolist()
+        return self._task_names[root]
 
     def place(self, src: Path, dst: Path) -> None:
         """Copy `src` to `dst` in the background, or hard-link an earlier (finished) copy of it."""
@@ -162,13 +164,6 @@ def _rows_by_episode(episode_of_row: np.ndarray) -> dict[int, np.ndarray]:
     return {int(e): order[s:s + c] for e, s, c in zip(episodes, starts, counts)}
 
 
-def _read_episodes(root: Path) -> pa.Table:
-    files = sorted((root / "meta" / "episodes").glob("*/*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"{root}: meta/episodes missing (recording never finalized?) — re-run validation")
-    return pa.concat_tables([pq.read_table(f) for f in files]).sort_by("episode_index")
-
-
 def _column_stats(values: np.ndarray) -> dict[str, np.ndarray]:
     """LeRobot's per-feature stats, shaped as `compute_episode_stats` shapes them (1-D -> keepdims)."""
     from lerobot.datasets.compute_stats import get_feature_stats
@@ -200,12 +195,9 @@ def write_merged_dataset(
 ) -> MergedDataset:
     """Write the chosen episodes of `sources`, in order, as one LeRobot dataset at `out` (must not exist).
 
-    Sources must share fps and features (checked by selection.check_compatible before).
+    Sources must share fps and features (checked by selection.check_compatible before); how each stores them may
+    differ (recording eras): tables are cast to the first source's schema.
     """
-    from lerobot.datasets.compute_stats import aggregate_stats
-    from lerobot.datasets.utils import DEFAULT_DATA_PATH, DEFAULT_EPISODES_PATH, DEFAULT_VIDEO_PATH
-    from lerobot.datasets.utils import write_info, write_stats, write_tasks
-
     if out.exists():
         raise FileExistsError(f"{out}: already exists — merged datasets are written once; delete it to rebuild")
     if not sources or not any(s.episodes for s in sources):
@@ -213,37 +205,78 @@ def write_merged_dataset(
     if cache is None:
         with SourceCache() as own:
             return write_merged_dataset(sources, out, own)
-    info = json.loads((sources[0].root / "meta" / "info.json").read_text())
-    features = info["features"]
-    chunks_size = int(info["chunks_size"])
-    video_keys = [k for k, f in features.items() if f["dtype"] == "video"]
-    numeric_keys = [k for k, f in features.items() if f["dtype"] not in ("video", "image", "string")]
-
-    tasks: dict[str, int] = {}  # task string -> new task_index, in order of first use
-    lineage: list[tuple[str, int]] = []
-    writer = _DataWriter(out, float(info["data_files_size_in_mb"]) * 1024**2, chunks_size)
-    data_columns: dict[str, list[np.ndarray]] = {k: [] for k in numeric_keys}
-    video_cursor: dict[str, tuple[int, int] | None] = {k: None for k in video_keys}
-    episode_tables: list[pa.Table] = []
-    next_episode = next_index = 0
-
+    merge = _Merge(out, read_info(sources[0].root), cache)
     for src in sources:
-        all_episodes = cache.episodes(src.root)
+        merge.add(src)
+    merged = merge.finish()
+    log.info("%s: %d episodes, %d frames from %d recordings", out, merged.episodes, merged.frames, len(sources))
+    cache.wait()
+    problems = check_merged(out, cache.durations)
+    if problems:
+        raise RuntimeError(f"{out}: merged dataset is inconsistent, not publishing it: " + "; ".join(problems[:10]))
+    return merged
+
+
+class _Merge:
+    """One merged dataset being written: what carries over from source to source (new task and frame indices,
+    the data writer, the video file cursors) and what the global stats are computed from at the end.
+    """
+
+    def __init__(self, out: Path, info: dict, cache: SourceCache) -> None:
+        features = info["features"]
+        self.out, self.info, self.cache = out, info, cache
+        self.chunks_size = int(info["chunks_size"])
+        self.video_keys = [k for k, f in features.items() if f["dtype"] == "video"]
+        self.numeric_keys = [k for k, f in features.items() if f["dtype"] not in ("video", "image", "string")]
+        self.writer = _DataWriter(out, float(info["data_files_size_in_mb"]) * 1024**2, self.chunks_size)
+        self.tasks: dict[str, int] = {}  # task string -> new task_index, in order of first use
+        self.lineage: list[tuple[str, int]] = []
+        self.data_columns: dict[str, list[np.ndarray]] = {k: [] for k in self.numeric_keys}
+        self.video_cursor: dict[str, tuple[int, int] | None] = {k: None for k in self.video_keys}
+        self.episode_tables: list[pa.Table] = []
+        self.data_schema: pa.Schema | None = None  # the first source's; later sources are cast to it
+        self.next_episode = self.next_index = 0
+
+    def add(self, src: EpisodeSource) -> None:
+        """Append the source's chosen episodes: data rows re-indexed, videos placed, episode rows rewritten."""
+        episodes = self._chosen_episodes(src)
+        found = episodes["episode_index"].to_pylist()
+        ep_map = {old: self.next_episode + i for i, old in enumerate(found)}
+        self.next_episode += len(found)
+        self.lineage += [(src.name, old) for old in found]
+        for ep_tasks in episodes["tasks"].to_pylist():
+            for task in ep_tasks:
+                self.tasks.setdefault(task, len(self.tasks))
+        task_map = np.array([self.tasks.get(t, -1) for t in self.cache.task_names(src.root)], dtype=np.int64)
+        ep_file, ep_range = self._copy_data(src, episodes, ep_map, task_map)
+        new_ids = [ep_map[old] for old in found]
+        columns = _data_columns(new_ids, ep_file, ep_range)
+        task_of = {e: self.tasks[t[0]] for e, t in zip(new_ids, episodes["tasks"].to_pylist())}
+        columns.update(_index_stats_columns(new_ids, ep_range, task_of, episodes.schema.names))
+        columns.update(self._place_videos(src, episodes))
+        for name, values in columns.items():
+            episodes = _set_column(episodes, name, values)
+        self.episode_tables.append(episodes)
+
+    def _chosen_episodes(self, src: EpisodeSource) -> pa.Table:
+        all_episodes = self.cache.episodes(src.root)
         wanted = pa.array(sorted(src.episodes), type=pa.int64())
         episodes = all_episodes.filter(pc.is_in(all_episodes["episode_index"], value_set=wanted))
         found = episodes["episode_index"].to_pylist()
         if found != sorted(src.episodes):
             missing = sorted(set(src.episodes) - set(found))
             raise ValueError(f"{src.root}: episodes {missing} not in meta/episodes — re-run validation")
-        ep_map = {old: next_episode + i for i, old in enumerate(found)}
-        next_episode += len(found)
-        lineage += [(src.name, old) for old in found]
-        for ep_tasks in episodes["tasks"].to_pylist():
-            for task in ep_tasks:
-                tasks.setdefault(task, len(tasks))
-        task_map = np.array([tasks.get(t, -1) for t in cache.task_names(src.root)], dtype=np.int64)
+        return episodes
 
-        # Data: filter each source file to the wanted episodes and re-index episode/index/task columns.
+    def _copy_data(self, src: EpisodeSource, episodes: pa.Table, ep_map: dict[int, int], task_map: np.ndarray
+                   ) -> tuple[dict[int, tuple[int, int]], dict[int, tuple[int, int]]]:
+        """Filter each source data file to the chosen episodes, re-index it and queue it for writing.
+
+        Returns episode -> (chunk, file) it was written to, and episode -> [from, to) new frame index range.
+        """
+        from lerobot.datasets.utils import DEFAULT_DATA_PATH
+
+        wanted = pa.array(sorted(ep_map), type=pa.int64())
         ep_file: dict[int, tuple[int, int]] = {}
         ep_range: dict[int, tuple[int, int]] = {}
         files = sorted(set(zip(episodes["data/chunk_index"].to_pylist(), episodes["data/file_index"].to_pylist())))
@@ -252,89 +285,120 @@ def write_merged_dataset(
             table = table.filter(pc.is_in(table["episode_index"], value_set=wanted)).sort_by("index")
             if len(table) == 0:
                 continue
-            new_eps = np.vectorize(ep_map.__getitem__, otypes=[np.int64])(table["episode_index"].to_numpy())
-            new_index = np.arange(next_index, next_index + len(table), dtype=np.int64)
-            next_index += len(table)
-            table = _set_column(table, "episode_index", new_eps)
-            table = _set_column(table, "index", new_index)
-            table = _set_column(table, "task_index", task_map[table["task_index"].to_numpy()])
-            where = writer.append(table)
-            for key in numeric_keys:
-                data_columns[key].append(numpy_column(table[key]))
+            table, new_eps, new_index = self._reindex(table, ep_map, task_map)
+            where = self.writer.append(table)
+            for key in self.numeric_keys:
+                self.data_columns[key].append(numpy_column(table[key]))
             for ep, (first, last) in _first_last_rows(new_eps).items():
                 ep_file[ep] = where
                 ep_range[ep] = (int(new_index[first]), int(new_index[last]) + 1)
+        return ep_file, ep_range
 
-        new_ids = [ep_map[old] for old in found]
-        columns = {
-            "episode_index": new_ids,
-            "data/chunk_index": [ep_file[e][0] for e in new_ids],
-            "data/file_index": [ep_file[e][1] for e in new_ids],
-            "dataset_from_index": [ep_range[e][0] for e in new_ids],
-            "dataset_to_index": [ep_range[e][1] for e in new_ids],
-            "meta/episodes/chunk_index": [0] * len(new_ids),
-            "meta/episodes/file_index": [0] * len(new_ids),
-        }
-        # Per-episode stats of the re-indexed columns (tatbot episodes have exactly one task each).
-        task_of = {e: tasks[t[0]] for e, t in zip(new_ids, episodes["tasks"].to_pylist())}
-        per_column = {
-            "index": [_index_stats("range", ep_range[e][1] - ep_range[e][0], ep_range[e][0]) for e in new_ids],
-            "episode_index": [_index_stats("const", ep_range[e][1] - ep_range[e][0], e) for e in new_ids],
-            "task_index": [_index_stats("const", ep_range[e][1] - ep_range[e][0], task_of[e]) for e in new_ids],
-        }
-        for column, per_ep in per_column.items():
-            for stat in per_ep[0]:
-                if f"stats/{column}/{stat}" in episodes.schema.names:
-                    columns[f"stats/{column}/{stat}"] = [s[stat].tolist() for s in per_ep]
-        # Videos: whole files, one destination file per source file; the timestamps inside stay valid.
-        for key in video_keys:
+    def _reindex(self, table: pa.Table, ep_map: dict[int, int], task_map: np.ndarray
+                 ) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+        """The table in the merged schema with new episode_index, index and task_index columns."""
+        self.data_schema = self.data_schema or table.schema
+        table = conform(table, self.data_schema)
+        new_eps = np.vectorize(ep_map.__getitem__, otypes=[np.int64])(table["episode_index"].to_numpy())
+        new_index = np.arange(self.next_index, self.next_index + len(table), dtype=np.int64)
+        self.next_index += len(table)
+        table = _set_column(table, "episode_index", new_eps)
+        table = _set_column(table, "index", new_index)
+        table = _set_column(table, "task_index", task_map[table["task_index"].to_numpy()])
+        return table, new_eps, new_index
+
+    def _place_videos(self, src: EpisodeSource, episodes: pa.Table) -> dict[str, list[int]]:
+        """Whole video files, one destination file per source file; the timestamps inside them stay valid."""
+        from lerobot.datasets.utils import DEFAULT_VIDEO_PATH
+
+        columns: dict[str, list[int]] = {}
+        for key in self.video_keys:
             pairs = list(zip(episodes[f"videos/{key}/chunk_index"].to_pylist(),
                              episodes[f"videos/{key}/file_index"].to_pylist()))
             mapping: dict[tuple[int, int], tuple[int, int]] = {}
             for pair in sorted(set(pairs)):
-                cursor = video_cursor[key]
-                cursor = (0, 0) if cursor is None else _chunk_file(cursor, chunks_size)
-                video_cursor[key] = mapping[pair] = cursor
-                cache.place(
+                cursor = self.video_cursor[key]
+                cursor = (0, 0) if cursor is None else _chunk_file(cursor, self.chunks_size)
+                self.video_cursor[key] = mapping[pair] = cursor
+                self.cache.place(
                     src.root / DEFAULT_VIDEO_PATH.format(video_key=key, chunk_index=pair[0], file_index=pair[1]),
-                    out / DEFAULT_VIDEO_PATH.format(video_key=key, chunk_index=cursor[0], file_index=cursor[1]),
+                    self.out / DEFAULT_VIDEO_PATH.format(video_key=key, chunk_index=cursor[0], file_index=cursor[1]),
                 )
             columns[f"videos/{key}/chunk_index"] = [mapping[p][0] for p in pairs]
             columns[f"videos/{key}/file_index"] = [mapping[p][1] for p in pairs]
-        for name, values in columns.items():
-            episodes = _set_column(episodes, name, values)
-        episode_tables.append(episodes)
+        return columns
 
-    writer.flush()
-    schema = episode_tables[0].schema
-    episodes_all = pa.concat_tables([t.select(schema.names).cast(schema) for t in episode_tables])
-    episodes_path = out / DEFAULT_EPISODES_PATH.format(chunk_index=0, file_index=0)
-    episodes_path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(episodes_all, episodes_path)
-    write_tasks(pd.DataFrame({"task_index": list(tasks.values())}, index=pd.Index(list(tasks))), out)
+    def finish(self) -> MergedDataset:
+        """Flush the data, then write meta/: episodes, tasks, stats and info (LeRobot's own writers)."""
+        from lerobot.datasets.utils import write_info, write_stats, write_tasks
 
-    # Global stats: exact over the merged frames for numeric features; videos aggregated from the per-episode
-    # stats the recorder computed (the frames are the same, so re-sampling them would only add noise).
-    stats = {key: _column_stats(np.concatenate(parts)) for key, parts in data_columns.items()}
-    for key in video_keys:
-        per_ep = _episode_stats(episodes_all, key)
-        stats[key] = aggregate_stats([{key: s} for s in per_ep])[key]
-    write_stats(stats, out)
+        self.writer.flush()
+        episodes = self._write_episodes()
+        tasks = self.tasks
+        write_tasks(pd.DataFrame({"task_index": list(tasks.values())}, index=pd.Index(list(tasks))), self.out)
+        write_stats(self._stats(episodes), self.out)
+        n_eps, n_frames = self.next_episode, self.next_index
+        self.info.update(total_episodes=n_eps, total_frames=n_frames, total_tasks=len(tasks),
+                         splits={"train": f"0:{n_eps}"})
+        write_info(self.info, self.out)
+        return MergedDataset(root=self.out, episodes=n_eps, frames=n_frames, tasks=len(tasks), lineage=self.lineage)
 
-    info.update(
-        total_episodes=next_episode,
-        total_frames=next_index,
-        total_tasks=len(tasks),
-        splits={"train": f"0:{next_episode}"},
-    )
-    write_info(info, out)
-    merged = MergedDataset(root=out, episodes=next_episode, frames=next_index, tasks=len(tasks), lineage=lineage)
-    log.info("%s: %d episodes, %d frames from %d recordings", out, next_episode, next_index, len(sources))
-    cache.wait()
-    problems = check_merged(out, cache.durations)
-    if problems:
-        raise RuntimeError(f"{out}: merged dataset is inconsistent, not publishing it: " + "; ".join(problems[:10]))
-    return merged
+    def _write_episodes(self) -> pa.Table:
+        """One episodes file in the first source's schema, keeping the columns every source has.
+
+        Recorders add their own columns (upstream lerobot's quantile stats, the v2.1 fork's `condition`): a column
+        some source lacks would have no value for its episodes, so it is left out.
+        """
+        from lerobot.datasets.utils import DEFAULT_EPISODES_PATH
+
+        schema = common_schema([t.schema for t in self.episode_tables])
+        left_out = sorted({n for t in self.episode_tables for n in t.schema.names} - set(schema.names))
+        if left_out:
+            log.info("%s: episodes columns not in every source left out: %s", self.out, left_out)
+        episodes = pa.concat_tables([conform(t, schema) for t in self.episode_tables])
+        path = self.out / DEFAULT_EPISODES_PATH.format(chunk_index=0, file_index=0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(episodes, path)
+        return episodes
+
+    def _stats(self, episodes: pa.Table) -> dict[str, dict[str, np.ndarray]]:
+        """Exact over the merged frames for numeric features; videos aggregated from the per-episode stats the
+        recorder computed (the frames are the same, so re-sampling them would only add noise)."""
+        from lerobot.datasets.compute_stats import aggregate_stats
+
+        stats = {key: _column_stats(np.concatenate(parts)) for key, parts in self.data_columns.items()}
+        for key in self.video_keys:
+            stats[key] = aggregate_stats([{key: s} for s in _episode_stats(episodes, key)])[key]
+        return stats
+
+
+def _data_columns(new_ids: list[int], ep_file: dict[int, tuple[int, int]], ep_range: dict[int, tuple[int, int]]
+                  ) -> dict[str, list[int]]:
+    """Where each new episode's rows are: data file, frame index range (one episodes file, so meta/ is 0/0)."""
+    return {
+        "episode_index": new_ids,
+        "data/chunk_index": [ep_file[e][0] for e in new_ids],
+        "data/file_index": [ep_file[e][1] for e in new_ids],
+        "dataset_from_index": [ep_range[e][0] for e in new_ids],
+        "dataset_to_index": [ep_range[e][1] for e in new_ids],
+        "meta/episodes/chunk_index": [0] * len(new_ids),
+        "meta/episodes/file_index": [0] * len(new_ids),
+    }
+
+
+def _index_stats_columns(new_ids: list[int], ep_range: dict[int, tuple[int, int]], task_of: dict[int, int],
+                         names: list[str]) -> dict[str, list]:
+    """Per-episode stats of the re-indexed columns, for the stats columns the episodes table has.
+
+    tatbot episodes have exactly one task each, so task_index is constant over an episode.
+    """
+    per_column = {
+        "index": [_index_stats("range", ep_range[e][1] - ep_range[e][0], ep_range[e][0]) for e in new_ids],
+        "episode_index": [_index_stats("const", ep_range[e][1] - ep_range[e][0], e) for e in new_ids],
+        "task_index": [_index_stats("const", ep_range[e][1] - ep_range[e][0], task_of[e]) for e in new_ids],
+    }
+    return {f"stats/{column}/{stat}": [s[stat].tolist() for s in per_ep]
+            for column, per_ep in per_column.items() for stat in per_ep[0] if f"stats/{column}/{stat}" in names}
 
 
 def _episode_stats(episodes: pa.Table, key: str) -> list[dict[str, np.ndarray]]:
@@ -344,21 +408,14 @@ def _episode_stats(episodes: pa.Table, key: str) -> list[dict[str, np.ndarray]]:
     passes over those made this step quadratic in the number of episodes.
     """
     prefix = f"stats/{key}/"
-    columns = {name[len(prefix):]: _nested_column(episodes[name]) for name in episodes.schema.names
+    columns = {name[len(prefix):]: numpy_column(episodes[name]) for name in episodes.schema.names
                if name.startswith(prefix)}
     columns = {stat: values.astype(np.int64 if stat == "count" else np.float64) for stat, values in columns.items()}
     return [{stat: values[i] for stat, values in columns.items()} for i in range(episodes.num_rows)]
 
 
-def _nested_column(column: pa.ChunkedArray) -> np.ndarray:
-    """A list column with fixed sizes at every level (stats: (3, 1, 1) per row) as one (rows, ...) array."""
-    values = column.combine_chunks()
-    shape = [len(values)]
-    while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
-        shape.append(values.type.list_size if pa.types.is_fixed_size_list(values.type)
-                     else (len(values[0]) if len(values) else 0))
-        values = values.flatten()
-    return values.to_numpy(zero_copy_only=False).reshape(shape)
+_BOOKKEEPING = ["episode_index", "tasks", "length", "data/chunk_index", "data/file_index", "dataset_from_index",
+                "dataset_to_index"]
 
 
 def check_merged(root: Path, durations: dict[tuple[int, int], float] | None = None) -> list[str]:
@@ -368,28 +425,36 @@ def check_merged(root: Path, durations: dict[tuple[int, int], float] | None = No
     task indices that do not match the episode's task, video time ranges past the end of the file, stale index
     stats. Reads only the bookkeeping columns, so it stays cheap next to copying the videos.
     """
-    from lerobot.datasets.utils import DEFAULT_DATA_PATH, DEFAULT_VIDEO_PATH
-    from lerobot.datasets.video_utils import get_video_duration_in_s
-
-    info = json.loads((root / "meta" / "info.json").read_text())
-    stats = json.loads((root / "meta" / "stats.json").read_text())
+    info = read_info(root)
     video_keys = [k for k, f in info["features"].items() if f["dtype"] == "video"]
-    columns = ["episode_index", "tasks", "length", "data/chunk_index", "data/file_index", "dataset_from_index",
-               "dataset_to_index"] + [f"videos/{k}/{c}" for k in video_keys
-                                      for c in ("chunk_index", "file_index", "to_timestamp")]
-    files = sorted((root / "meta" / "episodes").glob("*/*.parquet"))
-    episodes = pa.concat_tables([pq.read_table(f, columns=columns) for f in files]).sort_by("episode_index")
+    columns = _BOOKKEEPING + [f"videos/{k}/{c}" for k in video_keys
+                              for c in ("chunk_index", "file_index", "to_timestamp")]
+    episodes = read_episodes(root, columns)
     ep = {c: episodes[c].to_pylist() for c in columns}
-    task_names = pq.read_table(root / "meta" / "tasks.parquet").to_pandas().sort_values("task_index")
+    tasks = read_tasks(root)
+    return (_check_totals(info, ep, tasks) + _check_data_files(root, info, ep, tasks)
+            + _check_videos(root, info, ep, video_keys, {} if durations is None else durations)
+            + _check_index_stats(root, info))
+
+
+def _check_totals(info: dict, ep: dict[str, list], tasks: pd.DataFrame) -> list[str]:
+    """Episode and task indices contiguous from 0, episode lengths adding up to info.json's frame count."""
     problems: list[str] = []
     n_eps, n_frames = info["total_episodes"], info["total_frames"]
     if ep["episode_index"] != list(range(n_eps)):
         problems.append(f"episode indices are not 0..{n_eps - 1}")
-    if list(task_names["task_index"]) != list(range(info["total_tasks"])):
+    if list(tasks["task_index"]) != list(range(info["total_tasks"])):
         problems.append("task indices are not contiguous")
     if sum(ep["length"]) != n_frames:
         problems.append(f"episodes hold {sum(ep['length'])} frames, info.json says {n_frames}")
+    return problems
 
+
+def _check_data_files(root: Path, info: dict, ep: dict[str, list], tasks: pd.DataFrame) -> list[str]:
+    """Every data file the episodes name exists and holds exactly their rows; no rows beyond the frame count."""
+    from lerobot.datasets.utils import DEFAULT_DATA_PATH
+
+    problems: list[str] = []
     rows_total = 0
     by_file: dict[tuple[int, int], list[int]] = {}
     for i in range(len(ep["episode_index"])):
@@ -401,21 +466,37 @@ def check_merged(root: Path, durations: dict[tuple[int, int], float] | None = No
             continue
         data = pq.read_table(path, columns=["index", "episode_index", "frame_index", "task_index"])
         rows_total += len(data)
-        ep_col, idx, frame, task = (data[c].to_numpy() for c in ("episode_index", "index", "frame_index", "task_index"))
-        rows_of = _rows_by_episode(ep_col)
-        for i in members:
-            e, lo, hi = ep["episode_index"][i], ep["dataset_from_index"][i], ep["dataset_to_index"][i]
-            rows = rows_of.get(e, np.zeros(0, dtype=np.int64))
-            if not np.array_equal(idx[rows], np.arange(lo, hi)) or hi - lo != ep["length"][i]:
-                problems.append(f"episode {e}: rows in data file ({chunk}, {file}) do not match its index range")
-            elif not np.array_equal(frame[rows], np.arange(hi - lo)):
-                problems.append(f"episode {e}: frame_index is not 0..{hi - lo - 1}")
-            elif set(task_names.index[np.unique(task[rows])]) != set(ep["tasks"][i]):
-                problems.append(f"episode {e}: task_index does not match tasks {ep['tasks'][i]}")
-    if rows_total != n_frames:
-        problems.append(f"data files hold {rows_total} rows for {n_frames} frames")
+        problems += _check_episode_rows(data, (chunk, file), [{c: ep[c][i] for c in ep} for i in members], tasks)
+    if rows_total != info["total_frames"]:
+        problems.append(f"data files hold {rows_total} rows for {info['total_frames']} frames")
+    return problems
 
-    durations = {} if durations is None else durations
+
+def _check_episode_rows(data: pa.Table, where: tuple[int, int], episodes: list[dict], tasks: pd.DataFrame
+                        ) -> list[str]:
+    """The rows of one data file against the episodes that say they are in it (index range, frames, task)."""
+    problems: list[str] = []
+    ep_col, idx, frame, task = (data[c].to_numpy() for c in ("episode_index", "index", "frame_index", "task_index"))
+    rows_of = _rows_by_episode(ep_col)
+    for row in episodes:
+        e, lo, hi = row["episode_index"], row["dataset_from_index"], row["dataset_to_index"]
+        rows = rows_of.get(e, np.zeros(0, dtype=np.int64))
+        if not np.array_equal(idx[rows], np.arange(lo, hi)) or hi - lo != row["length"]:
+            problems.append(f"episode {e}: rows in data file {where} do not match its index range")
+        elif not np.array_equal(frame[rows], np.arange(hi - lo)):
+            problems.append(f"episode {e}: frame_index is not 0..{hi - lo - 1}")
+        elif set(tasks.index[np.unique(task[rows])]) != set(row["tasks"]):
+            problems.append(f"episode {e}: task_index does not match tasks {row['tasks']}")
+    return problems
+
+
+def _check_videos(root: Path, info: dict, ep: dict[str, list], video_keys: list[str],
+                  durations: dict[tuple[int, int], float]) -> list[str]:
+    """Every episode's video file exists and is long enough for its to_timestamp (one frame of slack)."""
+    from lerobot.datasets.utils import DEFAULT_VIDEO_PATH
+    from lerobot.datasets.video_utils import get_video_duration_in_s
+
+    problems: list[str] = []
     for key in video_keys:
         for i, e in enumerate(ep["episode_index"]):
             chunk, file = ep[f"videos/{key}/chunk_index"][i], ep[f"videos/{key}/file_index"][i]
@@ -428,8 +509,14 @@ def check_merged(root: Path, durations: dict[tuple[int, int], float] | None = No
                 durations[(st.st_dev, st.st_ino)] = get_video_duration_in_s(path)
             if ep[f"videos/{key}/to_timestamp"][i] > durations[(st.st_dev, st.st_ino)] + 1.0 / info["fps"]:
                 problems.append(f"episode {e}: {key} ends after the end of {path.relative_to(root)}")
+    return problems
 
-    for column, hi in (("index", n_frames - 1), ("episode_index", n_eps - 1)):
+
+def _check_index_stats(root: Path, info: dict) -> list[str]:
+    """stats.json's index/episode_index ranges are the merged ones, not a source's (lerobot's aggregate gap)."""
+    stats = json.loads((root / "meta" / "stats.json").read_text())
+    problems: list[str] = []
+    for column, hi in (("index", info["total_frames"] - 1), ("episode_index", info["total_episodes"] - 1)):
         if [stats[column]["min"][0], stats[column]["max"][0]] != [0, hi]:
             problems.append(f"stats.json {column} min/max {stats[column]['min']}/{stats[column]['max']} != 0/{hi}")
     return problems

@@ -14,8 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
+from tatbot_pipeline.datasets.lerobot_tables import read_episodes, read_info
 from tatbot_pipeline.recordings.naming import parse_recording_name
 from tatbot_pipeline.recordings.report import Severity, ValidationReport
 from tatbot_pipeline.recordings.scene import load_scene
@@ -61,9 +60,15 @@ class Selection:
     skipped: dict[str, str] = field(default_factory=dict)  # recording -> reason
 
 
+# Per-feature keys that may differ between recordings of one feature set: the video `info` block (codec, pix_fmt),
+# and the `fps` that lerobot's v2.1 -> v3.0 converter adds to every non-video feature (the fork never writes it; the
+# dataset's own fps is compared on its own).
+_NOT_COMPARED = ("info", "fps")
+
+
 def _comparable(features: dict) -> dict:
-    """Features as LeRobot needs them equal to merge: the video `info` block (codec, pix_fmt) may differ."""
-    return {k: {kk: vv for kk, vv in v.items() if kk != "info"} for k, v in sorted(features.items())}
+    """Features as LeRobot needs them equal to merge: dtype, shape and names."""
+    return {k: {kk: vv for kk, vv in v.items() if kk not in _NOT_COMPARED} for k, v in sorted(features.items())}
 
 
 def recording_facts(path: Path, summary: dict) -> dict:
@@ -75,7 +80,7 @@ def recording_facts(path: Path, summary: dict) -> dict:
     facts = {k: summary.get(k) for k in ("fps", "stroke_length", "features", "design_name", "scene")}
     info = None
     if facts["fps"] is None or facts["features"] is None:
-        info = json.loads((path / "meta" / "info.json").read_text())
+        info = read_info(path)
         facts["fps"] = facts["fps"] if facts["fps"] is not None else info["fps"]
         facts["features"] = facts["features"] if facts["features"] is not None else info["features"]
     scene = None
@@ -95,8 +100,7 @@ def recording_facts(path: Path, summary: dict) -> dict:
 
 
 def _longest_episode(path: Path) -> int:
-    files = sorted((path / "meta" / "episodes").glob("*/*.parquet"))
-    return max(max(pq.read_table(f, columns=["length"]).column("length").to_pylist()) for f in files)
+    return max(read_episodes(path, ["length"]).column("length").to_pylist())
 
 
 def load_usable_recordings(validation_dir: Path) -> Selection:

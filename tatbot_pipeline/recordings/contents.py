@@ -6,15 +6,13 @@ LeRobotDataset frame by frame: validation must stay fast on recordings with hund
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from tatbot_pipeline.datasets.lerobot_tables import data_files, episodes_files, numpy_column, read_info, read_tables
 from tatbot_pipeline.recordings.report import Finding, Severity
 from tatbot_pipeline.recordings.scan import recording_state
 from tatbot_pipeline.recordings.scene import load_scene
@@ -67,15 +65,6 @@ class Recording:
     def stroke_length(self) -> int | None:
         value = (self.scene or {}).get("stroke_length")
         return int(value) if isinstance(value, (int, float)) else None
-
-
-def numpy_column(column: pa.ChunkedArray) -> np.ndarray:
-    """A parquet column as an array; list columns (action, observation.state) become (n, d) without a Python loop."""
-    col = column.combine_chunks()
-    if pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type):
-        width = col.type.list_size if pa.types.is_fixed_size_list(col.type) else (len(col[0]) if len(col) else 0)
-        return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), width)
-    return col.to_numpy(zero_copy_only=False)
 
 
 LEGACY_LAYOUT = (
@@ -151,7 +140,7 @@ def _load_info(rec: Recording, settle_seconds: float, now: float) -> bool:
             add(Finding("layout", Severity.ERROR, "meta/info.json missing — not a LeRobot dataset"))
         return False
     try:
-        rec.info = json.loads(info_path.read_text())
+        rec.info = read_info(path)
     except (OSError, ValueError) as e:
         add(Finding("metadata", Severity.ERROR, f"meta/info.json unreadable: {e}"))
         return False
@@ -165,30 +154,30 @@ def _load_info(rec: Recording, settle_seconds: float, now: float) -> bool:
 def _load_tables(rec: Recording, settle_seconds: float, now: float) -> bool:
     """The episodes table and the frames; a writer still open (no parquet footer) stops here, fresh or stale."""
     path, add = rec.path, rec.findings.append
-    episodes_files = sorted((path / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
-    if not episodes_files:
+    episode_paths = episodes_files(path)
+    if not episode_paths:
         if not recording_state(path).settled(settle_seconds, now):
             add(Finding("finalized", Severity.INCOMPLETE, "meta/episodes not written yet — recording in progress"))
         else:
             add(Finding("finalized", Severity.ERROR, "meta/episodes missing (recording never finalized?) — re-run "
                         "stroke_tool with resume, or remove the dir from the recordings root by hand"))
         return False
-    data_files = sorted((path / "data").glob("chunk-*/file-*.parquet"))
-    open_files = [f for f in episodes_files + data_files if not parquet_has_footer(f)]
+    data_paths = data_files(path)
+    open_files = [f for f in episode_paths + data_paths if not parquet_has_footer(f)]
     if open_files:
         add(_unclosed(path, open_files, settle_seconds, now))
         return False
     try:
-        rec.episodes = pd.concat([pq.read_table(f).to_pandas() for f in episodes_files], ignore_index=True)
+        rec.episodes = read_tables(episode_paths).to_pandas().reset_index(drop=True)
     except Exception as e:  # boundary: a corrupt parquet and friends
         add(Finding("finalized", Severity.ERROR, f"meta/episodes unreadable: {type(e).__name__}: {e}"))
         return False
-    if not data_files:
+    if not data_paths:
         add(Finding("layout", Severity.ERROR, "data/ has no parquet files"))
         return False
     try:
         columns = ["episode_index", "frame_index", "timestamp", "index", "action", "observation.state"]
-        table = pa.concat_tables([pq.read_table(f, columns=columns) for f in data_files])
+        table = read_tables(data_paths, columns)
         rec.frames = Frames(
             episode_index=table.column("episode_index").to_numpy(),
             frame_index=table.column("frame_index").to_numpy(),

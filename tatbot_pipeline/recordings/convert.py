@@ -4,8 +4,8 @@ lerobot's own converter (`lerobot.datasets.v30.convert_dataset_v21_to_v30.conver
 only knows the LeRobot parts (meta/, data/, videos/), so the recording is copied to a scratch dir under
 `converted_dir`, converted there (offline: a local root never reaches the Hub), and tatbot's side files (scene.yaml,
 strokes.yaml, arrays/, strokebatch.safetensors, logs/, episode_NNNNNN/) are copied next to the result. The
-result is then given the layout tatbot's current recorder writes (`recorder_layout`), so the split can merge it
-with recordings made since. The copy replaces `<converted_dir>/<name>` in one rename and carries `conversion.json` (source path, source fingerprint,
+result is then given the layout tatbot's current recorder writes (`recorder_layout`), so it reads like the
+recordings made since. The copy replaces `<converted_dir>/<name>` in one rename and carries `conversion.json` (source path, source fingerprint,
 converter) for lineage. A copy whose source fingerprint is unchanged is reused, so validation re-runs are cheap;
 a resumed v2.1 session (new fingerprint) is converted again. Nothing is ever written under the recordings root.
 """
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tatbot_pipeline.datasets.lerobot_tables import data_files, episodes_files, read_info
 from tatbot_pipeline.recordings.scan import content_fingerprint
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Conversion:
 def codebase_version(path: Path) -> str | None:
     """`codebase_version` from meta/info.json, None when there is no readable info.json."""
     try:
-        return str(json.loads((path / "meta" / "info.json").read_text()).get("codebase_version"))
+        return str(read_info(path).get("codebase_version"))
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -109,26 +110,31 @@ def _convert(source: Path, work: Path) -> Path:
 
 def recorder_layout(root: Path) -> None:
     """Align lerobot's v3.0 output with what tatbot's fork writes since 2025-09-15, which it otherwise differs from in
-    three ways that stop the two from being merged into one split: the converter adds `fps` to every non-video
-    feature in info.json (the fork does not), stores `action`/`observation.state` as list<float> and timestamps as
-    float (the fork's pandas writes give list<double> and double), and keeps the v2.1 fork's per-episode `condition`
-    column in meta/episodes (the same stroke dicts as strokes.yaml; the v3.0 fork drops it). Values are unchanged.
+    three ways: the converter adds `fps` to every non-video feature in info.json (the fork does not), stores
+    `action`/`observation.state` as list<float> and timestamps as float (the fork's pandas writes give list<double>
+    and double), and keeps the v2.1 fork's per-episode `condition` column in meta/episodes (the same stroke dicts as
+    strokes.yaml; the v3.0 fork drops it). Values are unchanged.
+
+    The split no longer needs this (selection ignores a per-feature `fps`, the merge casts every source to the first
+    one's schema and keeps only the episodes columns all sources share: copies converted before this step existed
+    are still reused and merge; tests/datasets/test_mixed_eras.py). It stays so a converted copy's report summary,
+    and a split whose first source is a copy, look the same as with recordings the fork made itself.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     info_path = root / "meta" / "info.json"
-    info = json.loads(info_path.read_text())
+    info = read_info(root)
     for feature in info["features"].values():
         if feature.get("dtype") != "video":
             feature.pop("fps", None)
     info_path.write_text(json.dumps(info, indent=4, ensure_ascii=False))
-    for path in sorted((root / "data").glob("chunk-*/file-*.parquet")):
+    for path in data_files(root):
         table = pq.read_table(path)
         fields = [pa.field(f.name, pa.list_(pa.float64())) if pa.types.is_list(f.type) and pa.types.is_floating(f.type.value_type)
                   else pa.field(f.name, pa.float64()) if pa.types.is_floating(f.type) else f for f in table.schema]
         pq.write_table(table.cast(pa.schema(fields, metadata=table.schema.metadata)), path)
-    for path in sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet")):
+    for path in episodes_files(root):
         table = pq.read_table(path)
         if "condition" in table.column_names:
             pq.write_table(table.drop_columns(["condition"]).replace_schema_metadata(None), path)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
 
+from tatbot_pipeline.datasets.lerobot_tables import read_info
 from tatbot_pipeline.recordings.contents import Recording
 from tatbot_pipeline.recordings.naming import parse_recording_name
 from tatbot_pipeline.recordings.scan import content_fingerprint, size_on_disk
 from tatbot_pipeline.recordings.scene import load_scene
+
+log = logging.getLogger(__name__)
 
 
 def summarize(rec: Recording) -> dict:
@@ -39,12 +42,14 @@ def summarize(rec: Recording) -> dict:
 def describe_recording(path: Path) -> dict:
     """Summary plus size on disk and content fingerprint, reading only metadata (no tables, no video)."""
     rec = Recording(path=path)
+    # Best effort: a recording without readable metadata is described by what is left; its validation report
+    # turns the same problem into a finding, so here it is only logged.
     try:
-        rec.info = json.loads((path / "meta" / "info.json").read_text())
-    except (OSError, ValueError):
-        pass  # a recording without readable metadata is described by what is left; validation says why
+        rec.info = read_info(path)
+    except (OSError, ValueError) as e:
+        log.info("%s: meta/info.json unreadable (%s: %s); described without it", path, type(e).__name__, e)
     try:
         rec.scene = load_scene(path / "scene.yaml")
-    except Exception:  # noqa: BLE001 - same: description is best effort, the verdict lives in validation
-        pass
+    except Exception as e:  # noqa: BLE001 - any parse problem; the verdict lives in validation
+        log.info("%s: scene.yaml unreadable (%s: %s); described without it", path, type(e).__name__, e)
     return {**summarize(rec), "size_bytes": size_on_disk(path), "fingerprint": content_fingerprint(path)}
