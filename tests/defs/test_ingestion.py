@@ -71,7 +71,7 @@ def test_sensor_adds_settled_recordings_and_skips_the_rest(recording_copy, recor
         # The daemon would apply the request; do it by hand, then tick again with the cursor: nothing new.
         _apply(instance, result)
         again = _tick(resources, instance, result.cursor)
-        assert isinstance(again, dg.SkipReason) and "1 still settling" in again.skip_message
+        assert isinstance(again, dg.SkipReason) and "0 new, 1 settling" in again.skip_message
 
         # A changed recording is requested again (new run key), without re-adding its partition.
         with open(a / "logs" / "episode_000000.txt", "a") as f:

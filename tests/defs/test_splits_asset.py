@@ -36,7 +36,7 @@ def test_training_splits_builds_train_and_val_from_usable_episodes(settings, rec
     md = result.asset_materializations_for_node("training_splits")[0].metadata
     assert md["train_episodes"].value + md["val_episodes"].value == 6  # 2 + 4 usable
     assert md["train_frames"].value == 8 * md["train_episodes"].value
-    assert md["stroke_length"].value == 8 and md["fps"].value == 10
+    assert md["stroke_length_frames"].value == 8 and md["fps"].value == 10
     assert md["recordings"].value == [a.name, b.name]
     assert md["designs"].value == ["flower", "snail"]
     assert md["fingerprints"].value == {a.name: f"fp-{a.name}", b.name: f"fp-{b.name}"}
