@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-import tatbot_pipeline  # noqa: F401  (offline env)
+from tatbot_pipeline.config import apply_offline_defaults
 import tatbot_pipeline.inference.rollout as rollout
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.inference.loop import LoopStats
@@ -34,6 +34,8 @@ from tatbot_pipeline.inference.policy import load_policy
 from tatbot_pipeline.inference.rollout import VLAInferInput, vla_infer
 from tatbot_pipeline.robot.sim import SimRobot
 from tatbot_pipeline.synth import SynthSpec, make_recordings
+
+apply_offline_defaults()  # before anything imports lerobot
 
 
 class Probe:

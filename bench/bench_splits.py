@@ -29,13 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-import tatbot_pipeline  # noqa: F401  (offline env)
+from tatbot_pipeline.config import apply_offline_defaults
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.datasets.build import build_splits
 from tatbot_pipeline.datasets.selection import recording_facts
 from tatbot_pipeline.datasets.split import SplitConfig
 from tatbot_pipeline.recordings.report import Finding, Severity, Status, ValidationReport
 from tatbot_pipeline.synth import SynthSpec, make_recordings
+
+apply_offline_defaults()  # before anything imports lerobot
 
 
 def textured_video(path: Path, frames: int, kb_per_frame: float, fps: int = 10) -> None:

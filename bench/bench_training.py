@@ -29,13 +29,15 @@ from pathlib import Path
 
 import dagster as dg
 
-import tatbot_pipeline  # noqa: F401  (offline env)
+from tatbot_pipeline.config import apply_offline_defaults
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.training import trained_policy
 from tatbot_pipeline.synth import SynthSpec, make_recordings
 from tatbot_pipeline.training.presets import TrainOptions, get_preset, train_argv
 from tatbot_pipeline.training.runner import lerobot_train_command, training_env
 from tatbot_pipeline.training.tiny import ensure_tiny_smolvlm, episode_length, tiny_smolvlm_dir
+
+apply_offline_defaults()  # before anything imports lerobot
 
 
 def _cpu(who: int) -> float:

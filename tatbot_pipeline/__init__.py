@@ -1,14 +1,7 @@
 """tatbot_pipeline: tatbot stroke recordings -> validated data -> trained VLA policies -> rollouts.
 
-Importing the package makes the process offline-by-default before lerobot or huggingface_hub are imported:
-a missing local file must fail loudly instead of silently reaching for the Hub.
+Importing the package changes nothing: the entry points (cli.main, definitions.defs, training/pipes.py) make the
+process offline-by-default (config.apply_offline_defaults) before anything imports lerobot or huggingface_hub.
 """
-
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "offline")
 
 __version__ = "0.1.0"

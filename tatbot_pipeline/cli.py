@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from tatbot_pipeline.config import apply_offline_defaults
+
 
 def _synth(args: argparse.Namespace) -> int:
     from tatbot_pipeline.synth import SynthSpec, make_recordings
@@ -177,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    apply_offline_defaults()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return args.func(args)
 

@@ -17,6 +17,22 @@ DEFAULT_ROBOT_STATE_DIR = Path(tempfile.gettempdir()) / "tatbot-robot"
 # Where the tatbot backend's camera frames come from: the RealSense cameras the scene lists, or the project's
 # renderer (`synth.render_camera`) for arm-only hardware-in-the-loop runs with no camera attached.
 CAMERA_SOURCES = ("realsense", "sim")
+# At most one split rebuild per tick, never while recordings are being ingested (defs/automation.py says why).
+DEFAULT_SPLIT_CRON = "*/2 * * * *"
+# Nightly; retraining only happens at a tick after the split's version changed.
+DEFAULT_RETRAIN_CRON = "0 2 * * *"
+DEFAULT_ROBOT_NODE = "hog"
+# A missing local model or dataset must fail loudly instead of silently reaching for the Hub, and wandb stays local
+# unless a lab syncs on purpose. huggingface_hub reads these when it is imported, so the entry points (cli.main, the
+# code location's loader, the Pipes entry) apply them before anything imports lerobot.
+OFFLINE_DEFAULTS = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                    "WANDB_MODE": "offline"}
+
+
+def apply_offline_defaults(environ=os.environ) -> None:
+    """Offline unless the user set these variables themselves."""
+    for key, value in OFFLINE_DEFAULTS.items():
+        environ.setdefault(key, value)
 
 
 @dataclass(frozen=True)
@@ -50,10 +66,19 @@ class PipelineSettings:
     # offline unless a lab syncs on purpose).
     train_preset: str = "tiny_smolvla"
     wandb_mode: str = "offline"
+    # GPUs one training asks for (TATBOT_TRAIN_GPUS); more than one trains through `accelerate launch --multi_gpu`.
+    train_gpus: int = 1
+    # The loop's crons (TATBOT_SPLIT_CRON, TATBOT_RETRAIN_CRON): defs/automation.py.
+    split_cron: str = DEFAULT_SPLIT_CRON
+    retrain_cron: str = DEFAULT_RETRAIN_CRON
+    # The robot node `robot_eval` drives by default (TATBOT_ROBOT_NODE): its run tag and the launchpad's default.
+    robot_node: str = DEFAULT_ROBOT_NODE
 
     def __post_init__(self) -> None:
         if self.camera_source not in CAMERA_SOURCES:
             raise ValueError(f"camera source {self.camera_source!r} (TATBOT_CAMERA_SOURCE): choose one of {list(CAMERA_SOURCES)}")
+        if self.train_gpus < 1:
+            raise ValueError(f"TATBOT_TRAIN_GPUS={self.train_gpus}: a training needs at least one GPU")
 
     @classmethod
     def from_env(cls, **overrides) -> "PipelineSettings":
@@ -75,6 +100,10 @@ class PipelineSettings:
             "gate_overrides": _gate_overrides(env),
             "train_preset": env.get("TATBOT_TRAIN_PRESET") or "tiny_smolvla",
             "wandb_mode": env.get("WANDB_MODE") or "offline",
+            "train_gpus": _whole_number(env, "TATBOT_TRAIN_GPUS", 1),
+            "split_cron": env.get("TATBOT_SPLIT_CRON") or DEFAULT_SPLIT_CRON,
+            "retrain_cron": env.get("TATBOT_RETRAIN_CRON") or DEFAULT_RETRAIN_CRON,
+            "robot_node": env.get("TATBOT_ROBOT_NODE") or DEFAULT_ROBOT_NODE,
         }
         values.update({k: v for k, v in overrides.items() if v is not None and v != ""})
         values["recordings_dir"] = Path(values["recordings_dir"])
@@ -156,3 +185,11 @@ def _gate_overrides(env) -> dict[str, float]:
             except ValueError:
                 raise ValueError(f"{var}={env[var]!r} is not a number") from None
     return out
+
+
+def _whole_number(env, var: str, default: int) -> int:
+    value = env.get(var) or str(default)
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{var}={value!r}: expected a whole number (1, 2, ...)") from None

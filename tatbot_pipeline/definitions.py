@@ -1,7 +1,12 @@
-"""The code location: `dagster dev`, `dagster definitions validate` and `dagster job execute` load `defs` from here."""
+"""The code location: `dagster dev`, `dagster definitions validate` and `dagster job execute` load `defs` from here.
+
+The settings are read from the environment once, when the code location loads (not at import), and every piece
+that depends on them (the loop's crons, training's GPU tags, robot_eval's node) is built from that one object.
+"""
 
 import dagster as dg
 
+from tatbot_pipeline.config import PipelineSettings, apply_offline_defaults
 from tatbot_pipeline.defs import automation
 from tatbot_pipeline.defs import ingestion
 from tatbot_pipeline.defs import splits
@@ -10,14 +15,22 @@ from tatbot_pipeline.defs import evaluation
 from tatbot_pipeline.defs import robot
 from tatbot_pipeline.defs.resources import default_resources
 
-defs = dg.Definitions.merge(
-    ingestion.defs,
-    splits.defs,
-    training.defs,
-    evaluation.defs,
-    robot.defs,
-    automation.defs,
-    # Steps run one after the other in the run's process: a subprocess per step would re-import torch and
-    # lerobot each time (seconds), and training already isolates itself in a lerobot-train subprocess.
-    dg.Definitions(resources=default_resources(), executor=dg.in_process_executor),
-)
+
+def build_definitions(settings: PipelineSettings) -> dg.Definitions:
+    return dg.Definitions.merge(
+        ingestion.defs,
+        splits.build(settings),
+        training.build(settings),
+        evaluation.defs,
+        robot.build(settings),
+        automation.build(settings),
+        # Steps run one after the other in the run's process: a subprocess per step would re-import torch and
+        # lerobot each time (seconds), and training already isolates itself in a lerobot-train subprocess.
+        dg.Definitions(resources=default_resources(), executor=dg.in_process_executor),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    apply_offline_defaults()  # before any step imports lerobot / huggingface_hub
+    return build_definitions(PipelineSettings.from_env())

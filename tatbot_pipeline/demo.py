@@ -61,11 +61,10 @@ def make_demo_recordings(root: Path) -> list[Path]:
     return [*paths, stopped, crashed]
 
 
-def ingest(instance, settings: PipelineSettings, console: Console) -> None:
+def ingest(defs, instance, settings: PipelineSettings, console: Console) -> None:
     """One tick of the recordings sensor, applied as the daemon would, then the runs it requested."""
     import dagster as dg
 
-    from tatbot_pipeline.definitions import defs
     from tatbot_pipeline.defs.ingestion import recordings_sensor
     from tatbot_pipeline.defs.resources import PipelineResource
 
@@ -92,11 +91,9 @@ DEMO_TRAIN_STEPS = 200
 DEMO_GATE = {"max_mae": 0.5, "max_joint_mae": 1.0, "latency_budget_ms": 2000.0}
 
 
-def run_job(instance, name: str, op_config: dict | None = None) -> dict:
+def run_job(defs, instance, name: str, op_config: dict | None = None) -> dict:
     """Run one of the code location's named jobs in the real instance; return the materialization's metadata as plain
     values (the last asset materialized). Failing steps raise."""
-    from tatbot_pipeline.definitions import defs
-
     job = defs.resolve_job_def(name)
     run_config = {"ops": {op: {"config": cfg} for op, cfg in (op_config or {}).items()}, **QUIET}
     result = job.execute_in_process(run_config=run_config, instance=instance, tags={"demo": "true"})
@@ -104,9 +101,7 @@ def run_job(instance, name: str, op_config: dict | None = None) -> dict:
     return {k: v.value for k, v in events[-1].materialization.metadata.items()} if events else {}
 
 
-def _robot_eval(instance) -> str:
-    from tatbot_pipeline.definitions import defs
-
+def _robot_eval(defs, instance) -> str:
     job = defs.resolve_job_def("robot_eval")
     config = {"ops": {"resolve_checkpoint": {"config": {"device": "cpu", "max_steps": 40}}}}
     result = job.execute_in_process(run_config={**config, **QUIET}, instance=instance, tags={"demo": "true"})
@@ -114,13 +109,11 @@ def _robot_eval(instance) -> str:
     return mat.materialization.metadata["summary"].value
 
 
-def watch_the_loop(demo_root: Path) -> str:
+def watch_the_loop(demo_root: Path, retrain_cron: str) -> str:
     """The demo's last line: how to see a new recording go through the loop by itself."""
-    from tatbot_pipeline.defs.automation import RETRAIN_CRON
-
     return (f"\nWatch the loop: with the UI running, add a recording (tatbot-pipeline synth {demo_root} "
             f"--episodes 6 --stroke-length 8 --image-shape 96 128 --seed 4); it is validated, split, retrained at the "
-            f"next tick of TATBOT_RETRAIN_CRON ({RETRAIN_CRON}; TATBOT_RETRAIN_CRON='* * * * *' make demo for every "
+            f"next tick of TATBOT_RETRAIN_CRON ({retrain_cron}; TATBOT_RETRAIN_CRON='* * * * *' make demo for every "
             "minute) and evaluated, with no click (UI: Runs).")
 
 
@@ -151,28 +144,30 @@ def _demo_steps(settings: PipelineSettings, console: Console) -> int:
     """The six steps, one headline each; returns the exit code."""
     import dagster as dg
 
-    started, instance = time.perf_counter(), dg.DagsterInstance.get()
+    from tatbot_pipeline.definitions import build_definitions
+
+    started, instance, defs = time.perf_counter(), dg.DagsterInstance.get(), build_definitions(settings)
     demo_root = settings.recordings_dir
     step = _stepper(console)
     with step(f"1/6 synthetic recordings as tatbot's recorder writes them (fork v3.0, one v2.1) in {demo_root}"):
         make_demo_recordings(demo_root)
     with step("2/6 recordings sensor + ingest_recordings: stroke_recording, recording_validation"):
-        ingest(instance, settings, console)
+        ingest(defs, instance, settings, console)
     with step("3/6 build_splits: usable episodes -> train/val LeRobot datasets") as done:
-        done(run_job(instance, "build_splits")["summary"])
+        done(run_job(defs, instance, "build_splits")["summary"])
     with step(f"4/6 train_policy_job: lerobot-train, tiny_smolvla, {DEMO_TRAIN_STEPS} steps on CPU") as done:
-        trained = run_job(instance, "train_policy_job",
+        trained = run_job(defs, instance, "train_policy_job",
                           {"trained_policy": {"preset": "tiny_smolvla", "steps": DEMO_TRAIN_STEPS}})
         done(trained["summary"])
     with step("5/6 evaluate_policy: open-loop replay of the val split + promotion gate") as done:
-        evaluation = run_job(instance, "evaluate_policy", {"policy_evaluation": DEMO_GATE})
+        evaluation = run_job(defs, instance, "evaluate_policy", {"policy_evaluation": DEMO_GATE})
         done(evaluation["summary"])
     if not evaluation["promoted"]:
         console.line("error: the checkpoint was not promoted, and robot_eval rolls out the promoted checkpoint "
                      "only; see policy_evaluation in the UI")
         return 1
     with step("6/6 robot_eval: deploy the promoted checkpoint, vla_infer on the sim robot over MCP") as done:
-        done(_robot_eval(instance))
+        done(_robot_eval(defs, instance))
     _where_to_look(console, settings, trained, time.perf_counter() - started)
     return 0
 
@@ -198,4 +193,4 @@ def _where_to_look(console: Console, settings: PipelineSettings, trained: dict, 
     console.line(f"  eval datasets:      {settings.eval_datasets_dir}")
     console.line(f"  Dagster instance:   {os.environ['DAGSTER_HOME']}")
     console.line(f"  full logs:          {console.log_path} (this run), {settings.train_dir / 'logs'} (lerobot-train)")
-    console.line(watch_the_loop(settings.recordings_dir))
+    console.line(watch_the_loop(settings.recordings_dir, settings.retrain_cron))

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-os.environ["HF_HUB_OFFLINE"] = "1"
+from tatbot_pipeline.config import PipelineSettings, apply_offline_defaults
+from tatbot_pipeline.synth import SynthSpec, make_recordings
 
-from tatbot_pipeline.config import PipelineSettings  # noqa: E402
-from tatbot_pipeline.synth import SynthSpec, make_recordings  # noqa: E402
+apply_offline_defaults()  # what every entry point does before lerobot is imported
 
 # Small but real: 4 strokes of 8 frames, both cameras at a reduced resolution to keep video encoding quick. Written
 # the way the robot node records today (tatbot's fork, LeRobot v3.0, no finalize), with the operator moving a needle

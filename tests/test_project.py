@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,3 +18,33 @@ def test_dagster_definitions_validate(tmp_path: Path):
     out = subprocess.run([str(dagster), "definitions", "validate"], cwd=REPO, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Validation successful" in out.stdout + out.stderr
+
+
+def test_importing_the_project_reads_and_changes_no_environment():
+    """Every module imports with an empty environment and leaves it as it was: settings are read at call time."""
+    code = """
+import os, pkgutil, importlib, importlib.util
+before = dict(os.environ)
+package = importlib.util.find_spec("tatbot_pipeline").submodule_search_locations
+names = ["tatbot_pipeline", *(m.name for m in pkgutil.walk_packages(package, "tatbot_pipeline."))]
+for name in names:
+    importlib.import_module(name)
+assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())
+print(len(names))
+"""
+    # Values that would raise if anything parsed them at import.
+    env = {"PATH": os.environ["PATH"], "TATBOT_TRAIN_GPUS": "not-a-number", "TATBOT_SETTLE_SECONDS": "soon"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert int(out.stdout) > 60  # every module, not a few
+
+
+def test_settings_are_read_by_config_alone():
+    """No `TATBOT_*` variable is looked up outside config.py (the demo only *sets* them for its child processes)."""
+    read = re.compile(r"""(environ\.get\(|environ\[|getenv\()\s*["']TATBOT_""")
+    assigned = re.compile(r"""environ\[["']TATBOT_\w+["']\]\s*=[^=]""")
+    offenders = [f"{path.relative_to(REPO)}:{n}" for path in (REPO / "tatbot_pipeline").rglob("*.py")
+                 if path.name != "config.py"
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if read.search(line) and not assigned.search(line)]
+    assert not offenders, offenders

@@ -1,8 +1,8 @@
 """The loop without a click: declarative automation conditions on the real assets, and the sensors that run them.
 
     recordings_sensor (defs/ingestion.py)      new or changed recording dirs -> stroke_recording + recording_validation
-    training_splits     SPLIT_CRON debounce    rebuilt after validations land, once nothing is being ingested
-    trained_policy      RETRAIN_CRON (nightly) retrained at the first tick after the split's *version* changed
+    training_splits     split_cron debounce    rebuilt after validations land, once nothing is being ingested
+    trained_policy      retrain_cron (nightly) retrained at the first tick after the split's *version* changed
     policy_evaluation   after every new checkpoint whose blocking health checks passed (promotes or refuses)
     robot_eval          never automatic: it moves hardware next to a person
 
@@ -18,16 +18,11 @@ A failed recording still materializes `recording_validation`, so it may rebuild 
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
-AC = dg.AutomationCondition
+from tatbot_pipeline.config import PipelineSettings
 
-# Nightly; retraining only happens at a tick after the split's version changed.
-RETRAIN_CRON = os.environ.get("TATBOT_RETRAIN_CRON", "0 2 * * *")
-# At most one split rebuild per tick of this cron, and never while recordings are being ingested.
-SPLIT_CRON = os.environ.get("TATBOT_SPLIT_CRON", "*/2 * * * *")
+AC = dg.AutomationCondition
 
 
 def _started() -> dg.AutomationCondition:
@@ -39,7 +34,7 @@ def _idle(what: str) -> dg.AutomationCondition:
     return (~AC.in_progress()).with_label(f"{what} is not already running")
 
 
-def split_condition(cron: str = SPLIT_CRON) -> dg.AutomationCondition:
+def split_condition(cron: str) -> dg.AutomationCondition:
     """Validations landed since the last build, a split tick has passed since the latest one, ingestion is idle."""
     # newly_updated carries the materialization's timestamp, so a validation that lands just before a tick which
     # is seen in the same evaluation still counts as "before the tick".
@@ -52,7 +47,7 @@ def split_condition(cron: str = SPLIT_CRON) -> dg.AutomationCondition:
     ).with_label(f"Rebuild the split after new validations, once ingestion is idle (at most once per {cron})")
 
 
-def retrain_condition(cron: str = RETRAIN_CRON) -> dg.AutomationCondition:
+def retrain_condition(cron: str) -> dg.AutomationCondition:
     """The first cron tick after the split's version changed, once the split build and any training are done.
 
     The split's data version is its content hash, so a rebuild that reuses the same episodes changes nothing here.
@@ -83,14 +78,22 @@ def evaluate_condition() -> dg.AutomationCondition:
     ).with_label("Evaluate every new healthy checkpoint (and promote it if it passes the gate)")
 
 
-loop_sensor = dg.AutomationConditionSensorDefinition(
-    "loop_automation",
-    target=dg.AssetSelection.assets("training_splits", "policy_evaluation"),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    description=f"Rebuilds `training_splits` after new validations (at most once per `{SPLIT_CRON}`, never while "
-    "recordings are being ingested) and evaluates every new healthy checkpoint. Turn it off to pause the loop; "
-    "`training_automation` retrains, `robot_eval` stays manual.",
-)
+def with_condition(assets: dg.AssetsDefinition, condition: dg.AutomationCondition) -> dg.AssetsDefinition:
+    """The asset with this condition: the crons are settings, known when the code location loads, not at import."""
+    return assets.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=condition))
 
-defs = dg.Definitions(sensors=[loop_sensor])
+
+def loop_sensor(settings: PipelineSettings) -> dg.AutomationConditionSensorDefinition:
+    return dg.AutomationConditionSensorDefinition(
+        "loop_automation",
+        target=dg.AssetSelection.assets("training_splits", "policy_evaluation"),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        description=f"Rebuilds `training_splits` after new validations (at most once per `{settings.split_cron}`, "
+        "never while recordings are being ingested) and evaluates every new healthy checkpoint. Turn it off to pause "
+        "the loop; `training_automation` retrains, `robot_eval` stays manual.",
+    )
+
+
+def build(settings: PipelineSettings) -> dg.Definitions:
+    return dg.Definitions(sensors=[loop_sensor(settings)])

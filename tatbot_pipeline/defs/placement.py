@@ -2,7 +2,7 @@
 
 `K8sRunLauncher` reads the `dagster-k8s/config` run tag and shallow-merges it over its own `run_k8s_config`, whose
 node selector keeps untagged runs (ingestion, splits, evaluation) on the Dagster host. Training runs carry
-`gpu_run_tags()`: the same selector key pointing at the GPU nodes, their GPU limit, the toleration GPU nodes are
+`gpu_run_tags(settings.train_gpus)`: the same selector key pointing at the GPU nodes, their GPU limit, the toleration GPU nodes are
 usually tainted with, and a memory-backed /dev/shm (a container's 64 MB one kills DataLoader workers).
 The embedded default instance ignores the tag: there everything runs on the one machine.
 """
@@ -10,7 +10,6 @@ The embedded default instance ignores the tag: there everything runs on the one 
 from __future__ import annotations
 
 import json
-import os
 
 K8S_CONFIG_TAG = "dagster-k8s/config"
 NODE_ROLE_LABEL = "tatbot/node-role"  # kubectl label node ook tatbot/node-role=gpu
@@ -19,24 +18,12 @@ HOST_ROLE = "dagster-host"
 GPU_RESOURCE = "nvidia.com/gpu"  # what the NVIDIA device plugin advertises
 
 
-def train_gpus() -> int:
-    """GPUs one training asks for: TATBOT_TRAIN_GPUS (default 1); >1 pairs with a multi-GPU preset option."""
-    value = os.environ.get("TATBOT_TRAIN_GPUS", "1")
-    try:
-        gpus = int(value)
-    except ValueError:
-        raise ValueError(f"TATBOT_TRAIN_GPUS={value!r}: expected a whole number of GPUs (1, 2, ...)") from None
-    if gpus < 1:
-        raise ValueError(f"TATBOT_TRAIN_GPUS={gpus}: a training needs at least one GPU")
-    return gpus
-
-
 def gpu_k8s_config(gpus: int) -> dict:
     """The `dagster-k8s/config` of a run that must land on a GPU node with `gpus` GPUs."""
     return {
         "container_config": {
             "resources": {"limits": {GPU_RESOURCE: str(gpus)}},
-            # The run worker trains with as many processes as the pod has GPUs (TrainingRunConfig.num_gpus = 0).
+            # The run worker trains with as many processes as the pod has GPUs (TrainingRunConfig.num_gpus empty: TATBOT_TRAIN_GPUS).
             "env": [{"name": "TATBOT_TRAIN_GPUS", "value": str(gpus)}],
             "volume_mounts": [{"name": "dshm", "mount_path": "/dev/shm"}],
         },
@@ -48,6 +35,6 @@ def gpu_k8s_config(gpus: int) -> dict:
     }
 
 
-def gpu_run_tags(gpus: int | None = None) -> dict[str, str]:
-    """Run/op tags that send a run to a GPU node (tag values must be strings: the config goes as JSON)."""
-    return {K8S_CONFIG_TAG: json.dumps(gpu_k8s_config(gpus or train_gpus()))}
+def gpu_run_tags(gpus: int) -> dict[str, str]:
+    """Run tags that send a run to a GPU node with `gpus` GPUs (tag values are strings: the config goes as JSON)."""
+    return {K8S_CONFIG_TAG: json.dumps(gpu_k8s_config(gpus))}

@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from tatbot_pipeline.config import DEFAULT_ROBOT_NODE, PipelineSettings
 from tatbot_pipeline.console import report_progress
 from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.metadata import headline_first, number
@@ -41,7 +42,6 @@ def _preview_partitioned_check(**kwargs):
     return decorate
 EVAL_DATASET = dg.AssetKey("eval_dataset")
 QUALITY_CHECK = "rollout_quality"
-DEFAULT_NODE = "hog"
 
 eval_dataset = dg.AssetSpec(
     EVAL_DATASET,
@@ -62,7 +62,8 @@ class RobotNode(dg.ConfigurableResource):
     The bearer token is never configuration: it comes from TATBOT_MCP_TOKEN in the environment of the process that
     runs the job, so it never lands in a run's stored config."""
 
-    name: str = Field(DEFAULT_NODE, description="the node's name, in logs, metadata and tags (e.g. hog)")
+    name: str = Field(DEFAULT_ROBOT_NODE, description="the node's name, in logs, metadata and tags (default: "
+                      "TATBOT_ROBOT_NODE, else hog)")
     mcp_url: str = Field("", description="its vla_infer MCP endpoint, e.g. http://hog:8765/mcp; empty: an embedded "
                          "sim node on loopback")
     deploy: str = Field("local", description="how checkpoints reach the node: 'local' (it mounts the same "
@@ -243,19 +244,22 @@ def rollout_quality_check(context: dg.AssetCheckExecutionContext) -> dg.AssetChe
                                description=f"{name}: {quality.describe()}")
 
 
-@dg.job(
-    name="robot_eval",
-    description="MANUAL ONLY — moves a robot next to a person, so no sensor or schedule starts it. Rolls a checkpoint "
-    "(default: the promoted one) out on the robot node with vla_infer and records the rollout as an eval_dataset "
-    "partition. One rollout per robot at a time (run tag `robot`, and a lock on the node).",
-    tags={"robot": DEFAULT_NODE},
-    # One op after the other anyway; in-process keeps the embedded node and the robot lock in one process and spares
-    # each step a fresh import of torch + lerobot.
-    executor_def=dg.in_process_executor,
-)
+@dg.graph
 def robot_eval():
     register_eval_dataset(run_vla_infer(deploy_checkpoint(check_checkpoint_op(resolve_checkpoint()))))
 
 
-defs = dg.Definitions(assets=[eval_dataset], asset_checks=[rollout_quality_check], jobs=[robot_eval],
-                      resources={"robot_node": RobotNode()})
+def build(settings: PipelineSettings) -> dg.Definitions:
+    """The job's run tag and the launchpad's default node follow the configured node (TATBOT_ROBOT_NODE)."""
+    job = robot_eval.to_job(
+        name="robot_eval",
+        description="MANUAL ONLY — moves a robot next to a person, so no sensor or schedule starts it. Rolls a "
+        "checkpoint (default: the promoted one) out on the robot node with vla_infer and records the rollout as an "
+        "eval_dataset partition. One rollout per robot at a time (run tag `robot`, and a lock on the node).",
+        tags={"robot": settings.robot_node},
+        # One op after the other anyway; in-process keeps the embedded node and the robot lock in one process and
+        # spares each step a fresh import of torch + lerobot.
+        executor_def=dg.in_process_executor,
+    )
+    return dg.Definitions(assets=[eval_dataset], asset_checks=[rollout_quality_check], jobs=[job],
+                          resources={"robot_node": RobotNode(name=settings.robot_node)})

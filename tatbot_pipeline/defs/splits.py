@@ -9,7 +9,8 @@ from tatbot_pipeline.datasets.build import SplitResult, build_splits, excluded_m
 from tatbot_pipeline.datasets.selection import GROUP_KEYS
 from tatbot_pipeline.datasets.split import Holdout, SplitConfig
 from tatbot_pipeline.defs import OWNERS
-from tatbot_pipeline.defs.automation import SPLIT_CRON, split_condition
+from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.defs.automation import split_condition, with_condition
 from tatbot_pipeline.defs.metadata import headline_first, number
 from tatbot_pipeline.defs.resources import PipelineResource
 
@@ -40,10 +41,9 @@ class SplitRunConfig(dg.Config):
     owners=OWNERS,
     kinds={"lerobot"},
     deps=[dg.AssetDep("recording_validation")],
-    automation_condition=split_condition(),
     description="Train/val LeRobot v3.0 datasets under `$TATBOT_PIPELINE_HOME/splits/<version>/{train,val}` "
     "(`splits/latest` -> newest), merged from the usable episodes of every passing/warning recording. Rebuilt by "
-    f"itself after new validations (at most once per `{SPLIT_CRON}`, `TATBOT_SPLIT_CRON`); an unchanged set of "
+    "itself after new validations (at most once per tick of `TATBOT_SPLIT_CRON`); an unchanged set of "
     "episodes keeps its version, which is its data version.",
 )
 def training_splits(context: dg.AssetExecutionContext, config: SplitRunConfig,
@@ -88,4 +88,6 @@ build_splits_job = dg.define_asset_job(
     "build_splits", selection=[training_splits],
     description="Rebuild the train/val split from the current validation reports (automation does it by itself).")
 
-defs = dg.Definitions(assets=[training_splits], jobs=[build_splits_job])
+def build(settings: PipelineSettings) -> dg.Definitions:
+    return dg.Definitions(assets=[with_condition(training_splits, split_condition(settings.split_cron))],
+                          jobs=[build_splits_job])

@@ -10,9 +10,9 @@ from pydantic import Field
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.datasets.build import resolve_latest, split_changes
 from tatbot_pipeline.defs import OWNERS
-from tatbot_pipeline.defs.automation import RETRAIN_CRON, retrain_condition
+from tatbot_pipeline.defs.automation import retrain_condition, with_condition
 from tatbot_pipeline.defs.metadata import headline_first, number, to_metadata
-from tatbot_pipeline.defs.placement import gpu_run_tags, train_gpus
+from tatbot_pipeline.defs.placement import gpu_run_tags
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.training.health import run_health
 from tatbot_pipeline.training.lineage import split_manifest
@@ -24,8 +24,11 @@ from tatbot_pipeline.training.val_loss import validation_losses
 # dagster.yaml limits runs with this tag to one at a time; the runner's file lock covers untagged launches.
 TRAINING_TAG = "tatbot/training"
 CHECKS = ("loss_decreased", "grad_norm_stable", "batch_sane")
-# Run tags of every training launch: the queue limit, and a GPU node under the Kubernetes profile (placement.py).
-TRAINING_RUN_TAGS = {TRAINING_TAG: "true", **gpu_run_tags()}
+
+
+def training_run_tags(settings: PipelineSettings) -> dict[str, str]:
+    """Run tags of every training launch: the queue limit, and a GPU node under the Kubernetes profile."""
+    return {TRAINING_TAG: "true", **gpu_run_tags(settings.train_gpus)}
 
 
 class TrainingRunConfig(dg.Config):
@@ -55,7 +58,7 @@ class TrainingRunConfig(dg.Config):
         return TrainOptions(
             steps=self.steps, batch_size=self.batch_size, chunk_size=self.chunk_size, device=self.device,
             log_freq=self.log_freq, save_freq=self.save_freq, wandb_project=self.wandb_project,
-            wandb_mode=settings.wandb_mode, num_gpus=self.num_gpus or train_gpus(),
+            wandb_mode=settings.wandb_mode, num_gpus=self.num_gpus or settings.train_gpus,
         )
 
 
@@ -64,8 +67,6 @@ class TrainingRunConfig(dg.Config):
     owners=OWNERS,
     kinds={"lerobot", "pytorch"},
     deps=[dg.AssetDep("training_splits")],
-    op_tags=TRAINING_RUN_TAGS,
-    automation_condition=retrain_condition(),
     description="A LeRobot policy checkpoint trained with `lerobot-train` on the newest split's `train` side "
     "(`$TATBOT_PIPELINE_HOME/outputs/train/<run>/checkpoints/last/pretrained_model`), with its loss and validation "
     "loss curves. A retried run resumes from its last checkpoint. Presets: " + ", ".join(f"`{n}`" for n in PRESETS) + ".",
@@ -151,17 +152,18 @@ def _meta(value):
     return value
 
 
-train_policy_job = dg.define_asset_job("train_policy_job", selection=[trained_policy], tags=TRAINING_RUN_TAGS)
-
-retrain_sensor = dg.AutomationConditionSensorDefinition(
-    "training_automation",
-    target=[trained_policy],
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    run_tags=TRAINING_RUN_TAGS,
-    minimum_interval_seconds=30,
-    description=f"Retrains `trained_policy` at the first tick of `{RETRAIN_CRON}` (TATBOT_RETRAIN_CRON) after the "
-    "split's version changed. Never two trainings at once (run tag limit + a file lock). Turn it off to pause "
-    "retraining.",
-)
-
-defs = dg.Definitions(assets=[trained_policy], jobs=[train_policy_job], sensors=[retrain_sensor])
+def build(settings: PipelineSettings) -> dg.Definitions:
+    tags = training_run_tags(settings)
+    job = dg.define_asset_job("train_policy_job", selection=[trained_policy], tags=tags)
+    retrain_sensor = dg.AutomationConditionSensorDefinition(
+        "training_automation",
+        target=[trained_policy.key],
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        run_tags=tags,
+        minimum_interval_seconds=30,
+        description=f"Retrains `trained_policy` at the first tick of `{settings.retrain_cron}` (TATBOT_RETRAIN_CRON) "
+        "after the split's version changed. Never two trainings at once (run tag limit + a file lock). Turn it off "
+        "to pause retraining.",
+    )
+    return dg.Definitions(assets=[with_condition(trained_policy, retrain_condition(settings.retrain_cron))],
+                          jobs=[job], sensors=[retrain_sensor])

@@ -14,6 +14,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from tatbot_pipeline.config import apply_offline_defaults
 from tatbot_pipeline.training.health import run_health
 from tatbot_pipeline.training.presets import TrainOptions
 from tatbot_pipeline.training.report import training_entries, training_summary
@@ -47,6 +48,7 @@ def raw(entries: dict) -> dict:
 def main() -> None:
     from dagster_pipes import open_dagster_pipes
 
+    apply_offline_defaults()
     with open_dagster_pipes() as pipes:
         x = pipes.extras
         options = TrainOptions(**{k: tuple(v) if k == "extra_args" else v for k, v in x["options"].items()})

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tatbot_pipeline.config import apply_offline_defaults
 from tatbot_pipeline.console import report_progress
 from tatbot_pipeline.training.metrics import MetricsParser, MetricsSeries
 from tatbot_pipeline.training.presets import TrainOptions, check_multi_gpu, get_preset, launcher_argv, resume_argv, train_argv
@@ -92,12 +93,9 @@ def training_env(hf_home: Path) -> dict[str, str]:
     env.update({
         "HF_HOME": str(hf_home),
         "HF_DATASETS_CACHE": str(hf_home / "datasets"),
-        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-        "HF_DATASETS_OFFLINE": os.environ.get("HF_DATASETS_OFFLINE", "1"),
-        "TRANSFORMERS_OFFLINE": os.environ.get("TRANSFORMERS_OFFLINE", "1"),
-        "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
         "PYTHONUNBUFFERED": "1",
     })
+    apply_offline_defaults(env)
     return env
 
 

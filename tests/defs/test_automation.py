@@ -13,12 +13,17 @@ import dagster as dg
 import pytest
 from dagster._utils.schedules import cron_string_iterator
 
-from tatbot_pipeline.definitions import defs
-from tatbot_pipeline.defs.automation import RETRAIN_CRON, SPLIT_CRON
+from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.definitions import build_definitions
 from tatbot_pipeline.defs.ingestion import recording_validation, stroke_recording
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.splits import training_splits
 from tatbot_pipeline.defs.training import trained_policy
+
+# What the code location loads (definitions.defs), from this process's settings.
+SETTINGS = PipelineSettings.from_env()
+defs = build_definitions(SETTINGS)
+SPLIT_CRON, RETRAIN_CRON = SETTINGS.split_cron, SETTINGS.retrain_cron
 
 LOOP = ("training_splits", "trained_policy", "policy_evaluation")
 NAMES = ["stroke-tatbotlogo-2025y-08m-09d-17h-02m-10s", "stroke-flower-2025y-08m-10d-09h-00m-00s"]

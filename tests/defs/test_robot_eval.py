@@ -12,9 +12,13 @@ import dagster as dg
 import pytest
 from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-from tatbot_pipeline.definitions import defs
+from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.definitions import build_definitions
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.robot import RobotNode, robot_eval
+
+# What the code location loads (definitions.defs), from this process's settings.
+defs = build_definitions(PipelineSettings.from_env())
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -171,3 +175,12 @@ def test_the_rollout_runs_in_the_mode_the_gate_assumed(home: Path, tmp_path: Pat
         [mat] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("eval_dataset")]
         meta = json.loads((Path(mat.materialization.metadata["path"].value) / "meta" / "vla_eval.json").read_text())
         assert meta["inference"] == "async" and "measured by" in meta["inference_choice"]
+
+
+def test_robot_eval_queues_per_configured_node():
+    """Two nodes, two code locations' settings: each job's run tag (dagster.yaml's one-rollout-per-robot limit) and
+    launchpad default follow TATBOT_ROBOT_NODE, so a second robot does not queue behind hog."""
+    ook = build_definitions(PipelineSettings(robot_node="ook"))
+    assert ook.resolve_job_def("robot_eval").tags["robot"] == "ook"
+    assert ook.resources["robot_node"].name == "ook"
+    assert defs.resolve_job_def("robot_eval").tags["robot"] == PipelineSettings.from_env().robot_node

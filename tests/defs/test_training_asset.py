@@ -67,16 +67,18 @@ def test_materialize_trains_a_loadable_checkpoint_with_lineage(home_with_split: 
 
 
 def test_definitions_wire_the_sensor_and_job():
-    from tatbot_pipeline.definitions import defs
-
-    sensor = defs.get_sensor_def("training_automation")
-    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    from tatbot_pipeline.config import PipelineSettings
+    from tatbot_pipeline.definitions import build_definitions
     from tatbot_pipeline.defs.placement import gpu_run_tags
 
-    assert dict(sensor.run_tags) == {TRAINING_TAG: "true", **gpu_run_tags()}  # queue limit + GPU node (deploy/)
-    assert defs.resolve_job_def("train_policy_job").tags[TRAINING_TAG] == "true"
+    defs = build_definitions(PipelineSettings(train_gpus=2, retrain_cron="0 3 * * 1"))
+    sensor = defs.get_sensor_def("training_automation")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert dict(sensor.run_tags) == {TRAINING_TAG: "true", **gpu_run_tags(2)}  # queue limit + GPU node (deploy/)
+    assert dict(defs.resolve_job_def("train_policy_job").tags) == dict(sensor.run_tags)
+    assert "0 3 * * 1" in sensor.description
     spec = defs.resolve_assets_def("trained_policy")
-    assert spec.op.tags[TRAINING_TAG] == "true"
+    assert "0 3 * * 1" in spec.get_asset_spec().automation_condition.get_label()
     assert {c.name for c in spec.check_specs} == {"loss_decreased", "grad_norm_stable", "batch_sane"} == set(CHECKS)
     assert all(c.blocking for c in spec.check_specs)
 

@@ -23,8 +23,12 @@ from dagster_k8s import K8sRunLauncher
 from kubernetes.config import kube_config
 
 from tatbot_pipeline.defs.placement import GPU_RESOURCE, NODE_ROLE_LABEL, gpu_run_tags
-from tatbot_pipeline.definitions import defs
+from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.definitions import build_definitions
 from tests.deploy.conftest import REPO
+
+# What the code location loads (definitions.defs), from this process's settings.
+defs = build_definitions(PipelineSettings.from_env())
 
 IMAGE = "registry.lab:5000/tatbot-pipeline:test"
 NAMESPACE = "tatbot"
@@ -131,18 +135,21 @@ def test_training_runs_on_a_gpu_node_and_ingestion_on_the_dagster_host(productio
 
 def test_gpu_count_follows_tatbot_train_gpus(monkeypatch):
     monkeypatch.setenv("TATBOT_TRAIN_GPUS", "2")
-    config = json.loads(gpu_run_tags()["dagster-k8s/config"])
+    config = json.loads(gpu_run_tags(PipelineSettings.from_env().train_gpus)["dagster-k8s/config"])
     assert config["container_config"]["resources"]["limits"] == {GPU_RESOURCE: "2"}
     monkeypatch.setenv("TATBOT_TRAIN_GPUS", "0")
     with pytest.raises(ValueError, match="at least one GPU"):
-        gpu_run_tags()
+        PipelineSettings.from_env()
+    monkeypatch.setenv("TATBOT_TRAIN_GPUS", "two")
+    with pytest.raises(ValueError, match="TATBOT_TRAIN_GPUS='two'"):
+        PipelineSettings.from_env()
 
 
 def test_training_config_trains_on_as_many_gpus_as_the_pod_has(monkeypatch):
     from tatbot_pipeline.defs.training import TrainingRunConfig
 
     monkeypatch.setenv("TATBOT_TRAIN_GPUS", "2")  # what the GPU tag sets in the pod
-    assert TrainingRunConfig(preset="smolvla").to_options().num_gpus == 2
-    assert TrainingRunConfig(preset="smolvla", num_gpus=4).to_options().num_gpus == 4
+    assert TrainingRunConfig(preset="smolvla").to_options(PipelineSettings.from_env()).num_gpus == 2
+    assert TrainingRunConfig(preset="smolvla", num_gpus=4).to_options(PipelineSettings.from_env()).num_gpus == 4
     monkeypatch.delenv("TATBOT_TRAIN_GPUS")
-    assert TrainingRunConfig(preset="smolvla").to_options().num_gpus == 1
+    assert TrainingRunConfig(preset="smolvla").to_options(PipelineSettings.from_env()).num_gpus == 1
