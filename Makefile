@@ -9,7 +9,7 @@ demo: setup
 
 test:
 	./scripts/setup.sh --with-test-deps
-	. .venv/bin/activate && python -m pytest $(PYTEST_ARGS)
+	. .venv/bin/activate && python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: setup
 	. .venv/bin/activate && for b in bench/bench_*.py; do python "$$b" || exit 1; done

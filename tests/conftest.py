@@ -24,6 +24,15 @@ V21 = SynthSpec(episodes=3, stroke_length=8, cameras=False, seed=9, format="v2.1
 V21_16 = SynthSpec(episodes=3, stroke_length=8, cameras=False, seed=10, format="v2.1", strokebatch_joints=16)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`make test` runs `-n 2 --dist loadgroup`: the daemon test, which mostly waits for cron ticks, in one worker and
+    the rest of the suite, still one test at a time, in the other. Tests with a group of their own keep it."""
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group("suite"))
+
+
 def age_tree(path: Path, seconds: float) -> None:
     """Make a recording look untouched for `seconds` (what the settle time looks at)."""
     old = time.time() - seconds

@@ -18,6 +18,8 @@ from tatbot_pipeline.demo import DEMO_GATE
 from tatbot_pipeline.synth import SynthSpec, make_recordings
 from tests.dagster_dev import dagster_dev, fresh_instance
 
+# Mostly waiting for cron ticks: `make test` runs it in an xdist worker of its own, beside the rest (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("daemon")
 PHASE_S = 600  # the issue's bound per phase
 SPEC = SynthSpec(recordings=3, episodes=4, stroke_length=8, cameras=True, image_shape=(48, 64), seed=11)
 GATE_ENV = {"TATBOT_GATE_MAX_MAE": DEMO_GATE["max_mae"], "TATBOT_GATE_MAX_JOINT_MAE": DEMO_GATE["max_joint_mae"],
@@ -42,6 +44,15 @@ class Watch:
                 pytest.fail(f"{what}: {'a run failed' if failed else f'not within {PHASE_S} s'}.\n{self.diagnosis()}")
             time.sleep(5)
         return time.monotonic() - started
+
+    def timeline(self, started: float) -> str:
+        """Each run: when it was created, queued->start and start->end (seconds since `started`, a wall time)."""
+        rows = []
+        for r in sorted(self.instance.get_run_records(), key=lambda r: r.create_timestamp):
+            created = r.create_timestamp.timestamp() - started
+            rows.append(f"{created:6.0f} s  wait {(r.start_time or 0) - r.create_timestamp.timestamp():5.1f} s  "
+                        f"run {(r.end_time or 0) - (r.start_time or 0):5.1f} s  {r.dagster_run.job_name}")
+        return "\n".join(rows)
 
     def diagnosis(self) -> str:
         runs = [f"{r.dagster_run.status.value:10s} {r.dagster_run.tags.get('dagster/sensor_name', '-'):20s} "
@@ -68,7 +79,7 @@ def test_new_recordings_are_trained_on_evaluated_and_promoted_without_a_click(lo
     staged = make_recordings(tmp_path / "staging", SPEC)
     first, second, third = staged
 
-    started = time.monotonic()
+    started, wall = time.monotonic(), time.time()
     for rec in (first, second):
         rec.rename(root / rec.name)
     promoted = watch.home / "promoted.json"
@@ -104,3 +115,4 @@ def test_new_recordings_are_trained_on_evaluated_and_promoted_without_a_click(lo
     runs = [r.dagster_run for r in watch.instance.get_run_records()]
     assert all(r.tags.get("dagster/sensor_name") for r in runs), "every run was launched by a sensor, none by hand"
     assert sum(1 for r in runs if dg.AssetKey("trained_policy") in (r.asset_selection or ())) == 2
+    print(watch.timeline(wall))

@@ -99,8 +99,9 @@ def policy_promotion() -> None:
 def _training_job() -> dg.JobDefinition:
     """Module-level so `dg.reconstructable` can rebuild it for the re-execution (home comes from the environment)."""
     job = dg.define_asset_job("retry_test_job", selection=[trained_policy, policy_promotion])
+    # In-process, like the code location's executor: a subprocess per step would re-import torch each time.
     defs = dg.Definitions(assets=[trained_policy, policy_promotion], jobs=[job],
-                          resources={"pipeline": PipelineResource()})
+                          resources={"pipeline": PipelineResource()}, executor=dg.in_process_executor)
     return defs.resolve_job_def("retry_test_job")
 
 

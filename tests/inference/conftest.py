@@ -74,6 +74,19 @@ async def mcp_session(url: str, token: str | None = None) -> AsyncIterator:
                 yield session
 
 
+def progress_event(prefix: str):
+    """An event, set when a vla_infer progress message starts with `prefix` ("step 2 "), and the callback to pass."""
+    import anyio
+
+    event = anyio.Event()
+
+    async def on_progress(progress, total, message):
+        if message.startswith(prefix):
+            event.set()
+
+    return event, on_progress
+
+
 @contextmanager
 def server_process(home: Path, state_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """`tatbot-pipeline mcp` as users start it, in its own process on a free port; yields (url, process).

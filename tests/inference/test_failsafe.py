@@ -29,7 +29,7 @@ from tatbot_pipeline.robot.arming import arm, disarm
 from tatbot_pipeline.robot.safety import RolloutLimits
 from tatbot_pipeline.robot.sim import SimFaults, SimRobot
 from tatbot_pipeline.robot.spec import READY_POSE
-from tests.inference.conftest import mcp_session, running_server, server_process
+from tests.inference.conftest import mcp_session, progress_event, running_server, server_process
 from tests.inference.test_server import FaultySim, assert_parked, call, out
 
 REPO = Path(__file__).resolve().parents[2]
@@ -259,11 +259,7 @@ def test_a_cancel_that_cannot_park_in_time_abandons_the_rollout_and_frees_the_ro
 
     async def cancel_after_step_2():
         async with mcp_session(url) as session:
-            running = anyio.Event()
-
-            async def on_progress(p, total, message):
-                if message.startswith("step 2 "):
-                    running.set()
+            running, on_progress = progress_event("step 2 ")
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(lambda: session.call_tool("vla_infer", act_args(act_checkpoint, max_steps=30),

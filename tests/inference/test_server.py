@@ -17,7 +17,7 @@ from tatbot_pipeline.inference.server import RolloutService, ServerConfig
 from tatbot_pipeline.recordings.scene import load_scene, secret_values
 from tatbot_pipeline.robot.sim import SimFaults, SimRobot
 from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_UPPER, READY_POSE
-from tests.inference.conftest import mcp_session, running_server
+from tests.inference.conftest import mcp_session, progress_event, running_server
 
 TOKEN = "s3cret-test-token"
 
@@ -213,11 +213,7 @@ def test_cancel_stops_the_loop_and_returns_to_ready(url, act_checkpoint, sim, se
 
     async def main():
         async with mcp_session(url) as session:
-            running = anyio.Event()
-
-            async def on_progress(p, total, message):
-                if message == "step 3 of 100000":
-                    running.set()
+            running, on_progress = progress_event("step 3 of 100000")
 
             async with anyio.create_task_group() as tg:
                 async def rollout():
@@ -251,11 +247,7 @@ def test_a_second_concurrent_rollout_is_refused(url, act_checkpoint, sim, servic
 
     async def main():
         async with mcp_session(url) as first, mcp_session(url) as second:
-            running = anyio.Event()
-
-            async def on_progress(p, total, message):
-                if message.startswith("step 2 "):
-                    running.set()
+            running, on_progress = progress_event("step 2 ")
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(lambda: first.call_tool("vla_infer", act_args(act_checkpoint, max_steps=100000),
