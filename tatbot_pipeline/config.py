@@ -133,6 +133,21 @@ class PipelineSettings:
         return self.home / "eval_datasets"
 
     @property
+    def promoted_path(self) -> Path:
+        """The checkpoint the gate promoted last: what robot_eval rolls out by default."""
+        return self.home / "promoted.json"
+
+    @property
+    def leaderboard_path(self) -> Path:
+        """Every evaluated checkpoint with its figures and the gate's decision."""
+        return self.eval_dir / "leaderboard.json"
+
+    @property
+    def deployed_dir(self) -> Path:
+        """Checkpoints deployed to a robot node that shares this filesystem (deploy mode `local`)."""
+        return self.home / "deployed"
+
+    @property
     def splits_dir(self) -> Path:
         return self.home / "splits"
 

@@ -111,7 +111,7 @@ def policy_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfi
     result = evaluate_checkpoint(checkpoint, val_root, config.device, config.max_episodes or None, context.log.info)
     thresholds = config.thresholds(settings)
     decision = decide(result, thresholds, healthy, health_note, health_count=f"{len(HEALTH_CHECKS)}/{len(HEALTH_CHECKS)}")
-    board = record(settings.home, result, decision, thresholds, {**lineage, "train_run": train_run})
+    board = record(settings, result, decision, thresholds, {**lineage, "train_run": train_run})
     context.log.info(decision.headline())
     return dg.MaterializeResult(
         metadata=evaluation_metadata(result, decision, board, new_since_previous_checkpoint(context.instance, train_run)),

@@ -106,7 +106,7 @@ class RolloutConfig(dg.Config):
 def resolve_checkpoint(context: dg.OpExecutionContext, config: RolloutConfig, pipeline: PipelineResource) -> RolloutPlan:
     request = config.model_dump(exclude={"checkpoint"}) | {"task_prompt": config.task_prompt or None}
     try:
-        plan = plan_rollout(config.checkpoint, pipeline.settings.home, **request)
+        plan = plan_rollout(config.checkpoint, pipeline.settings, **request)
     except PlanError as e:
         raise dg.Failure(str(e)) from None
     context.log.info(f"rolling out the {plan.source} checkpoint {plan.checkpoint} ({plan.policy_type})")
@@ -115,7 +115,7 @@ def resolve_checkpoint(context: dg.OpExecutionContext, config: RolloutConfig, pi
 
 @dg.op(description="Refuse a checkpoint with missing files or too slow for the control rate, before anything moves.")
 def check_checkpoint_op(context: dg.OpExecutionContext, pipeline: PipelineResource, plan: RolloutPlan) -> RolloutPlan:
-    plan, problems, note = check_plan(plan, pipeline.settings.home)
+    plan, problems, note = check_plan(plan, pipeline.settings)
     if problems:
         raise dg.Failure("checkpoint refused: " + "; ".join(problems))
     if note:
@@ -127,7 +127,7 @@ def check_checkpoint_op(context: dg.OpExecutionContext, pipeline: PipelineResour
 def deploy_checkpoint(context: dg.OpExecutionContext, pipeline: PipelineResource, robot_node: RobotNode,
                       plan: RolloutPlan) -> RolloutPlan:
     try:
-        deployed = deploy(plan.checkpoint, robot_node.target, pipeline.settings.home)
+        deployed = deploy(plan.checkpoint, robot_node.target, pipeline.settings)
     except (ValueError, RuntimeError) as e:
         raise dg.Failure(str(e)) from None
     context.log.info(f"deployed {plan.checkpoint} -> {robot_node.name}:{deployed}")

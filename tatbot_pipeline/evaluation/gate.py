@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.evaluation.offline import OfflineEval
+from tatbot_pipeline.training.lineage import run_and_step
 from tatbot_pipeline.inference.modes import ASYNC_MARGIN_STEPS, Mode, default_mode, latency_budget_s
 
 
@@ -128,17 +130,9 @@ def _write_json(path: Path, value) -> None:
     tmp.replace(path)
 
 
-def promoted_path(home: Path) -> Path:
-    return Path(home) / "promoted.json"
-
-
-def leaderboard_path(home: Path) -> Path:
-    return Path(home) / "outputs" / "eval" / "leaderboard.json"
-
-
-def leaderboard_entry(home: Path, checkpoint: Path | str) -> dict | None:
+def leaderboard_entry(settings: PipelineSettings, checkpoint: Path | str) -> dict | None:
     """The leaderboard's record of `checkpoint` (same resolved path), None when it was never evaluated here."""
-    path = leaderboard_path(home)
+    path = settings.leaderboard_path
     if not path.exists():
         return None
     wanted = Path(checkpoint).resolve()
@@ -163,13 +157,13 @@ def rollout_latency_problem(entry: dict, fps: int, device: str) -> tuple[str | N
     return (None if rule.passed else rule.reason(device) + f" at {fps} Hz"), rule.mode
 
 
-def read_promoted(home: Path) -> dict | None:
+def read_promoted(settings: PipelineSettings) -> dict | None:
     """The promoted checkpoint's record ({"checkpoint": ..., ...}) or None when nothing was promoted yet."""
-    path = promoted_path(home)
+    path = settings.promoted_path
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def record(home: Path, result: OfflineEval, decision: GateDecision, thresholds: Thresholds, lineage: dict) -> list[dict]:
+def record(settings: PipelineSettings, result: OfflineEval, decision: GateDecision, thresholds: Thresholds, lineage: dict) -> list[dict]:
     """Add the evaluation to the leaderboard, promote it when the gate says so; return the leaderboard."""
     entry = {
         "checkpoint": result.checkpoint,
@@ -191,21 +185,22 @@ def record(home: Path, result: OfflineEval, decision: GateDecision, thresholds: 
         "thresholds": asdict(thresholds),
         **lineage,
     }
-    path = leaderboard_path(home)
+    path = settings.leaderboard_path
     board = json.loads(path.read_text()) if path.exists() else []
     board = [e for e in board if e["checkpoint"] != result.checkpoint] + [entry]
     _write_json(path, board)
     if decision.promoted:
-        _write_json(promoted_path(home), entry)
+        _write_json(settings.promoted_path, entry)
     return board
 
 
 def _run_name(checkpoint: str) -> str:
     """`<run>` of `outputs/train/<run>/checkpoints/<step>/pretrained_model`, with the step when it is not `last`."""
-    parts = Path(checkpoint).parts
-    if len(parts) >= 4 and parts[-1] == "pretrained_model" and parts[-3] == "checkpoints":
-        return parts[-4] if parts[-2] == "last" else f"{parts[-4]} @ {parts[-2]}"
-    return Path(checkpoint).name
+    found = run_and_step(checkpoint)
+    if found is None:
+        return Path(checkpoint).name
+    run, step = found
+    return run if step == "last" else f"{run} @ {step}"
 
 
 def leaderboard_markdown(board: list[dict], limit: int = 10) -> str:

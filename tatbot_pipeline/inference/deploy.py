@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.training.lineage import run_and_step
+
 REQUIRED_FILES = ("config.json", "model.safetensors")
 
 
@@ -37,10 +40,8 @@ def check_checkpoint(path: Path) -> list[str]:
 
 def deployed_name(checkpoint: Path) -> str:
     """<run>-<step>, e.g. tiny_smolvla-1a2b3c4d-last, from .../outputs/train/<run>/checkpoints/<step>/pretrained_model."""
-    parts = Path(checkpoint).resolve().parts
-    if len(parts) >= 4 and parts[-1] == "pretrained_model" and parts[-3] == "checkpoints":
-        return f"{parts[-4]}-{parts[-2]}"
-    return Path(checkpoint).resolve().name
+    found = run_and_step(Path(checkpoint).resolve())
+    return "-".join(found) if found else Path(checkpoint).resolve().name
 
 
 def deploy_local(checkpoint: Path, dest_root: Path) -> Path:
@@ -80,24 +81,24 @@ class DeployTarget:
     ssh_host: str = ""  # mode=rsync: e.g. tatbot@hog
 
 
-def _local(checkpoint: Path, target: DeployTarget, home: Path) -> str:
-    return str(deploy_local(checkpoint, Path(target.checkpoints_dir) if target.checkpoints_dir else Path(home) / "deployed"))
+def _local(checkpoint: Path, target: DeployTarget, settings: PipelineSettings) -> str:
+    return str(deploy_local(checkpoint, Path(target.checkpoints_dir) if target.checkpoints_dir else settings.deployed_dir))
 
 
-def _rsync(checkpoint: Path, target: DeployTarget, home: Path) -> str:
+def _rsync(checkpoint: Path, target: DeployTarget, settings: PipelineSettings) -> str:
     if not target.ssh_host or not target.checkpoints_dir:
         raise ValueError("deploy mode rsync needs robot_node.ssh_host and robot_node.checkpoints_dir")
     return deploy_rsync(checkpoint, target.ssh_host, target.checkpoints_dir)
 
 
-# mode -> (checkpoint, target, pipeline home) -> the path the node loads
-DEPLOYERS: dict[str, Callable[[Path, DeployTarget, Path], str]] = {"local": _local, "rsync": _rsync}
+# mode -> (checkpoint, target, settings) -> the path the node loads
+DEPLOYERS: dict[str, Callable[[Path, DeployTarget, PipelineSettings], str]] = {"local": _local, "rsync": _rsync}
 
 
-def deploy(checkpoint: Path, target: DeployTarget, home: Path) -> str:
+def deploy(checkpoint: Path, target: DeployTarget, settings: PipelineSettings) -> str:
     """Put the checkpoint where the node loads it; returns that path (on the node)."""
     try:
         deployer = DEPLOYERS[target.mode]
     except KeyError:
         raise ValueError(f"unknown deploy mode {target.mode!r}: use one of {sorted(DEPLOYERS)}") from None
-    return deployer(Path(checkpoint), target, Path(home))
+    return deployer(Path(checkpoint), target, settings)

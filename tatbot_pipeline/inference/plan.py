@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.evaluation.gate import leaderboard_entry, read_promoted, rollout_latency_problem
 from tatbot_pipeline.inference.deploy import check_checkpoint
 from tatbot_pipeline.inference.rollout import VLAInferInput, resolve_checkpoint
@@ -53,12 +54,12 @@ class RolloutPlan:
                              inference=self.inference)
 
 
-def plan_rollout(checkpoint: str, home: Path, **request) -> RolloutPlan:
+def plan_rollout(checkpoint: str, settings: PipelineSettings, **request) -> RolloutPlan:
     """The configured checkpoint (relative paths under the pipeline home), else the promoted one."""
     if checkpoint:
-        path, source = resolve_checkpoint(checkpoint, home), "configured"
+        path, source = resolve_checkpoint(checkpoint, settings.home), "configured"
     else:
-        promoted = read_promoted(home)
+        promoted = read_promoted(settings)
         if promoted is None:
             raise PlanError("no promoted checkpoint yet — materialize policy_evaluation (it promotes a checkpoint that "
                             "passes the gate), or set ops.resolve_checkpoint.config.checkpoint")
@@ -73,14 +74,14 @@ def policy_type(checkpoint: Path) -> str:
         return "unknown"  # check_checkpoint names what is wrong with the dir
 
 
-def check_plan(plan: RolloutPlan, home: Path) -> tuple[RolloutPlan, list[str], str]:
+def check_plan(plan: RolloutPlan, settings: PipelineSettings) -> tuple[RolloutPlan, list[str], str]:
     """(the plan, every reason to refuse it, a note for the log). Latency is judged with the promotion gate's rule
     for this rollout's rate, on the device the checkpoint was evaluated on; an `auto` plan takes the inference mode
     that measurement calls for."""
     problems = check_checkpoint(plan.checkpoint)
     if problems:
         return plan, problems, ""
-    entry = leaderboard_entry(home, plan.checkpoint)
+    entry = leaderboard_entry(settings, plan.checkpoint)
     if entry is None:
         return plan, [], "checkpoint not evaluated offline (not in the leaderboard): latency budget unchecked"
     problem, mode = rollout_latency_problem(entry, plan.fps, plan.device)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tatbot_pipeline.training.lineage import last_checkpoint
 from tatbot_pipeline.training.tiny import TINY_IMAGE_SIZE, TINY_VLM_LAYERS
 
 
@@ -179,7 +180,7 @@ def train_argv(
 
 def resume_argv(run_dir: Path, steps: int, log_freq: int | None = None) -> list[str]:
     """Arguments that continue `run_dir` from its last checkpoint up to `steps` in total (DESIGN §4)."""
-    config = Path(run_dir).absolute() / "checkpoints" / "last" / "pretrained_model" / "train_config.json"
+    config = last_checkpoint(Path(run_dir).absolute()) / "train_config.json"
     if not config.is_file():
         raise FileNotFoundError(f"{config}: no checkpoint to resume from — start a fresh run instead")
     args = [f"--config_path={config}", "--resume=true", f"--steps={steps}"]

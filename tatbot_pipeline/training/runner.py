@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tatbot_pipeline.config import apply_offline_defaults
 from tatbot_pipeline.console import report_progress
+from tatbot_pipeline.training.lineage import last_checkpoint
 from tatbot_pipeline.training.metrics import MetricsParser, MetricsSeries
 from tatbot_pipeline.training.presets import TrainOptions, check_multi_gpu, get_preset, launcher_argv, resume_argv, train_argv
 from tatbot_pipeline.training.tiny import ensure_tiny_smolvlm, episode_length, tiny_smolvlm_dir
@@ -61,9 +62,6 @@ class TrainingRun:
         return last_checkpoint(self.run_dir)
 
 
-def last_checkpoint(run_dir: Path) -> Path:
-    """`<run>/checkpoints/last/pretrained_model`, the dir `PreTrainedPolicy.from_pretrained` loads."""
-    return Path(run_dir) / "checkpoints" / "last" / "pretrained_model"
 
 
 def checkpoint_step(run_dir: Path) -> int | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.defs.evaluation import policy_evaluation
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.training import CHECKS
@@ -67,7 +68,7 @@ def test_healthy_checkpoint_within_thresholds_is_promoted(home):
         [check] = result.get_asset_check_evaluations()
         assert check.check_name == "promotion_gate" and check.passed
         assert check.description.startswith("PROMOTED: ") and f"≤ {LOOSE['max_mae']:.4g} rad" in check.description
-    assert read_promoted(home)["checkpoint"] == str(ckpt)
+    assert read_promoted(PipelineSettings(home=home))["checkpoint"] == str(ckpt)
 
 
 def test_failed_health_or_threshold_blocks_promotion(home, tmp_path: Path):
@@ -86,7 +87,7 @@ def test_failed_health_or_threshold_blocks_promotion(home, tmp_path: Path):
         too_strict = _evaluate(instance, fresh_home, {**LOOSE, "max_mae": 0.0})
         [check] = too_strict.get_asset_check_evaluations()
         assert not check.passed and check.description.startswith("NOT PROMOTED: ") and "> 0 rad" in check.description
-    assert read_promoted(fresh_home) is None
+    assert read_promoted(PipelineSettings(home=fresh_home)) is None
 
 
 def test_without_a_trained_policy_the_run_fails_clearly(tmp_path: Path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.evaluation.gate import (
     Thresholds,
     decide,
@@ -62,12 +63,13 @@ def test_a_lab_budget_overrides_the_mode_budget_and_the_reason_says_so():
 
 
 def test_the_leaderboard_records_the_mode_assumed(tmp_path: Path):
-    board = record(tmp_path, evaluation(150.0), decide(evaluation(150.0), ACCURATE, True), ACCURATE, {})
+    board = record(PipelineSettings(home=tmp_path), evaluation(150.0), decide(evaluation(150.0), ACCURATE, True), ACCURATE, {})
     (entry,) = board
     assert entry["inference_mode"] == "async" and entry["chunk_latency_p95_ms"] == pytest.approx(150.0)
     assert entry["latency_budget_ms"] == pytest.approx(700.0) and entry["n_action_steps"] == 16
     assert "| 150.0 ms (async: 700 ms) | yes |" in leaderboard_markdown(board)
-    assert leaderboard_entry(tmp_path, "/ckpt/a") == entry and leaderboard_entry(tmp_path, "/ckpt/b") is None
+    settings = PipelineSettings(home=tmp_path)
+    assert leaderboard_entry(settings, "/ckpt/a") == entry and leaderboard_entry(settings, "/ckpt/b") is None
 
 
 def test_a_legacy_leaderboard_entry_keeps_the_per_call_rule(tmp_path: Path):
@@ -79,7 +81,7 @@ def test_a_legacy_leaderboard_entry_keeps_the_per_call_rule(tmp_path: Path):
 
 
 def test_a_rollout_check_uses_the_chunk_rule_on_the_same_device_only(tmp_path: Path):
-    entry = record(tmp_path, evaluation(150.0), decide(evaluation(150.0), ACCURATE, True), ACCURATE, {})[0]
+    entry = record(PipelineSettings(home=tmp_path), evaluation(150.0), decide(evaluation(150.0), ACCURATE, True), ACCURATE, {})[0]
     assert rollout_latency_problem(entry, fps=10, device="cuda") == (None, "async")
     problem, mode = rollout_latency_problem(entry, fps=50, device="cuda")  # 7.5 periods at 50 Hz: too slow
     assert mode == "async" and "p95 chunk latency 150.0 ms on cuda > budget 140.0 ms" in problem

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.evaluation.gate import Thresholds, decide, leaderboard_markdown, read_promoted, record
 from tatbot_pipeline.evaluation.metrics import action_errors
 from tatbot_pipeline.evaluation.offline import evaluate_checkpoint
@@ -63,13 +64,13 @@ def test_gate_rejects_on_each_threshold_and_on_failed_health(smolvla_eval):
 def test_record_promotes_only_passing_checkpoints(smolvla_eval, tmp_path: Path):
     _, result = smolvla_eval
     loose = Thresholds(max_mae=1e9, max_joint_mae=1e9, latency_budget_s=1e9)
-    board = record(tmp_path, result, decide(result, loose, True), loose, {"split_version": "v1"})
-    assert read_promoted(tmp_path)["checkpoint"] == result.checkpoint
+    board = record(PipelineSettings(home=tmp_path), result, decide(result, loose, True), loose, {"split_version": "v1"})
+    assert read_promoted(PipelineSettings(home=tmp_path))["checkpoint"] == result.checkpoint
     assert board[0]["promoted"] and board[0]["split_version"] == "v1"
 
     rejected = type(result)(**{**result.__dict__, "checkpoint": "/elsewhere/pretrained_model"})
-    board = record(tmp_path, rejected, decide(rejected, loose, False), loose, {})
-    assert read_promoted(tmp_path)["checkpoint"] == result.checkpoint  # the rejected one did not take its place
+    board = record(PipelineSettings(home=tmp_path), rejected, decide(rejected, loose, False), loose, {})
+    assert read_promoted(PipelineSettings(home=tmp_path))["checkpoint"] == result.checkpoint  # the rejected one did not take its place
     assert [e["promoted"] for e in board] == [True, False]
     table = leaderboard_markdown(board)
     assert table.count("\n") == 3 and "no: training health checks did not pass" in table

@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.evaluation.gate import leaderboard_path
 from tatbot_pipeline.inference import rollout
 from tatbot_pipeline.inference.chunks import WORKER_THREAD_NAME as WORKER, ChunkQueue
 from tatbot_pipeline.inference.control import RolloutControl
@@ -238,7 +237,7 @@ def test_a_non_finite_chunk_from_the_worker_is_never_sent(act_checkpoint, tmp_pa
 
 
 def evaluated(home: Path, checkpoint: Path, chunk_p95_ms: float, device: str = "cpu") -> None:
-    board = leaderboard_path(home)
+    board = PipelineSettings(home=home).leaderboard_path
     board.parent.mkdir(parents=True, exist_ok=True)
     board.write_text(json.dumps([{"checkpoint": str(checkpoint), "chunk_latency_p95_ms": chunk_p95_ms,
                                   "device": device, "n_action_steps": 8, "inference_mode": "async"}]))

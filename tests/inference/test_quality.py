@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.inference.deploy import DeployTarget, deploy
 from tatbot_pipeline.inference.plan import PlanError, check_plan, plan_rollout
 from tatbot_pipeline.inference.quality import rollout_quality
@@ -26,34 +27,34 @@ def test_heavy_clamping_or_lagging_arms_warn(out, passed, reason):
 
 def test_the_plan_is_the_promoted_checkpoint_unless_one_is_configured(act_checkpoint, checkpoint_home, tmp_path):
     with pytest.raises(PlanError, match="no promoted checkpoint yet"):
-        plan_rollout("", tmp_path)
+        plan_rollout("", PipelineSettings(home=tmp_path))
     (tmp_path / "promoted.json").write_text(json.dumps({"checkpoint": str(act_checkpoint)}))
-    promoted = plan_rollout("", tmp_path, device="cpu", max_steps=5)
+    promoted = plan_rollout("", PipelineSettings(home=tmp_path), device="cpu", max_steps=5)
     assert promoted.source == "promoted" and promoted.policy_type == "act" and promoted.run_name == "tiny-act-last"
-    configured = plan_rollout(str(act_checkpoint.relative_to(checkpoint_home)), checkpoint_home, scene="lab")
+    configured = plan_rollout(str(act_checkpoint.relative_to(checkpoint_home)), PipelineSettings(home=checkpoint_home), scene="lab")
     assert configured.source == "configured" and configured.checkpoint == act_checkpoint
     request = configured.with_deployment("/node/ckpt").request()
     assert request.checkpoint_path == "/node/ckpt" and request.record_eval and request.scene == "lab"
 
 
 def test_checkpoint_problems_name_missing_files_and_a_blown_latency_budget(act_checkpoint, tmp_path):
-    plan = plan_rollout(str(act_checkpoint), tmp_path, device="cpu", fps=10)
-    assert check_plan(plan_rollout(str(tmp_path / "nope"), tmp_path), tmp_path)[1][0].endswith("does not exist "
+    plan = plan_rollout(str(act_checkpoint), PipelineSettings(home=tmp_path), device="cpu", fps=10)
+    assert check_plan(plan_rollout(str(tmp_path / "nope"), PipelineSettings(home=tmp_path)), PipelineSettings(home=tmp_path))[1][0].endswith("does not exist "
         "— pass a pretrained_model dir (outputs/train/<run>/checkpoints/last/pretrained_model)")
-    _, problems, note = check_plan(plan, tmp_path)
+    _, problems, note = check_plan(plan, PipelineSettings(home=tmp_path))
     assert problems == [] and "not evaluated offline" in note
     board = tmp_path / "outputs" / "eval" / "leaderboard.json"
     board.parent.mkdir(parents=True)
     board.write_text(json.dumps([{"checkpoint": str(act_checkpoint), "latency_p95_ms": 150.0, "device": "cpu",
                                   "thresholds": {"latency_budget_s": 0.0}}]))
-    _, problems, _ = check_plan(plan, tmp_path)
+    _, problems, _ = check_plan(plan, PipelineSettings(home=tmp_path))
     assert problems == ["p95 latency 150.0 ms measured on cpu exceeds the 100 ms budget at 10 Hz"]
 
 
 def test_deploy_modes_are_a_registry_with_clear_errors(act_checkpoint, tmp_path):
-    deployed = deploy(act_checkpoint, DeployTarget(), tmp_path)
+    deployed = deploy(act_checkpoint, DeployTarget(), PipelineSettings(home=tmp_path))
     assert deployed == str(tmp_path / "deployed" / "tiny-act-last")
     with pytest.raises(ValueError, match="unknown deploy mode 'scp': use one of \\['local', 'rsync'\\]"):
-        deploy(act_checkpoint, DeployTarget(mode="scp"), tmp_path)
+        deploy(act_checkpoint, DeployTarget(mode="scp"), PipelineSettings(home=tmp_path))
     with pytest.raises(ValueError, match="rsync needs robot_node.ssh_host"):
-        deploy(act_checkpoint, DeployTarget(mode="rsync"), tmp_path)
+        deploy(act_checkpoint, DeployTarget(mode="rsync"), PipelineSettings(home=tmp_path))
