@@ -289,7 +289,21 @@ def sample_luma(video: Path) -> list[tuple[float, float]]:
     with av.open(str(video)) as container:
         stream = container.streams.video[0]
         stream.codec_context.skip_frame = "NONKEY"
-        return [
-            (float(frame.pts * stream.time_base), float(frame.to_ndarray(format="gray").mean()))
-            for frame in container.decode(stream)
-        ]
+        return [(float(frame.pts * stream.time_base), mean_grey(frame)) for frame in container.decode(stream)]
+
+
+_PLANAR_YUV = ("yuv420p", "yuv422p", "yuv444p", "yuvj420p", "yuvj422p", "yuvj444p")
+_FULL_RANGE = 2  # AVCOL_RANGE_JPEG
+
+
+def mean_grey(frame) -> float:
+    """Mean 0..255 grey level of a decoded frame, read off every 4th luma sample: a colour conversion of every pixel
+    was most of the validation's time, and a failed camera read is black all over."""
+    if frame.format.name not in _PLANAR_YUV:
+        return float(frame.to_ndarray(format="gray").mean())
+    plane = frame.planes[0]
+    luma = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[::4, : frame.width : 4]
+    mean = float(luma.mean())
+    if frame.format.name.startswith("yuvj") or frame.color_range == _FULL_RANGE:
+        return mean
+    return max(0.0, (mean - 16.0) * 255.0 / 219.0)  # limited ("TV") range: luma 16..235 is black..white

@@ -213,3 +213,21 @@ def test_failure_logs_are_root_logger_lines_like_the_fork(silent_failures: Path)
     camera = (silent_failures / "logs/episode_000002.txt").read_text().splitlines()
     assert len(camera) == 8 and all(re.match(rf"{stamp} WARNING: ❌🎥 Failed to read realsense1: Timed out", line) for line in camera)
     assert (silent_failures / "logs/episode_000000.txt").read_text() == ""
+
+
+def test_grey_level_from_the_luma_plane_matches_a_full_conversion(silent_failures: Path):
+    """The camera rule reads grey off the luma plane (limited range mapped to 0..255) instead of converting every
+    pixel: it must agree with lerobot's decoder's own grey conversion, and black must stay black."""
+    import av
+
+    from tatbot_pipeline.recordings.rules import BLACK_LUMA, mean_grey
+
+    seen_black = seen_lit = 0
+    for video in sorted(silent_failures.glob("videos/*/chunk-*/file-*.mp4")):
+        with av.open(str(video)) as container:
+            for frame in container.decode(container.streams.video[0]):
+                full = float(frame.to_ndarray(format="gray").mean())
+                assert abs(mean_grey(frame) - full) < 1.0, (video, frame.pts)
+                seen_black += full < BLACK_LUMA
+                seen_lit += full > 4 * BLACK_LUMA
+    assert seen_black and seen_lit  # the fixture has both
