@@ -61,6 +61,11 @@ def make_demo_recordings(root: Path) -> list[Path]:
     return [*paths, stopped, crashed]
 
 
+def clip(text: str, width: int) -> str:
+    """One terminal line: cut at a word with an ellipsis, never mid-word."""
+    return text if len(text) <= width else text[: width - 1].rsplit(" ", 1)[0] + " …"
+
+
 def ingest(defs, instance, settings: PipelineSettings, console: Console) -> None:
     """One tick of the recordings sensor, applied as the daemon would, then the runs it requested."""
     import dagster as dg
@@ -82,7 +87,7 @@ def ingest(defs, instance, settings: PipelineSettings, console: Console) -> None
         report_progress("ingestion", n, len(result.run_requests))
         verdict = ValidationReport.load(settings.report_path(request.partition_key))
         converted = "  (LeRobot v2.1: through its converted copy)" if "converted_from" in verdict.summary else ""
-        console.line(f"    {request.partition_key}  {verdict.headline()[:90]}{converted}")
+        console.line(f"    {request.partition_key}  {clip(verdict.headline(), 100)}{converted}")
 
 
 # A tiny model learns enough in a few hundred CPU steps to draw a falling loss curve; the demo's gate is set for it.

@@ -74,9 +74,10 @@ class ValidationReport:
             return f"{verdict} 0/{self.episodes_total} usable: {self.first_reason[:200]}"
         head = f"{verdict} {len(self.episodes_usable)}/{self.episodes_total} usable"
         excluded = {f.episode: f.check for f in self.findings if f.severity is Severity.EXCLUDE and f.episode is not None}
-        if not excluded:
-            return head
-        return head + ": " + ", ".join(f"ep {ep} {check}" for ep, check in sorted(excluded.items()))
+        if excluded:
+            return head + ": " + ", ".join(f"ep {ep} {check}" for ep, check in sorted(excluded.items()))
+        warning = next((f for f in self.findings if f.severity is Severity.WARNING), None)
+        return head if warning is None else f"{head}: {warning.check}: {warning.message[:120]}"
 
     def findings_markdown(self) -> str:
         """The findings as a markdown table for the Dagster UI."""
