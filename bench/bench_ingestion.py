@@ -23,8 +23,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from tatbot_pipeline.config import apply_offline_defaults
-from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.config import PipelineSettings, apply_offline_defaults
 from tatbot_pipeline.definitions import build_definitions
 from tatbot_pipeline.defs.ingestion import recordings_sensor
 from tatbot_pipeline.defs.resources import PipelineResource
@@ -32,10 +31,9 @@ from tatbot_pipeline.recordings.naming import recording_dir_name
 from tatbot_pipeline.recordings.validate import validate_recording
 from tatbot_pipeline.synth import SynthSpec, make_recordings
 
+apply_offline_defaults()  # before anything imports lerobot
 # What the code location loads (definitions.defs), from this process's settings.
 defs = build_definitions(PipelineSettings.from_env())
-
-apply_offline_defaults()  # before anything imports lerobot
 
 
 def bench_validation(tmp: Path, episodes: int) -> None:

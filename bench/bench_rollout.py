@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tatbot_pipeline.config import apply_offline_defaults
 import tatbot_pipeline.inference.rollout as rollout
-from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.config import PipelineSettings, apply_offline_defaults
 from tatbot_pipeline.inference.loop import LoopStats
 from tatbot_pipeline.inference.policy import load_policy
 from tatbot_pipeline.inference.rollout import VLAInferInput, vla_infer

@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tatbot_pipeline.config import apply_offline_defaults
-from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.config import PipelineSettings, apply_offline_defaults
 from tatbot_pipeline.datasets.build import build_splits
 from tatbot_pipeline.datasets.selection import recording_facts
 from tatbot_pipeline.datasets.split import SplitConfig
