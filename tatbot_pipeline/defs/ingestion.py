@@ -2,13 +2,12 @@
 
 
 import time
-import warnings
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 
-from tatbot_pipeline.defs import OWNERS
+from tatbot_pipeline.defs import OWNERS, partitioned_checks
 from tatbot_pipeline.defs.metadata import headline_first, number, sig
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.splits import build_splits_job
@@ -66,8 +65,7 @@ def recording_metadata(path: Path, info: dict) -> dict:
 
 # Checks on each recording, evaluated per partition (so the UI's check history names the recording).
 USABLE, ALL_EPISODES = "recording_usable", "all_episodes_usable"
-with warnings.catch_warnings():  # partitioned asset checks are a preview feature of dagster 1.13: used knowingly
-    warnings.simplefilter("ignore", dg.PreviewWarning)
+with partitioned_checks():
     VALIDATION_CHECKS = [
         dg.AssetCheckSpec(USABLE, asset="recording_validation", blocking=True, partitions_def=recordings_partitions,
                           description="Fails when the recording is unusable (`fail`) or still being written "

@@ -10,7 +10,6 @@ inference/quality.py.
 
 import contextlib
 import time
-import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -18,28 +17,18 @@ from pydantic import Field
 
 from tatbot_pipeline.config import DEFAULT_ROBOT_NODE, PipelineSettings
 from tatbot_pipeline.console import report_progress
-from tatbot_pipeline.defs import OWNERS
+from tatbot_pipeline.defs import OWNERS, partitioned_checks
 from tatbot_pipeline.defs.metadata import headline_first, number
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.inference.client import RobotNodeError, call_vla_infer
 from tatbot_pipeline.inference.deploy import DeployTarget, deploy
 from tatbot_pipeline.inference.local_node import embedded_sim_node
 from tatbot_pipeline.inference.plan import PlanError, RolloutPlan, check_plan, plan_rollout
-from tatbot_pipeline.inference.quality import rollout_quality
+from tatbot_pipeline.inference.quality import QualityLimits, rollout_quality
 from tatbot_pipeline.inference.rollout import VLAInferOutput
 from tatbot_pipeline.plots import commanded_vs_observed, png_markdown
 
 eval_runs = dg.DynamicPartitionsDefinition(name="eval_runs")
-
-
-def _preview_partitioned_check(**kwargs):
-    """`dg.asset_check` with a partitions_def: a preview feature of dagster 1.13, used knowingly (no warning)."""
-    def decorate(fn):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", dg.PreviewWarning)
-            return dg.asset_check(**kwargs)(fn)
-
-    return decorate
 EVAL_DATASET = dg.AssetKey("eval_dataset")
 QUALITY_CHECK = "rollout_quality"
 
@@ -222,11 +211,7 @@ def rollout_metadata(rollout: dict, quality: str) -> dict:
     return headline_first(summary, entries, last)
 
 
-@_preview_partitioned_check(asset=EVAL_DATASET, name=QUALITY_CHECK, partitions_def=eval_runs,
-                description="Warns when a rollout needed the safety envelope on many steps (clamped > 25 % or "
-                "rate-limited > 50 % of them) or its arms lagged their commands by more than 0.2 rad. Evaluated "
-                "by robot_eval when it records the rollout; re-running it re-reads the partition's metadata.")
-def rollout_quality_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+def _rollout_quality_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     name = context.partition_key
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=EVAL_DATASET, asset_partitions=[name]), limit=1).records
@@ -243,6 +228,17 @@ def rollout_quality_check(context: dg.AssetCheckExecutionContext) -> dg.AssetChe
     return dg.AssetCheckResult(passed=quality.passed, severity=dg.AssetCheckSeverity.WARN,
                                description=f"{name}: {quality.describe()}")
 
+
+
+_LIMITS = QualityLimits()
+with partitioned_checks():
+    rollout_quality_check = dg.asset_check(
+        asset=EVAL_DATASET, name=QUALITY_CHECK, partitions_def=eval_runs,
+        description=f"Warns when a rollout needed the safety envelope on many steps (clamped > "
+        f"{_LIMITS.max_clamped_fraction:.0%} or rate-limited > {_LIMITS.max_rate_limited_fraction:.0%} of them) or "
+        f"its arms lagged their commands by more than {_LIMITS.max_tracking_error_rad} rad. Evaluated by robot_eval "
+        "when it records the rollout; re-running it re-reads the partition's metadata.",
+    )(_rollout_quality_check)
 
 @dg.graph
 def robot_eval():
