@@ -14,12 +14,10 @@ from tatbot_pipeline.defs.automation import retrain_condition, with_condition
 from tatbot_pipeline.defs.metadata import headline_first, number, to_metadata
 from tatbot_pipeline.defs.placement import gpu_run_tags
 from tatbot_pipeline.defs.resources import PipelineResource
-from tatbot_pipeline.training.health import run_health
 from tatbot_pipeline.training.lineage import split_manifest
 from tatbot_pipeline.training.presets import PRESETS, TrainOptions
-from tatbot_pipeline.training.report import training_entries, training_summary
+from tatbot_pipeline.training.report import report_training
 from tatbot_pipeline.training.runner import train_policy
-from tatbot_pipeline.training.val_loss import validation_losses
 
 # dagster.yaml limits runs with this tag to one at a time; the runner's file lock covers untagged launches.
 TRAINING_TAG = "tatbot/training"
@@ -84,26 +82,20 @@ def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
                    pipeline: PipelineResource) -> dg.MaterializeResult:
     settings = pipeline.settings
     version_dir = resolve_latest(settings.splits_dir)  # pinned now: `latest` may move while we train
-    train_root, val_root = version_dir / "train", version_dir / "val"
+    train_root = version_dir / "train"
     preset = config.preset_name(settings)
     run_name = run_dir_name(preset, context.run)
     run = train_policy(preset, train_root, settings.train_dir / run_name, settings.hf_home,
                        config.to_options(settings), models_home=settings.home, on_line=context.log.info)
-    health = run_health(run.metrics, train_root, run.checkpoint_dir)
-    val_loss = None
-    if (val_root / "meta" / "info.json").is_file():
-        context.log.info(f"validation loss of the saved checkpoints on {val_root}")
-        val_loss = validation_losses(run.run_dir, val_root)
-    first, last = training_entries(run, train_root, val_loss)
-    summary = training_summary(run, val_loss, (sum(h.passed for h in health), len(health)))
+    report = report_training(run, train_root, context.log.info)
     loop = new_since_previous_checkpoint(context.instance, settings.splits_dir, train_root)
     return dg.MaterializeResult(
-        metadata=headline_first(summary, {**to_metadata(first), **loop}, to_metadata(last)),
+        metadata=headline_first(report.summary, {**to_metadata(report.first), **loop}, to_metadata(report.last)),
         data_version=dg.DataVersion(f"{run_name}@{run.steps}"),
         check_results=[
             dg.AssetCheckResult(check_name=h.name, passed=h.passed, severity=dg.AssetCheckSeverity.ERROR,
                                 description=h.message, metadata={k: _meta(v) for k, v in h.details.items()})
-            for h in health
+            for h in report.health
         ],
     )
 

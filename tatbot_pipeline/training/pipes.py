@@ -9,17 +9,14 @@ dagster. Any Pipes client launches it: `PipesSubprocessClient` on the same machi
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from tatbot_pipeline.config import apply_offline_defaults
-from tatbot_pipeline.training.health import run_health
 from tatbot_pipeline.training.presets import TrainOptions
-from tatbot_pipeline.training.report import training_entries, training_summary
+from tatbot_pipeline.training.report import plain_details, report_training
 from tatbot_pipeline.training.runner import train_policy
-from tatbot_pipeline.training.val_loss import validation_losses
 
 
 def pipes_command() -> list[str]:
@@ -56,16 +53,13 @@ def main() -> None:
         run = train_policy(x["preset"], dataset_root, Path(x["run_dir"]), Path(x["hf_home"]), options,
                            models_home=Path(x["models_home"]) if x["models_home"] else None,
                            on_line=pipes.log.info)
-        health = run_health(run.metrics, dataset_root, run.checkpoint_dir)
-        for h in health:
+        report = report_training(run, dataset_root, pipes.log.info)
+        for h in report.health:
             pipes.report_asset_check(check_name=h.name, passed=h.passed, severity="ERROR",
-                                     metadata={"message": h.message, **json.loads(json.dumps(h.details, default=str))})
-        val_root = dataset_root.parent / "val"
-        val_loss = validation_losses(run.run_dir, val_root) if (val_root / "meta" / "info.json").is_file() else None
-        first, last = training_entries(run, dataset_root, val_loss)
-        summary = training_summary(run, val_loss, (sum(h.passed for h in health), len(health)))
+                                     metadata={"message": h.message, **plain_details(h)})
         pipes.report_asset_materialization(
-            metadata={"summary": {"raw_value": summary, "type": "text"}, **raw(first), **raw(last)},
+            metadata={"summary": {"raw_value": report.summary, "type": "text"}, **raw(report.first),
+                      **raw(report.last)},
             data_version=f"{run.run_dir.name}@{run.steps}",
         )
 

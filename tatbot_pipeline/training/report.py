@@ -10,16 +10,46 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tatbot_pipeline.display import sig
 from tatbot_pipeline.plots import loss_curve, png_markdown
+from tatbot_pipeline.training.health import HealthResult, run_health
 from tatbot_pipeline.training.lineage import code_version, scene_snapshot, split_identity
 from tatbot_pipeline.training.presets import command_line
 from tatbot_pipeline.training.runner import TrainingRun
+from tatbot_pipeline.training.val_loss import validation_losses
 
 Entries = dict[str, tuple[str, Any]]
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    summary: str
+    first: Entries  # read first, after the summary
+    last: Entries  # the long ones: command, config, fingerprints, scene, loss curve
+    health: list[HealthResult]
+
+
+def report_training(run: TrainingRun, train_root: Path, log: Callable[[str], None] = lambda line: None) -> TrainingReport:
+    """Health checks, the validation loss of the saved checkpoints (when the split has a val side) and the entries."""
+    health = run_health(run.metrics, train_root, run.checkpoint_dir)
+    val_root = Path(train_root).parent / "val"
+    val_loss = None
+    if (val_root / "meta" / "info.json").is_file():
+        log(f"validation loss of the saved checkpoints on {val_root}")
+        val_loss = validation_losses(run.run_dir, val_root)
+    first, last = training_entries(run, train_root, val_loss)
+    summary = training_summary(run, val_loss, (sum(h.passed for h in health), len(health)))
+    return TrainingReport(summary, first, last, health)
+
+
+def plain_details(health: HealthResult) -> dict[str, Any]:
+    """A health check's details as JSON values (numpy scalars and paths as the JSON encoder renders them)."""
+    return json.loads(json.dumps(health.details, default=str))
 
 
 def training_summary(run: TrainingRun, val_loss: dict[int, float] | None, health: tuple[int, int]) -> str:
