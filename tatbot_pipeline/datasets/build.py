@@ -19,6 +19,7 @@ from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.datasets.merge import EpisodeSource, SourceCache, write_merged_dataset
 from tatbot_pipeline.datasets.selection import RecordingEntry, check_compatible, load_usable_recordings
 from tatbot_pipeline.datasets.split import Assignment, SplitConfig, assign
+from tatbot_pipeline.files import write_atomic
 from tatbot_pipeline.recordings.scan import RecordingsRootError
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,7 @@ def point_latest(splits_dir: Path, version: str) -> Path:
 
     The text file is the fallback where symlinks fail (some network/Windows filesystems); `resolve_latest` reads it.
     """
-    (splits_dir / "LATEST.tmp").write_text(version + "\n")
-    os.replace(splits_dir / "LATEST.tmp", splits_dir / "LATEST")
+    write_atomic(splits_dir / "LATEST", version + "\n")
     link = splits_dir / "latest"
     tmp = splits_dir / f".latest.tmp-{os.getpid()}"
     try:

@@ -12,12 +12,12 @@ which mode was assumed.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.files import write_atomic
 from tatbot_pipeline.evaluation.offline import OfflineEval
 from tatbot_pipeline.training.lineage import run_and_step
 from tatbot_pipeline.inference.modes import ASYNC_MARGIN_STEPS, Mode, default_mode, latency_budget_s
@@ -124,10 +124,7 @@ def decide(result: OfflineEval, thresholds: Thresholds, health_passed: bool, hea
 
 
 def _write_json(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    write_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
 def leaderboard_entry(settings: PipelineSettings, checkpoint: Path | str) -> dict | None:

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tatbot_pipeline.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -53,25 +54,22 @@ def load_seen(directory: Path, cursor: str | None) -> SeenMap:
         return SeenMap(_new_generation(), 0)
     if cursor.lstrip().startswith("{"):  # the cursor of older versions: the map itself
         return SeenMap(_new_generation(), 0, json.loads(cursor), unsaved=True)
-    generation, _, sequence = cursor.partition(":")
-    path = _path(directory, generation, int(sequence or 0))
+    generation, _, text = cursor.partition(":")
+    sequence = int(text or 0)
+    path = _path(directory, generation, sequence)
     try:
-        return SeenMap(generation, int(sequence or 0), json.loads(path.read_text()))
+        return SeenMap(generation, sequence, json.loads(path.read_text()))
     except FileNotFoundError:
-        if int(sequence or 0) > 0:
+        if sequence > 0:
             log.warning("%s missing (pipeline home wiped or changed?): requesting every recording again; run keys "
                         "skip the ones this instance already ingested", path)
-        return SeenMap(generation, int(sequence or 0), {}, unsaved=int(sequence or 0) > 0)
+        return SeenMap(generation, sequence, {}, unsaved=sequence > 0)
 
 
 def save_seen(directory: Path, previous: SeenMap, seen: dict[str, str]) -> SeenMap:
     """Write `seen` as the next sequence of `previous`'s generation; prune files older than `previous`."""
-    directory.mkdir(parents=True, exist_ok=True)
     nxt = SeenMap(previous.generation, previous.sequence + 1, seen)
-    path = _path(directory, nxt.generation, nxt.sequence)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(seen, separators=(",", ":"), sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(_path(directory, nxt.generation, nxt.sequence), json.dumps(seen, separators=(",", ":"), sort_keys=True))
     for old in directory.glob(f"seen-{previous.generation}-*.json"):
         sequence = old.stem.rsplit("-", 1)[-1]
         if sequence.isdigit() and int(sequence) < previous.sequence:

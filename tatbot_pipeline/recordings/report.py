@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from tatbot_pipeline.files import write_atomic
+
 
 class Status(str, Enum):
     PASS = "pass"  # every episode usable
@@ -112,11 +114,7 @@ class ValidationReport:
         )
 
     def save(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
-        tmp.replace(path)  # readers never see a half-written report
-        return path
+        return write_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True))
 
     @classmethod
     def load(cls, path: Path) -> "ValidationReport":

@@ -17,6 +17,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tatbot_pipeline.files import write_atomic
+
 ARMING_FILE = "armed.json"
 MAX_ARM_MINUTES = 120.0
 HOW_TO_ARM = "an operator at the robot runs `tatbot-pipeline arm --minutes 10` on the robot node after checking it is clear to move"
@@ -52,11 +54,7 @@ def arm(state_dir: Path, minutes: float, by: str | None = None, now: float | Non
         raise ValueError(f"arm for more than 0 and at most {MAX_ARM_MINUTES:g} minutes, not {minutes:g}")
     now = time.time() if now is None else now
     arming = Arming(by=by or operator(), at=now, until=now + 60 * minutes)
-    path = Path(state_dir) / ARMING_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(arming)))
-    tmp.replace(path)  # a reader never sees half a file
+    write_atomic(Path(state_dir) / ARMING_FILE, json.dumps(asdict(arming)))
     return arming
 
 
