@@ -92,7 +92,7 @@ def quiet_console(log_path: Path) -> Iterator[Console]:
         ours.setLevel(logging.WARNING)
         ours.setFormatter(logging.Formatter("    %(levelname)s: %(message)s"))
         root, project, progress = logging.getLogger(), logging.getLogger("tatbot_pipeline"), logging.getLogger(PROGRESS_LOGGER)
-        saved = (root.level, list(root.handlers), project.propagate)
+        saved_level, saved_handlers = root.level, list(root.handlers)
         root.handlers[:] = [file_handler]
         root.setLevel(logging.INFO)
         project.addHandler(ours)
@@ -109,8 +109,8 @@ def quiet_console(log_path: Path) -> Iterator[Console]:
                 progress.removeHandler(bars)
                 progress.propagate = True
                 project.removeHandler(ours)
-                root.handlers[:] = saved[1]
-                root.setLevel(saved[0])
+                root.handlers[:] = saved_handlers
+                root.setLevel(saved_level)
 
 
 def report_progress(task: str, done: float, total: float, note: str = "") -> None:

@@ -106,14 +106,6 @@ def run_job(defs, instance, name: str, op_config: dict | None = None) -> dict:
     return {k: v.value for k, v in events[-1].materialization.metadata.items()} if events else {}
 
 
-def _robot_eval(defs, instance) -> str:
-    job = defs.resolve_job_def("robot_eval")
-    config = {"ops": {"resolve_checkpoint": {"config": {"device": "cpu", "max_steps": 40}}}}
-    result = job.execute_in_process(run_config={**config, **QUIET}, instance=instance, tags={"demo": "true"})
-    [mat] = [m for m in result.get_asset_materialization_events() if m.asset_key.path[-1] == "eval_dataset"]
-    return mat.materialization.metadata["summary"].value
-
-
 def watch_the_loop(demo_root: Path, retrain_cron: str) -> str:
     """The demo's last line: how to see a new recording go through the loop by itself."""
     return (f"\nWatch the loop: with the UI running, add a recording (tatbot-pipeline synth {demo_root} "
@@ -172,7 +164,8 @@ def _demo_steps(settings: PipelineSettings, console: Console) -> int:
                      "only; see policy_evaluation in the UI")
         return 1
     with step("6/6 robot_eval: deploy the promoted checkpoint, vla_infer on the sim robot over MCP") as done:
-        done(_robot_eval(defs, instance))
+        rollout = run_job(defs, instance, "robot_eval", {"resolve_checkpoint": {"device": "cpu", "max_steps": 40}})
+        done(rollout["summary"])
     _where_to_look(console, settings, trained, time.perf_counter() - started)
     return 0
 

@@ -65,7 +65,7 @@ def latest_checkpoint(instance: dg.DagsterInstance) -> tuple[str, str, dict]:
     return str(meta["checkpoint"].value), event.run_id, lineage
 
 
-def new_since_previous_checkpoint(instance: dg.DagsterInstance, train_run: str) -> dict:
+def loop_entries_of(instance: dg.DagsterInstance, train_run: str) -> dict:
     """The evaluated checkpoint's "new since the previous checkpoint" entries (trained_policy), shown here too."""
     event = instance.get_latest_materialization_event(TRAINED)
     if event is None or event.run_id != train_run or event.asset_materialization is None:
@@ -114,7 +114,7 @@ def policy_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfi
     board = record(settings, result, decision, thresholds, {**lineage, "train_run": train_run})
     context.log.info(decision.headline())
     return dg.MaterializeResult(
-        metadata=evaluation_metadata(result, decision, board, new_since_previous_checkpoint(context.instance, train_run)),
+        metadata=evaluation_metadata(result, decision, board, loop_entries_of(context.instance, train_run)),
         check_results=[dg.AssetCheckResult(
             check_name="promotion_gate", passed=decision.promoted, severity=dg.AssetCheckSeverity.WARN,
             description=decision.headline(), metadata=criteria_metadata(decision),
