@@ -1,7 +1,7 @@
 """What `robot_eval` rolls out, decided and checked before anything moves.
 
 A `RolloutPlan` is the typed record the job's ops pass along: the checkpoint (configured, or the promoted one), its
-policy type, the request the robot node will get, and where the checkpoint was deployed. `checkpoint_problems`
+policy type, the request the robot node will get, and where the checkpoint was deployed. `check_plan`
 collects every reason to refuse it on this side (files missing, slower than its latency budget) so a run fails
 before a deploy or a robot is touched.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.evaluation.gate import leaderboard_entry, read_promoted, rollout_latency_problem
-from tatbot_pipeline.inference.deploy import check_checkpoint
+from tatbot_pipeline.inference.deploy import check_checkpoint, deployed_name
 from tatbot_pipeline.inference.rollout import VLAInferInput, resolve_checkpoint
 
 
@@ -39,8 +39,6 @@ class RolloutPlan:
     @property
     def run_name(self) -> str:
         """<run>-<step> of an `outputs/train/<run>/checkpoints/<step>/pretrained_model` dir."""
-        from tatbot_pipeline.inference.deploy import deployed_name
-
         return deployed_name(self.checkpoint)
 
     def with_deployment(self, deployed: str) -> "RolloutPlan":
