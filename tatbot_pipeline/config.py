@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from tatbot_pipeline.robot.safety import RolloutLimits
+from tatbot_pipeline.robot.state_dir import default_state_dir
 
 DEFAULT_RECORDINGS_DIR = Path("/nfs/tatbot/recordings")
 DEFAULT_PIPELINE_HOME = Path(".tatbot")
-# Robot locks and arming are per node, not per pipeline home: every process on the node must see the same files.
-# Under /tmp they also vanish on reboot, which is what arming should do.
-DEFAULT_ROBOT_STATE_DIR = Path(tempfile.gettempdir()) / "tatbot-robot"
+# Robot locks and arming are per node, not per pipeline home: every process on the node must see the same files,
+# and nobody but the robot's user may write them (robot/state_dir.py: ~/.local/state/tatbot-robot, mode 0700).
 # Where the tatbot backend's camera frames come from: the RealSense cameras the scene lists, or the project's
 # renderer (`synth.render_camera`) for arm-only hardware-in-the-loop runs with no camera attached.
 CAMERA_SOURCES = ("realsense", "sim")
@@ -47,7 +46,7 @@ class PipelineSettings:
     # A recording whose files changed less than this long ago may still be written by stroke_tool.
     settle_seconds: float = 60.0
     # Robot lock files and the arming file, shared by every process on the robot node.
-    robot_state_dir: Path = DEFAULT_ROBOT_STATE_DIR
+    robot_state_dir: Path = field(default_factory=default_state_dir)
     # Named scenes for rollouts (<name>.yaml); None: <home>/scenes.
     scenes: Path | None = None
     rollout_limits: RolloutLimits = field(default_factory=RolloutLimits)
@@ -87,7 +86,7 @@ class PipelineSettings:
             "recordings_dir": Path(env.get("TATBOT_RECORDINGS_DIR", DEFAULT_RECORDINGS_DIR)),
             "home": Path(env.get("TATBOT_PIPELINE_HOME", DEFAULT_PIPELINE_HOME)).absolute(),
             "settle_seconds": float(env.get("TATBOT_SETTLE_SECONDS", 60.0)),
-            "robot_state_dir": Path(env.get("TATBOT_ROBOT_STATE_DIR") or DEFAULT_ROBOT_STATE_DIR),
+            "robot_state_dir": Path(env.get("TATBOT_ROBOT_STATE_DIR") or default_state_dir()),
             "scenes": Path(env["TATBOT_SCENES_DIR"]) if env.get("TATBOT_SCENES_DIR") else None,
             "rollout_limits": RolloutLimits.from_strings({
                 f.name: env[f"TATBOT_ROLLOUT_{f.name.upper()}"] for f in fields(RolloutLimits)

@@ -23,7 +23,6 @@ from tatbot_pipeline.inference.loop import (
     LoopStats,
     ProgressFn,
     Ticker,
-    check_step_cap,
     check_stop,
     check_tracking,
     count_adjustment,
@@ -63,7 +62,6 @@ def run_async_loop(robot: Robot, policy: LoadedPolicy, scene: RobotScene, plan: 
                 frame = observe_checked(robot, policy, before, limits, stats)
                 worker.offer(frame)
             ticker.wait_next()
-    check_step_cap(plan, limits)
 
 
 def observe_checked(robot: Robot, policy: LoadedPolicy, commanded: np.ndarray, limits: RolloutLimits,

@@ -1,6 +1,11 @@
 """Call `vla_infer` on a robot node's MCP server, streaming its progress to a callback.
 
 Used by the `robot_eval` job; plain asyncio + the official `mcp` client, so it works from any Python process.
+
+Which client, and why: `ClientSession` over `streamable_http_client`, which negotiates a protocol revision with
+sessions, not the SDK's default `mcp.Client(url)` (2026-07-28, no session). Both roll out the same (server.py), but
+only a session lets the node ping its caller, so only on a session does the node notice a `robot_eval` process that
+is frozen (SIGSTOP, a stalled VM) rather than dead, and park the robot within `TATBOT_ROLLOUT_CLIENT_TIMEOUT_S`.
 """
 
 from __future__ import annotations

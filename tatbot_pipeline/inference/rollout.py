@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +39,7 @@ from tatbot_pipeline.robot.lock import RobotBusy, RobotLock
 from tatbot_pipeline.robot.safety import SafetyEnvelope, UnsafeAction
 from tatbot_pipeline.robot.scene import RobotScene, SceneError, resolve_scene, shown
 from tatbot_pipeline.robot.sim import SimRobot
+from tatbot_pipeline.robot.state_dir import UnsafeStateDir
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +142,7 @@ def vla_infer(
         chosen = robot_backend(backend)
         lock = RobotLock(settings.robot_state_dir, backend, owner=f"{request.policy} rollout of {request.checkpoint_path[:200]}")
         lock.acquire()
-    except (RobotBusy, ValueError) as e:
+    except (RobotBusy, UnsafeStateDir, ValueError) as e:
         control.done.set()
         return VLAInferOutput(success=False, message=str(e))
     control.attach(lock=lock)
@@ -185,6 +187,7 @@ class _Rollout:
         return "; ".join([*self.notes, text])
 
     def run(self) -> VLAInferOutput:
+        self.clip_steps()
         req = self.req
         if self.backend.moves_hardware and not req.dry_run:
             self.require_armed()  # before loading anything: a refused rollout says so in a second
@@ -204,6 +207,17 @@ class _Rollout:
         if self.backend.moves_hardware:
             self.require_armed()
         return self.drive(scene, policy, task, warm)
+
+    def clip_steps(self) -> None:
+        """A max_steps above the node's cap runs the cap's steps: said in the first progress message and the result,
+        so nobody reads "step 1 of 1000000000" and learns of the cap only when it stops the run."""
+        cap = self.settings.rollout_limits.max_steps
+        if self.req.max_steps > cap:
+            note = (f"max_steps {self.req.max_steps} is above this node's step cap: running {cap} steps "
+                    "(TATBOT_ROLLOUT_MAX_STEPS on the node)")
+            self.req = self.req.model_copy(update={"max_steps": cap})
+            self.notes.append(note)
+            self.progress(0.0, note)
 
     def choose_mode(self, policy: LoadedPolicy, warm: "WarmUp") -> ModeChoice:
         """The requested mode, else the one the measured chunk latency calls for (modes.py); warns when the
@@ -236,7 +250,7 @@ class _Rollout:
     def require_armed(self) -> None:
         try:
             self.armed = require_armed(self.settings.robot_state_dir)
-        except NotArmed as e:
+        except (NotArmed, UnsafeStateDir) as e:
             raise RolloutRefused(str(e)) from None
 
     def load(self) -> tuple[RobotScene, LoadedPolicy, str]:
@@ -284,7 +298,7 @@ class _Rollout:
                 stats.stop_reason = str(e)
             finally:
                 # Never connected: nothing of ours moved, and a controller that did not answer will not answer now.
-                recovery = park(robot, scene) if self.connected else disconnect(robot)
+                recovery = park(robot, scene, self.report_parking) if self.connected else disconnect(robot)
         finally:
             if recorder is not None:
                 recorder.close(**stats.as_meta(), limits=vars(limits), armed_by=self.armed and self.armed.describe(),
@@ -292,11 +306,18 @@ class _Rollout:
                                inference_choice=self.mode.describe())
         return self.output(stats, recovery, robot, policy, recorder)
 
+    def report_parking(self, line: str) -> None:
+        self.progress(1.0, f"parking: {line}")
+
     def still_armed(self) -> None:
+        """Every step: the arms were moving under an arming that has now ended, so the rollout stops and parks."""
         try:
             require_armed(self.settings.robot_state_dir)
-        except NotArmed as e:
-            raise RolloutStopped(f"arming expired or was withdrawn ({e})") from None
+        except NotArmed:
+            raise RolloutStopped("arming expired or was withdrawn (`tatbot-pipeline arm --off`) while the arms were "
+                                 "moving — stopped; arm the node again for the next rollout") from None
+        except UnsafeStateDir as e:
+            raise RolloutStopped(f"arming can no longer be trusted ({e})") from None
 
     def recorder(self, scene: RobotScene, policy: LoadedPolicy, task: str, robot: Robot) -> EvalRecorder:
         info = {"checkpoint_path": str(policy.path), "policy": policy.type, "task": task, "device": policy.device,
@@ -347,18 +368,18 @@ def _check_cameras(policy: LoadedPolicy, robot: Robot) -> None:
         )
 
 
-def park(robot: Robot, scene: RobotScene) -> str | None:
-    """Back to ready and disconnect, whatever happened. Returns a problem to report, None when all went well."""
-    problem = None
+def park(robot: Robot, scene: RobotScene, report: Callable[[str], None] = lambda line: None) -> str | None:
+    """Back to ready and disconnect (home), whatever happened, each arm on its own. Returns what to report, per arm
+    that did not make it; None when all went well."""
     try:
-        if not robot.is_connected:
-            robot.connect()  # an arm that dropped mid-run usually answers again; the arm must not stay where it was
-        robot.send(scene.ready, scene.goal_time_slow, blocking=True)
+        problems = [p for p in robot.return_to(scene.ready, scene.goal_time_slow, report).values() if p]
     except Exception as e:  # noqa: BLE001 - reported in the tool's message; the disconnect below must still run
-        problem = f"could not return to ready ({type(e).__name__}: {e}) — check the robot by hand"
+        problems = [f"could not return to ready ({type(e).__name__}: {e})"]
+    for problem in problems:
         log.error(problem)
     failed = disconnect(robot)
-    return "; ".join(p for p in (problem, failed) if p) or None
+    problems += [failed] if failed else []
+    return "; ".join(problems) + " — check the robot by hand" if problems else None
 
 
 def disconnect(robot: Robot) -> str | None:

@@ -7,6 +7,17 @@ config still names code paths and a backbone dir. Arguments are validated strict
 published schema says `additionalProperties: false`). The rollout runs in a worker thread under a deadman (see
 `RolloutService`); progress goes back as MCP progress notifications, and a client's cancel, like a lost client,
 stops the loop and waits until the robot is back at ready and disconnected.
+
+Both MCP protocol generations a client may speak are served, with the deadman each one allows:
+- **2026-07-28** (the SDK's default `mcp.Client(url)`): a tool call is one POST and its response stream, with no
+  session and no server-to-client requests, so the server cannot ping. Closing that stream is how such a client
+  cancels, and what a client that died looks like (the kernel closes its socket): either stops and parks the
+  robot. A client that is frozen (SIGSTOP) but whose socket stays open cannot be told from a slow reader; the
+  server's step and time caps and the operator's arming bound that rollout.
+- **earlier revisions with sessions** (`ClientSession` over `streamable_http_client`, what `robot_eval` uses): the
+  same closed-stream check, plus pings on the request's own stream; a client that does not answer one within
+  `client_timeout_s` is gone, frozen or not.
+Remote callers read what was refused and why, never the node's paths, pids or hosts: those go to the node's log.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import NoBackChannelError
 from mcp.shared.message import ServerMessageMetadata
 from mcp.types import EmptyResult, PingRequest
 from mcp.types import Tool as MCPTool
@@ -118,13 +130,15 @@ class RolloutService:
     def limits(self) -> RolloutLimits:
         return self.config.settings.rollout_limits
 
-    def allowed(self, checkpoint_path: str) -> Path:
-        path = resolve_checkpoint(checkpoint_path, self.config.settings.home)
+    def allowed(self, request_path: str) -> Path:
+        path = resolve_checkpoint(request_path, self.config.settings.home)
         roots = [Path(r).resolve() for r in self.config.checkpoint_roots]
         if not any(path.is_relative_to(root) for root in roots):
+            log.warning("refused checkpoint %s: outside the allowed roots %s", path, [str(r) for r in roots])
             raise ToolError(
-                f"checkpoint {shown(str(path), 300, quote=False)} is outside the allowed roots {[str(r) for r in roots]} — "
-                "move it under one, or add its root to TATBOT_CHECKPOINT_ROOTS on the server"
+                f"checkpoint {shown(request_path, 300, quote=False)} is outside the checkpoint roots this robot node "
+                "serves — deploy it under one (robot_eval's deploy step does), or add its root to "
+                "TATBOT_CHECKPOINT_ROOTS on the node"
             )
         return path
 
@@ -142,8 +156,9 @@ class RolloutService:
         try:
             result = await self._supervise(work, ctx, control, updates)
         except anyio.get_cancelled_exc_class():
-            # The client cancelled: stop the loop and hold the request open until the robot is parked.
-            control.request_stop("cancelled by the client")
+            # The call was cancelled (a `notifications/cancelled`, or on 2026-07-28 its stream closed): stop the loop
+            # and hold the request open until the robot is parked.
+            control.request_stop(_cancel_reason(ctx))
             with anyio.CancelScope(shield=True):
                 await self._settle(control)
             raise
@@ -166,28 +181,47 @@ class RolloutService:
         return results[-1]
 
     async def _deadman(self, ctx: Context, control: RolloutControl, updates: queue.SimpleQueue) -> None:
-        """Watch the client until the rollout ends; when it is gone, stop the rollout and see it parked."""
-        gone = await _first_of(self._pump(ctx, updates), self._heartbeat(ctx))
+        """Watch the client until the rollout ends; when it is gone, stop the rollout and see it parked.
+
+        What "gone" can mean depends on the client's protocol revision (module docstring): a closed stream and an
+        undeliverable notification on every revision, an unanswered ping only where the transport can carry one."""
+        watchers = [self._pump(ctx, updates)]
+        if ctx.session.can_send_request:
+            watchers.append(self._heartbeat(ctx))
+        else:
+            log.info("vla_infer client on %s: no back-channel for pings; its stream is watched",
+                     ctx.request_context.protocol_version)
+        gone = await _first_of(*watchers)
         log.error("vla_infer client gone (%s): stopping the rollout and parking the robot", gone)
-        control.request_stop(f"the client went away ({gone}): nobody is watching the robot")
+        control.request_stop(gone)
         await self._settle(control)
         if control.abandoned:
             raise RolloutAbandoned(self.history[-1])
 
     async def _pump(self, ctx: Context, updates: queue.SimpleQueue) -> str:
-        """Forward progress; returns why the client is gone (a closed stream, an undeliverable notification)."""
+        """Forward progress; returns why the client is gone: a closed stream, a notification that could not be
+        delivered, or one the client did not take within `client_timeout_s` (it stopped reading)."""
         request = getattr(ctx.request_context, "request", None)
+        timeout = self.limits.client_timeout_s
         while True:
             if request is not None and await request.is_disconnected():
-                return "its HTTP stream closed"
+                return _stream_closed_reason(ctx)
             try:
-                await self._send_updates(ctx, updates)
+                with anyio.fail_after(timeout):
+                    await self._send_updates(ctx, updates)
+            except TimeoutError:
+                return (f"the client went away (it took no progress notification for {timeout:g} s: it stopped "
+                        "reading its stream): nobody is watching the robot")
             except Exception as e:  # noqa: BLE001 - any failure to deliver means the client cannot watch any more
-                return f"a progress notification could not be delivered: {type(e).__name__}: {e}"
+                return (f"the client went away (a progress notification could not be delivered: {type(e).__name__}: "
+                        f"{e}): nobody is watching the robot")
             await anyio.sleep(PUMP_PERIOD_S)
 
     async def _heartbeat(self, ctx: Context) -> str:
-        """Ping the client on the request's own stream; returns why it is gone (no answer within the timeout)."""
+        """Ping the client on the request's own stream; returns why it is gone (no answer within the timeout).
+
+        A transport that cannot carry a ping (NoBackChannelError) says nothing about the client: the heartbeat
+        then stops, and the stream watch in `_pump` stays the deadman."""
         timeout = self.limits.client_timeout_s
         metadata = ServerMessageMetadata(related_request_id=ctx.request_context.request_id)
         while True:
@@ -196,8 +230,12 @@ class RolloutService:
                 with anyio.fail_after(timeout):
                     await ctx.session.send_request(PingRequest(), EmptyResult, request_read_timeout_seconds=timeout,
                                                    metadata=metadata)
+            except NoBackChannelError:
+                log.info("vla_infer client cannot answer pings on this transport; its stream is watched instead")
+                await anyio.sleep_forever()
             except Exception as e:  # noqa: BLE001 - a timeout, a closed channel, an error reply: all mean gone
-                return f"no answer to a ping within {timeout:g} s ({type(e).__name__})"
+                return (f"the client went away (no answer to a ping within {timeout:g} s: {type(e).__name__}): "
+                        "nobody is watching the robot")
 
     @staticmethod
     async def _send_updates(ctx: Context, updates: queue.SimpleQueue) -> None:
@@ -217,6 +255,22 @@ class RolloutService:
             success=False, stop_reason=control.reason,
             message=f"rollout stopped ({control.reason}) but {reason}: its commands are revoked and the robot lock "
                     "released — CHECK THE ROBOT BY HAND before the next rollout"))
+
+
+def _modern(ctx: Context | None) -> bool:
+    """A 2026-07-28 call: one POST, no session, no back-channel (its stream closing is its cancel)."""
+    return ctx is not None and not ctx.session.can_send_request
+
+
+def _stream_closed_reason(ctx: Context) -> str:
+    if _modern(ctx):
+        return ("the client closed the call's stream (on MCP 2026-07-28 that is how a client cancels, and what a client "
+                "that ended looks like)")
+    return "the client went away (its HTTP stream closed): nobody is watching the robot"
+
+
+def _cancel_reason(ctx: Context | None) -> str:
+    return _stream_closed_reason(ctx) if _modern(ctx) else "cancelled by the client"
 
 
 class RolloutAbandoned(Exception):

@@ -7,6 +7,7 @@ loop is the same for the simulator and the real arms.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -60,6 +61,17 @@ class Robot(Protocol):
         ...
 
     def disconnect(self) -> None: ...
+
+    def return_to(self, pose: np.ndarray, goal_time: float,
+                  report: Callable[[str], None] = lambda line: None) -> dict[str, str | None]:
+        """Bring every arm that still answers to `pose` (blocking), each on its own: a dead arm must not hold up a
+        live one. Returns each arm's problem, None for an arm that got there; `report` hears each outcome as it
+        happens. This default moves the robot as one: a robot that can lose one arm alone overrides it."""
+        if not self.is_connected:
+            self.connect()  # a link that dropped mid-run usually answers again; the arms must not stay where they were
+        self.send(pose, goal_time, blocking=True)
+        report("both arms back at ready")
+        return {"both arms": None}
 
     def __enter__(self) -> "Robot":
         self.connect()

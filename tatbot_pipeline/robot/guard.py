@@ -84,6 +84,11 @@ class GuardedRobot(Robot):
         self._check_revoked("send")
         return self.robot.send(target, goal_time, blocking=blocking)
 
+    def return_to(self, pose: np.ndarray, goal_time: float, report=lambda line: None) -> dict[str, str | None]:
+        target = check_command(pose, goal_time, "return to ready")
+        self._check_revoked("return to ready")
+        return self.robot.return_to(target, goal_time, report)
+
     def disconnect(self) -> None:
         self._check_revoked("disconnect")  # a backend may park on disconnect: that is a move too
         self.robot.disconnect()

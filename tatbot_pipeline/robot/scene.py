@@ -80,13 +80,17 @@ def resolve_scene(name: str, directory: Path) -> RobotScene:
         try:
             data = load_scene(path)
         except (OSError, ValueError, yaml.YAMLError) as e:
-            raise SceneError(f"{path}: unreadable scene ({type(e).__name__}: {str(e)[:200]})") from None
+            log.error("scene %s: unreadable: %s", path, e)  # where stays in the node's log; the caller reads why
+            raise SceneError(f"scene {shown(name)}: unreadable ({type(e).__name__}) — fix its file in the scenes "
+                             "dir on the robot node (the node's log names it)") from None
         return scene_from_dict(name, data, source=path)
     if name == DEFAULT_SCENE:
         log.info("no %s; using the built-in default scene (tatbot's left/right ready and sleep poses)", path)
         return scene_from_dict(name, builtin_scene(name))
-    raise SceneError(f"unknown scene {shown(name)}: no {path}. Available scenes: {', '.join(available_scenes(directory))} "
-                     f"— copy a recording's scene.yaml to {directory}/<name>.yaml to add one")
+    log.warning("unknown scene %s: no %s", shown(name), path)
+    raise SceneError(f"unknown scene {shown(name)}. Available scenes: {', '.join(available_scenes(directory))} — "
+                     "copy a recording's scene.yaml to <name>.yaml in the robot node's scenes dir (TATBOT_SCENES_DIR) "
+                     "to add one")
 
 
 def builtin_scene(name: str = DEFAULT_SCENE) -> dict[str, Any]:
@@ -102,8 +106,9 @@ def builtin_scene(name: str = DEFAULT_SCENE) -> dict[str, Any]:
 
 
 def scene_from_dict(name: str, data: dict[str, Any], source: Path | None = None) -> RobotScene:
-    """Every check a scene must pass before any robot is built from it; SceneError names the file and the value."""
-    where = str(source or "built-in scene")
+    """Every check a scene must pass before any robot is built from it; SceneError names the scene and the value
+    (not its file: the message may go to a remote caller, the node's log has the path)."""
+    where = f"scene {shown(name)}" if source is not None else "built-in scene"
     arms = data.get("arms") or {}
     if not isinstance(arms, dict):
         raise SceneError(f"{where}: 'arms' must be a mapping, got {type(arms).__name__}")

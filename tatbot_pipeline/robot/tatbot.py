@@ -107,6 +107,30 @@ class TatbotRobot(Robot):
             self._command(target, goal_time, ARMS)
         return target
 
+    def return_to(self, pose: np.ndarray, goal_time: float,
+                  report: Callable[[str], None] = lambda line: None) -> dict[str, str | None]:
+        """Every arm that still answers goes to `pose` at once; only then does an arm that dropped get one reconnect
+        (its connection timeout) and the same move. A controller that died never holds the live arm at its last
+        pose, and the live arm passes through ready on its way home."""
+        target = check_command(pose, goal_time, "return to ready")
+        live = [side for side, arm in self.arms.items() if arm.connected]
+        outcome: dict[str, str | None] = {}
+        for side, error in self._move_each(target, goal_time, live).items():
+            outcome[side] = None if error is None else f"{self.arms[side].config.label} did not reach ready: {error}"
+            report(f"{side} arm back at ready" if error is None else outcome[side])
+        for side in (s for s in ARMS if s not in live):
+            arm = self.arms[side]
+            report(f"{arm.config.label} is not answering: one reconnect ({arm.config.connection_timeout:g} s) to park it")
+            try:
+                arm.connect()
+                self._move(target, goal_time, [side])
+                outcome[side] = None
+                report(f"{side} arm answered again and is back at ready")
+            except RobotError as e:
+                outcome[side] = f"{arm.config.label} could not be parked: {e}"
+                report(outcome[side])
+        return outcome
+
     def disconnect(self) -> None:
         """Park every arm that still answers at the home pose, then release both arms and the cameras.
 
@@ -142,27 +166,33 @@ class TatbotRobot(Robot):
         An arm that stops answering drops out and the others finish their move (an arm braked halfway is worse
         than a parked one); its error is raised at the end. A collision holds every arm at once.
         """
-        sides = list(sides)
-        failures: list[RobotError] = []
+        failures = [e for e in self._move_each(target, goal_time, sides).values() if e is not None]
+        if failures:
+            raise failures[0]
+
+    def _move_each(self, target: np.ndarray, goal_time: float,
+                   sides: list[str] | tuple[str, ...]) -> dict[str, RobotError | None]:
+        """`_move`, reporting each arm's failure (None: it got there) instead of raising the first."""
+        moving = list(sides)
+        failures: dict[str, RobotError | None] = {side: None for side in sides}
 
         def each(action: Callable[[str], None]) -> None:
-            for side in list(sides):
+            for side in list(moving):
                 try:
                     action(side)
                 except Collision:
                     raise
                 except RobotError as e:
-                    sides.remove(side)
-                    failures.append(e)
+                    moving.remove(side)
+                    failures[side] = e
 
         each(lambda side: self._check_efforts([side]))
         each(lambda side: self.arms[side].command(target[arm_slice(side)], goal_time))
         deadline = time.monotonic() + goal_time
-        while sides and (remaining := deadline - time.monotonic()) > 0:
+        while moving and (remaining := deadline - time.monotonic()) > 0:
             time.sleep(min(POLL_S, remaining))
             each(lambda side: self._check_efforts([side]))
-        if failures:
-            raise failures[0]
+        return failures
 
     def _command(self, target: np.ndarray, goal_time: float, sides: list[str] | tuple[str, ...]) -> None:
         for side in sides:

@@ -38,12 +38,12 @@ def settings(tmp_path) -> PipelineSettings:
     return PipelineSettings(home=tmp_path, robot_state_dir=tmp_path / "robot-state")
 
 
-def test_a_held_robot_lock_refuses_the_rollout(act_checkpoint, tmp_path):
+def test_a_held_robot_lock_refuses_the_rollout(act_checkpoint, tmp_path, caplog):
     made = []
     with RobotLock(tmp_path / "robot-state", "sim", owner="robot_eval run 1234"):
         out = vla_infer(request(act_checkpoint), settings(tmp_path), factory=lambda *a: made.append(a))
     assert not out.success and "another rollout is already running on the sim robot" in out.message
-    assert "robot_eval run 1234" in out.message
+    assert "robot_eval run 1234" in caplog.text and "robot_eval run 1234" not in out.message  # who: the log only
     assert made == []
 
 

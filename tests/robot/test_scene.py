@@ -42,7 +42,7 @@ def test_a_recordings_scene_yaml_is_used_as_is(tmp_path, pristine_recording):
 
 @pytest.mark.parametrize("override, complaint", [
     ({"ready_pos_l": {"joints": [0, 0, 0, 0, 0, 4.0, 0]}, "ready_pos_l_name": None},
-     r"bent.yaml: ready pose: outside the URDF limits left.joint_5.pos=4.0000"),
+     r"scene 'bent': ready pose: outside the URDF limits left.joint_5.pos=4.0000"),
     ({"sleep_pos_r": {"joints": [0, 0]}, "sleep_pos_r_name": None}, r"sleep_pos_r.joints has 2 values"),
     ({"ready_pos_l": {"joints": [0.1] * 7}}, r"ready_pos_l_name 'left/ready' and ready_pos_l.joints disagree"),
     ({"ready_pos_r_name": None}, r"gives the ready pose of one arm only: \['ready_pos_r'\] missing"),

@@ -8,9 +8,11 @@ protocol on its own loopback address, the policy is a real LeRobot checkpoint, a
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -27,7 +29,7 @@ from tatbot_pipeline.robot.lock import RobotLock
 from tatbot_pipeline.robot.scene import resolve_scene
 from tatbot_pipeline.robot.spec import READY_POSE, SLEEP_POSE
 from tatbot_pipeline.robot.tatbot import TatbotRobot
-from tests.inference.conftest import mcp_session
+from tests.inference.test_clients import CLIENTS, until_accepted, call_tool, start_client, wait_for_line
 from tests.robot.conftest import LEFT, RIGHT, ContactStream, move_arm, read_back, write_scene
 
 PARKED_TOL = 0.05  # rad: "the sleep pose within 0.05 rad"
@@ -57,6 +59,17 @@ def assert_parked(host: str, pose: np.ndarray) -> float:
     return error
 
 
+def settled(host: str, tolerance: float = 1e-4) -> np.ndarray:
+    """An arm's joints once two reads in a row agree within `tolerance` rad (it has come to rest)."""
+    last = read_back(host)
+    for _ in range(100):
+        now = read_back(host)
+        if np.abs(now - last).max() < tolerance:
+            return now
+        last = now
+    raise AssertionError(f"{host} never came to rest")
+
+
 def assert_not_moved(host: str, settled: np.ndarray) -> None:
     assert np.abs(read_back(host) - settled).max() < 0.01, f"{host} moved"
 
@@ -76,8 +89,13 @@ def test_a_killed_controller_stops_the_rollout_and_the_other_arm_parks(hil, node
     assert 5 <= out.num_steps <= 6, out.message
     assert "rollout stopped at step" in out.message
     assert "right arm (arms.ip_address_r): stopped answering" in out.message
-    assert "right arm (arms.ip_address_r) was not parked" in out.message
+    assert "right arm (arms.ip_address_r) could not be parked" in out.message
     assert RIGHT not in out.message  # scene addresses never reach messages (they end up in Dagster metadata)
+    # The live arm parks first, on its own, through ready; only then is the dead one given its reconnect.
+    parking = [m for m in seen if m.startswith("parking: ")]
+    assert parking[0] == "parking: left arm back at ready", parking
+    assert parking[1].startswith("parking: right arm (arms.ip_address_r) is not answering: one reconnect (1 s)")
+    assert parking[2].startswith("parking: right arm (arms.ip_address_r) could not be parked"), parking
     assert_parked(LEFT, SLEEP_POSE[:7])
 
 
@@ -182,10 +200,9 @@ def _serve(env: dict[str, str], port: int) -> subprocess.Popen:
             time.sleep(0.2)
 
 
-def test_mcp_serves_a_20_step_rollout_on_simulated_arms(hil, checkpoint_home, act_checkpoint, tmp_path):
-    """The issue's done-when: `tatbot-pipeline mcp --backend tatbot`, two simulators, rendered cameras, 20 steps."""
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
+@contextmanager
+def hil_node(checkpoint_home: Path, tmp_path: Path):
+    """`tatbot-pipeline mcp --backend tatbot` on the two simulators, armed, rendered cameras; yields its URL."""
     write_scene(tmp_path / "scenes", "hil", LEFT, RIGHT)
     state = tmp_path / "state"
     arming.arm(state, minutes=10, by="test operator")
@@ -195,19 +212,31 @@ def test_mcp_serves_a_20_step_rollout_on_simulated_arms(hil, checkpoint_home, ac
     env.pop("TATBOT_MCP_TOKEN", None)
     proc = _serve(env, port)
     try:
-        async def call():
-            async with mcp_session(f"http://127.0.0.1:{port}/mcp") as session:
-                return await session.call_tool("vla_infer", {
-                    "policy": "act", "checkpoint_path": str(act_checkpoint), "scene": "hil", "device": "cpu",
-                    "max_steps": 20, "enable_realsense": True, "record_eval": True})
-
-        result = anyio.run(call)
+        yield f"http://127.0.0.1:{port}/mcp"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    out = result.structured_content
-    assert not result.is_error and out["success"], out
-    assert out["num_steps"] == 20 and "on tatbot" in out["message"]
+
+
+def hil_args(checkpoint: Path, **kw) -> dict:
+    return {"policy": "act", "checkpoint_path": str(checkpoint), "scene": "hil", "device": "cpu",
+            "enable_realsense": True, **kw}
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_mcp_serves_a_20_step_rollout_on_simulated_arms(hil, checkpoint_home, act_checkpoint, tmp_path, kind):
+    """`tatbot-pipeline mcp --backend tatbot`, two simulators, rendered cameras, 20 steps, from either MCP client."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    progress: list[str] = []
+    with hil_node(checkpoint_home, tmp_path) as url:
+        dry = anyio.run(call_tool, kind, url, hil_args(act_checkpoint, dry_run=True))
+        out = anyio.run(call_tool, kind, url, hil_args(act_checkpoint, max_steps=20, record_eval=True),
+                        lambda f, m: progress.append(m))
+    assert dry["success"] and "nothing moved" in dry["message"], dry
+    assert out["success"], out
+    assert out["num_steps"] == 20 and "on tatbot" in out["message"] and "step 20 of 20" in progress
+    assert progress.index("parking: left arm back at ready") > progress.index("step 20 of 20")
 
     ds = LeRobotDataset("tatbot/eval", root=out["eval_dir"], video_backend="pyav")
     assert ds.meta.total_frames == 20 and ds.meta.total_episodes == 1
@@ -219,13 +248,30 @@ def test_mcp_serves_a_20_step_rollout_on_simulated_arms(hil, checkpoint_home, ac
     assert_parked(RIGHT, SLEEP_POSE[7:])
 
 
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_a_killed_client_parks_the_simulated_arms(hil, checkpoint_home, act_checkpoint, tmp_path, kind):
+    with hil_node(checkpoint_home, tmp_path) as url:
+        client = start_client(kind, url, hil_args(act_checkpoint, max_steps=5000))
+        try:
+            wait_for_line(client, "step 5 ")
+            client.send_signal(signal.SIGKILL)
+            client.wait()
+            nxt = anyio.run(until_accepted, kind, url, hil_args(act_checkpoint, max_steps=3), 60)
+        finally:
+            client.kill()
+            client.wait()
+    assert nxt["success"], nxt["message"]  # the lock was freed once the killed rollout had parked
+    assert_parked(LEFT, SLEEP_POSE[:7])
+    assert_parked(RIGHT, SLEEP_POSE[7:])
+
+
 def test_the_read_only_check_reports_both_controllers(hil, tmp_path, capsys, monkeypatch):
     from tatbot_pipeline.robot.tatbot import main
 
     write_scene(tmp_path / "scenes", "hil", LEFT, RIGHT)
     monkeypatch.setenv("TATBOT_SCENES_DIR", str(tmp_path / "scenes"))
     monkeypatch.setenv("TATBOT_ROBOT_STATE_DIR", str(tmp_path / "state"))
-    before = [read_back(LEFT), read_back(RIGHT)]
+    before = [settled(LEFT), settled(RIGHT)]  # a parked wrist creeps on for a moment after the last rollout
     with RobotLock(tmp_path / "state", "tatbot", owner="a rollout"):
         assert main(["hil"]) == 2  # a controller talks to one client at a time: never probe it mid-rollout
     assert "another rollout is already running on the tatbot robot" in capsys.readouterr().err
