@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.digest import DigestMismatch, checkpoint_sha256, verify_checkpoint
 from tatbot_pipeline.evaluation.gate import leaderboard_entry
 from tatbot_pipeline.inference.async_loop import run_async_loop
 from tatbot_pipeline.inference.control import RolloutControl
@@ -69,6 +70,10 @@ class VLAInferInput(BaseModel):
     dry_run: bool = Field(False, description="load scene + policy, one forward pass, move nothing")
     task_prompt: str | None = Field(None, description="task text for the policy; default: the scene's task",
                                     max_length=2000)
+    checkpoint_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="the SHA-256 the checkpoint was evaluated with (trained_policy, "
+        "promoted.json): a checkpoint whose files do not match is refused before anything is loaded; robot_eval "
+        "always sends it")
     inference: Requested = Field(
         "auto", description="'sync': the control thread computes each chunk when the last one runs out (the step at "
         "every chunk seam waits for it); 'async': a worker computes the next chunk while the current one executes "
@@ -98,6 +103,7 @@ class VLAInferOutput(BaseModel):
     armed_by: str | None = None  # hardware rollouts: who armed the node, when, until when
     inference: str | None = None  # the mode the rollout ran in: sync or async
     missed_ticks: int = 0  # steps whose command went out a whole control period or more after their tick
+    checkpoint_sha256: str | None = None  # the digest of the files this rollout loaded (digest.py)
 
 
 class RolloutRefused(RuntimeError):
@@ -182,6 +188,7 @@ class _Rollout:
         self.armed: Arming | None = None
         self.connected = False  # whether the robot ever connected (so whether anything of ours moved)
         self.mode = ModeChoice("sync", 0.0, "the warm-up")  # until the warm-up measured the chunk latency
+        self.sha256: str | None = None  # the digest of the checkpoint's files, once checked
 
     def message(self, text: str) -> str:
         return "; ".join([*self.notes, text])
@@ -200,7 +207,7 @@ class _Rollout:
         if req.dry_run:
             return VLAInferOutput(success=True, message=self.message(_dry_run(warm.actions[0], policy, scene, req)
                                                                      + f"; would run {self.mode.describe()}"),
-                                  inference=self.mode.mode)
+                                  inference=self.mode.mode, checkpoint_sha256=self.sha256)
         if self.control.stop_requested:
             return VLAInferOutput(success=False, message=self.message(
                 f"{self.control.reason or 'stopped'} before the robot moved"), stop_reason=self.control.reason)
@@ -262,10 +269,24 @@ class _Rollout:
             self.notes.append(note)
             self.progress(0.02, note)
         checkpoint = resolve_checkpoint(req.checkpoint_path, self.settings.home)
+        self.check_digest(checkpoint)
         self.progress(0.03, f"loading {req.policy} policy from {checkpoint}")
         policy = load_policy(checkpoint, req.policy, device)
         self.progress(0.05, "first forward pass")
         return scene, policy, req.task_prompt or scene.task
+
+    def check_digest(self, checkpoint: Path) -> None:
+        """The files about to be loaded are the ones that were evaluated (when the caller says which those were)."""
+        if not checkpoint.is_dir():
+            return  # load_policy says what is missing
+        if self.req.checkpoint_sha256:
+            self.progress(0.025, "checking the checkpoint's SHA-256")
+            try:
+                self.sha256 = verify_checkpoint(checkpoint, self.req.checkpoint_sha256, f"checkpoint {checkpoint.name}")
+            except DigestMismatch as e:
+                raise RolloutRefused(f"{e}; nothing was loaded and nothing moved") from None
+        else:
+            self.sha256 = checkpoint_sha256(checkpoint)
 
     def drive(self, scene: RobotScene, policy: LoadedPolicy, task: str, warm: "WarmUp") -> VLAInferOutput:
         """Connect, ready, loop; park whatever happens, then finalize the eval dataset."""
@@ -320,7 +341,8 @@ class _Rollout:
             raise RolloutStopped(f"arming can no longer be trusted ({e})") from None
 
     def recorder(self, scene: RobotScene, policy: LoadedPolicy, task: str, robot: Robot) -> EvalRecorder:
-        info = {"checkpoint_path": str(policy.path), "policy": policy.type, "task": task, "device": policy.device,
+        info = {"checkpoint_path": str(policy.path), "checkpoint_sha256": self.sha256, "policy": policy.type,
+                "task": task, "device": policy.device,
                 "robot": robot.name, "max_steps": self.req.max_steps, "n_action_steps": policy.n_action_steps}
         return EvalRecorder(self.eval_root, scene, policy.cameras, self.req.fps, info=info).open()
 
@@ -356,6 +378,7 @@ class _Rollout:
             armed_by=self.armed.describe() if self.armed else None,
             inference=self.mode.mode,
             missed_ticks=stats.missed_ticks,
+            checkpoint_sha256=self.sha256,
         )
 
 

@@ -81,3 +81,18 @@ def test_hardware_backend_refuses_a_scene_it_cannot_run_before_moving(act_checkp
     # The recording's arm config files live on the robot node (tests/robot/test_tatbot*.py drive the real driver).
     assert out.message.startswith("RobotError: left arm: arms.arm_l_config_filepath /home/tatbot/")
     assert "arm_l.yaml does not exist — fix the path in the scene" in out.message
+
+
+def test_a_wrong_checkpoint_digest_is_refused_before_anything_loads(act_checkpoint, tmp_path):
+    from tatbot_pipeline.digest import checkpoint_sha256
+
+    made, progress = [], []
+    right = checkpoint_sha256(act_checkpoint)
+    wrong = ("0" if right[0] != "0" else "1") + right[1:]
+    out = vla_infer(request(act_checkpoint, checkpoint_sha256=wrong), settings(tmp_path),
+                    factory=lambda *a: made.append(a), progress=lambda f, m: progress.append(m))
+    assert not out.success and "changed since it was evaluated" in out.message and "nothing was loaded" in out.message
+    assert made == [] and not any(m.startswith("loading act policy") for m in progress)
+
+    ok = vla_infer(request(act_checkpoint, checkpoint_sha256=right, dry_run=True), settings(tmp_path))
+    assert ok.success and ok.checkpoint_sha256 == right
