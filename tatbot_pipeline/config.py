@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from tatbot_pipeline.robot.safety import RolloutLimits
 
 DEFAULT_RECORDINGS_DIR = Path("/nfs/tatbot/recordings")
 DEFAULT_PIPELINE_HOME = Path(".tatbot")
@@ -15,7 +15,7 @@ DEFAULT_PIPELINE_HOME = Path(".tatbot")
 # Under /tmp they also vanish on reboot, which is what arming should do.
 DEFAULT_ROBOT_STATE_DIR = Path(tempfile.gettempdir()) / "tatbot-robot"
 # Where the tatbot backend's camera frames come from: the RealSense cameras the scene lists, or the project's
-# renderer (`synth.render_camera`) for arm-only hardware-in-the-loop runs with no camera attached.
+# renderer (`robot/render.py: render_camera`) for arm-only hardware-in-the-loop runs with no camera attached.
 CAMERA_SOURCES = ("realsense", "sim")
 # At most one split rebuild per tick, never while recordings are being ingested (defs/automation.py says why).
 DEFAULT_SPLIT_CRON = "*/2 * * * *"
@@ -24,7 +24,7 @@ DEFAULT_RETRAIN_CRON = "0 2 * * *"
 DEFAULT_ROBOT_NODE = "hog"
 # A missing local model or dataset must fail loudly instead of silently reaching for the Hub, and wandb stays local
 # unless a lab syncs on purpose. huggingface_hub reads these when it is imported, so the entry points (cli.main, the
-# code location's loader, the Pipes entry) apply them before anything imports lerobot.
+# code location's loader) apply them before anything imports lerobot.
 OFFLINE_DEFAULTS = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                     "WANDB_MODE": "offline"}
 
@@ -33,6 +33,41 @@ def apply_offline_defaults(environ=os.environ) -> None:
     """Offline unless the user set these variables themselves."""
     for key, value in OFFLINE_DEFAULTS.items():
         environ.setdefault(key, value)
+
+
+@dataclass(frozen=True)
+class RolloutLimits:
+    """Server-side bounds on one rollout, whatever its caller asks for (env: TATBOT_ROLLOUT_<FIELD>, e.g.
+    TATBOT_ROLLOUT_MAX_SECONDS=300). A rollout that reaches one stops, parks, and is reported as stopped."""
+
+    max_seconds: float = 600.0  # wall-clock cap of the control loop
+    max_steps: int = 6000  # step cap (10 min at 10 Hz), above any max_steps a caller sends
+    max_adjusted_steps: int = 20  # consecutive steps whose action the envelope had to change by > adjust_tolerance_rad
+    adjust_tolerance_rad: float = 0.02  # a smaller correction (a gripper a hair past its limit) does not count
+    max_tracking_error_rad: float = 0.35  # previous command vs observed position, any revolute joint
+    cancel_timeout_s: float = 10.0  # how long a stop (park included) may take before the rollout is abandoned
+    client_timeout_s: float = 2.0  # a client that does not answer a ping within this is gone
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"rollout limit {f.name}={value!r} must be a positive number")
+
+    @classmethod
+    def from_strings(cls, values: dict[str, str]) -> "RolloutLimits":
+        """From `field -> text` (the environment's form); unknown fields are an error, not ignored."""
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown rollout limits {unknown}; known: {sorted(known)}")
+        parsed = {}
+        for name, text in values.items():
+            try:
+                parsed[name] = int(text) if known[name] in (int, "int") else float(text)
+            except ValueError:
+                raise ValueError(f"rollout limit {name}={text!r} is not a number") from None
+        return cls(**parsed)
 
 
 @dataclass(frozen=True)
@@ -109,13 +144,6 @@ class PipelineSettings:
         values["recordings_dir"] = Path(values["recordings_dir"])
         values["home"] = Path(values["home"]).absolute()
         return cls(**values)
-
-    @property
-    def gate(self):
-        """The promotion thresholds this lab applies by default (evaluation/gate.py: Thresholds)."""
-        from tatbot_pipeline.evaluation.gate import Thresholds
-
-        return Thresholds(**self.gate_overrides)
 
     @property
     def allowed_checkpoint_roots(self) -> tuple[Path, ...]:

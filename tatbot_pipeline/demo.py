@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.console import Console, quiet_console, report_progress
-from tatbot_pipeline.recordings.report import ValidationReport
+from tatbot_pipeline.recordings.validation_report import ValidationReport
 from tatbot_pipeline.synth import SynthSpec, make_recordings
 
 # Small enough for 2 CPU cores, real enough to train on: both cameras, 6 strokes of 8 frames per recording, written

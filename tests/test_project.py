@@ -48,3 +48,30 @@ def test_settings_are_read_by_config_alone():
                  for n, line in enumerate(path.read_text().splitlines(), 1)
                  if read.search(line) and not assigned.search(line)]
     assert not offenders, offenders
+
+
+def test_imports_follow_the_layer_order():
+    """`lint-imports` (import-linter, contracts in pyproject.toml): no import against the layer order, no cycle
+    between modules or folders, no dagster below defs/, synth only for the entry points."""
+    lint = Path(sys.executable).parent / "lint-imports"
+    out = subprocess.run([str(lint), "--no-cache"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-2000:]
+    assert re.search(r"Contracts: (\d+) kept, 0 broken", out.stdout).group(1) == "5"
+
+
+def test_the_import_contracts_catch_an_upward_import_and_a_cycle(tmp_path: Path):
+    """The same contracts on a copy of the package with one upward import added (config -> evaluation.gate, the
+    cycle this project once had) must break: the layers contract and the acyclic-siblings contract both fail."""
+    import shutil
+
+    copy = tmp_path / "tatbot_pipeline"
+    shutil.copytree(REPO / "tatbot_pipeline", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    config = copy / "config.py"
+    config.write_text(config.read_text() + "\nfrom tatbot_pipeline.evaluation.gate import Thresholds  # noqa\n")
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    lint = Path(sys.executable).parent / "lint-imports"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([str(lint), "--no-cache"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "Layers point one way" in out.stdout and "tatbot_pipeline.config -> tatbot_pipeline.evaluation.gate" in out.stdout
+    assert re.search(r"No cycle between the modules.*BROKEN", out.stdout), out.stdout[-3000:]

@@ -14,10 +14,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tatbot_pipeline.datasets.lerobot_tables import read_episodes, read_info
+from tatbot_pipeline.lerobot_tables import read_episodes, read_info
 from tatbot_pipeline.recordings.naming import parse_recording_name
-from tatbot_pipeline.recordings.report import Severity, ValidationReport
-from tatbot_pipeline.recordings.scene import load_scene
+from tatbot_pipeline.recordings.validation_report import Severity, ValidationReport
+from tatbot_pipeline.scene_yaml import load_scene
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from tatbot_pipeline.defs.metadata import headline_first, number, sig
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.splits import build_splits_job
 from tatbot_pipeline.plots import joint_ranges, png_markdown
-from tatbot_pipeline.recordings.report import Status, ValidationReport
+from tatbot_pipeline.recordings.validation_report import Status, ValidationReport
 from tatbot_pipeline.recordings.intake import load_seen, save_seen
 from tatbot_pipeline.recordings.scan import (
     PER_TICK,

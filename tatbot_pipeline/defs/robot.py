@@ -4,7 +4,7 @@ Built from ops (not an asset) because it acts on hardware, and it is never autom
 next to a person moves (and on the real arms, an operator at the robot arms it first). Its result joins the lineage
 as a partition of the `eval_dataset` asset, downstream of the `policy_evaluation` that promoted the checkpoint; the
 ops log the materialization and the rollout-quality check themselves (DESIGN.md §3). Each op is a few lines over the
-core: inference/plan.py (what to roll out, and whether it may be), inference/deploy.py, inference/client.py,
+core: inference/plan.py (what to roll out, and whether it may be), inference/delivery.py, inference/client.py,
 inference/quality.py.
 """
 
@@ -21,7 +21,7 @@ from tatbot_pipeline.defs import OWNERS, partitioned_checks
 from tatbot_pipeline.defs.metadata import headline_first, number
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.inference.client import RobotNodeError, call_vla_infer
-from tatbot_pipeline.inference.deploy import DeployTarget, deploy
+from tatbot_pipeline.inference.delivery import DeployTarget, deploy
 from tatbot_pipeline.inference.local_node import embedded_sim_node
 from tatbot_pipeline.inference.plan import PlanError, RolloutPlan, check_plan, plan_rollout
 from tatbot_pipeline.inference.quality import QualityLimits, rollout_quality

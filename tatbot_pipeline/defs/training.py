@@ -16,7 +16,7 @@ from tatbot_pipeline.defs.placement import gpu_run_tags
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.training.lineage import split_manifest
 from tatbot_pipeline.training.presets import PRESETS, TrainOptions
-from tatbot_pipeline.training.report import report_training
+from tatbot_pipeline.training.training_report import report_training
 from tatbot_pipeline.training.runner import train_policy
 
 # dagster.yaml limits runs with this tag to one at a time; the runner's file lock covers untagged launches.

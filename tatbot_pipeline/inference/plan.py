@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.evaluation.gate import leaderboard_entry, read_promoted, rollout_latency_problem
-from tatbot_pipeline.inference.deploy import check_checkpoint, deployed_name
+from tatbot_pipeline.promotion import leaderboard_entry, read_promoted, rollout_latency_problem
+from tatbot_pipeline.inference.delivery import check_checkpoint, deployed_name
 from tatbot_pipeline.inference.rollout import VLAInferInput, resolve_checkpoint
 
 

@@ -22,13 +22,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.evaluation.gate import leaderboard_entry
+from tatbot_pipeline.promotion import leaderboard_entry
 from tatbot_pipeline.inference.async_loop import run_async_loop
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import EvalRecorder
 from tatbot_pipeline.inference.loop import LoopPlan, LoopStats, ProgressFn, RolloutStopped, run_loop
-from tatbot_pipeline.inference.modes import ModeChoice, Requested, async_max_delay, default_mode, delay_steps
-from tatbot_pipeline.inference.policy import LoadedPolicy, load_policy, resolve_device
+from tatbot_pipeline.policy.modes import ModeChoice, Requested, async_max_delay, default_mode, delay_steps
+from tatbot_pipeline.policy.loading import LoadedPolicy, load_policy, resolve_device
 from tatbot_pipeline.robot.arming import Arming, NotArmed, require_armed
 from tatbot_pipeline.robot.backends import Backend, RobotFactory, robot_factory
 from tatbot_pipeline.robot.backends import backend as robot_backend

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tatbot_pipeline.datasets.lerobot_tables import data_files, episodes_files, numpy_column, read_info, read_tables
-from tatbot_pipeline.recordings.report import Finding, Severity
+from tatbot_pipeline.lerobot_tables import data_files, episodes_files, numpy_column, read_info, read_tables
+from tatbot_pipeline.recordings.validation_report import Finding, Severity
 from tatbot_pipeline.recordings.scan import recording_state
-from tatbot_pipeline.recordings.scene import load_scene
+from tatbot_pipeline.scene_yaml import load_scene
 
 SUPPORTED_VERSION = "v3.0"
 

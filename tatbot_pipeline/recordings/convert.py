@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tatbot_pipeline.datasets.lerobot_tables import data_files, episodes_files, read_info
+from tatbot_pipeline.lerobot_tables import data_files, episodes_files, read_info
 from tatbot_pipeline.recordings.scan import content_fingerprint
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import numpy as np
 
 from tatbot_pipeline.recordings.contents import load_recording
 from tatbot_pipeline.recordings.convert import Conversion, converted_copy, needs_conversion
-from tatbot_pipeline.recordings.report import Finding, Severity, ValidationReport, verdict
+from tatbot_pipeline.recordings.validation_report import Finding, Severity, ValidationReport, verdict
 from tatbot_pipeline.recordings.rules import RULES
 from tatbot_pipeline.recordings.scan import content_fingerprint, recording_state
 from tatbot_pipeline.recordings.summary import summarize

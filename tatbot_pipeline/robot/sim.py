@@ -1,7 +1,7 @@
 """A simulated two-arm tatbot: joints follow commanded targets with a first-order lag, cameras are rendered.
 
 The lag matches what the synthetic recordings assume (a Trossen arm covers ~60 % of the remaining distance per
-0.1 s tick at goal_time_fast=0.2 s), and frames come from `synth.render_camera`, so a policy trained on synthetic
+0.1 s tick at goal_time_fast=0.2 s), and frames come from `robot/render.py: render_camera`, so a policy trained on synthetic
 recordings sees the same kind of images here. Faults tatbot actually meets — an arm dropping off the network, a
 camera read failing — can be injected at a given step to prove the rollout stops and recovers.
 """

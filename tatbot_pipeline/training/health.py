@@ -15,7 +15,7 @@ import numpy as np
 
 from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_NAMES, JOINT_UPPER
 from tatbot_pipeline.robot.spec import RECORDED_LIMIT_TOLERANCE as LIMIT_TOLERANCE
-from tatbot_pipeline.training.metrics import MetricsSeries
+from tatbot_pipeline.training.train_log import MetricsSeries
 
 
 

@@ -14,20 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tatbot_pipeline.datasets.build import MANIFEST as SPLIT_MANIFEST
-from tatbot_pipeline.recordings.scene import load_scene, scrub
-
-
-def last_checkpoint(run_dir: Path) -> Path:
-    """`<run>/checkpoints/last/pretrained_model`, the dir `PreTrainedPolicy.from_pretrained` loads."""
-    return Path(run_dir) / "checkpoints" / "last" / "pretrained_model"
-
-
-def run_and_step(checkpoint: Path | str) -> tuple[str, str] | None:
-    """(<run>, <step>) of lerobot-train's `.../<run>/checkpoints/<step>/pretrained_model`; None for other paths."""
-    parts = Path(checkpoint).parts
-    if len(parts) >= 4 and parts[-1] == "pretrained_model" and parts[-3] == "checkpoints":
-        return parts[-4], parts[-2]
-    return None
+from tatbot_pipeline.scene_yaml import load_scene, scrub
 
 
 def split_manifest(train_root: Path) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.recordings.report import Finding, Severity, Status, ValidationReport
+from tatbot_pipeline.recordings.validation_report import Finding, Severity, Status, ValidationReport
 
 
 def write_report(settings: PipelineSettings, recording: Path, excluded: dict[int, str] | None = None,

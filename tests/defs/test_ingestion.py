@@ -19,7 +19,7 @@ from tatbot_pipeline.defs.ingestion import (
     stroke_recording,
 )
 from tatbot_pipeline.defs.resources import PipelineResource
-from tatbot_pipeline.recordings.report import Status, ValidationReport
+from tatbot_pipeline.recordings.validation_report import Status, ValidationReport
 from tatbot_pipeline.recordings.scan import RecordingsRootError
 from tests.conftest import age_tree
 

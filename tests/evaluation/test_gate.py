@@ -9,16 +9,10 @@ import numpy as np
 import pytest
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.evaluation.gate import (
-    Thresholds,
-    decide,
-    latency_rule,
-    leaderboard_entry,
-    leaderboard_markdown,
-    record,
-    rollout_latency_problem,
-)
-from tatbot_pipeline.evaluation.metrics import action_errors, latency
+from tatbot_pipeline.evaluation.gate import Thresholds, decide, record
+from tatbot_pipeline.policy.modes import latency_rule
+from tatbot_pipeline.promotion import leaderboard_entry, leaderboard_markdown, rollout_latency_problem
+from tatbot_pipeline.evaluation.action_errors import action_errors, latency
 from tatbot_pipeline.evaluation.offline import OfflineEval
 
 ACCURATE = Thresholds(max_mae=1e9, max_joint_mae=1e9)  # latency_budget_s 0: the budget of the assumed mode

@@ -22,9 +22,9 @@ from tatbot_pipeline.inference import rollout
 from tatbot_pipeline.inference.chunks import WORKER_THREAD_NAME as WORKER, ChunkQueue
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import INFERENCE_KEY, INFERENCE_NAMES
-from tatbot_pipeline.inference.policy import Chunk, load_policy
+from tatbot_pipeline.policy.loading import Chunk, load_policy
 from tatbot_pipeline.inference.rollout import VLAInferInput, vla_infer
-from tatbot_pipeline.datasets.lerobot_tables import numpy_column
+from tatbot_pipeline.lerobot_tables import numpy_column
 from tatbot_pipeline.robot.base import observation_frame
 from tatbot_pipeline.robot.safety import SafetyEnvelope
 from tatbot_pipeline.robot.sim import SimRobot

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.inference.policy import resolve_device
+from tatbot_pipeline.policy.loading import resolve_device
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.rollout import VLAInferInput, resolve_checkpoint, vla_infer
 from tatbot_pipeline.robot.arming import arm

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from tatbot_pipeline.recordings.report import Severity, Status
-from tatbot_pipeline.recordings.scene import load_scene
+from tatbot_pipeline.recordings.validation_report import Severity, Status
+from tatbot_pipeline.scene_yaml import load_scene
 from tatbot_pipeline.recordings.validate import validate_recording
 from tatbot_pipeline.synth import SynthSpec, make_recordings
 from tests.conftest import age_tree

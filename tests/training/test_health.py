@@ -8,7 +8,7 @@ import numpy as np
 
 from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_UPPER
 from tatbot_pipeline.training.health import batch_sane, grad_norm_stable, loss_decreased, run_health
-from tatbot_pipeline.training.metrics import MetricsSeries
+from tatbot_pipeline.training.train_log import MetricsSeries
 
 
 def series(loss, grad):
