@@ -11,14 +11,14 @@ from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.automation import evaluate_condition
 from tatbot_pipeline.defs.resources import PipelineResource
-from tatbot_pipeline.defs.training import CHECKS as HEALTH_CHECKS
-from tatbot_pipeline.defs.training import LOOP_ENTRIES
 from tatbot_pipeline.datasets.build import resolve_latest
 from tatbot_pipeline.defs.metadata import headline_first, number, sig
 from tatbot_pipeline.evaluation.gate import GateDecision, Thresholds, decide, record
 from tatbot_pipeline.evaluation.action_errors import ActionErrors
 from tatbot_pipeline.evaluation.offline import OfflineEval, evaluate_checkpoint
 from tatbot_pipeline.promotion import leaderboard_markdown
+from tatbot_pipeline.training.health import HEALTH_CHECKS, health_of_run
+from tatbot_pipeline.training.lineage import LOOP_ENTRIES
 from tatbot_pipeline.plots import error_summary, png_markdown, trajectories
 from tatbot_pipeline.robot.spec import JOINT_NAMES
 
@@ -69,14 +69,8 @@ def training_health(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, st
     """Whether every health check of trained_policy passed in the run that produced the checkpoint."""
     keys = [dg.AssetCheckKey(TRAINED, name) for name in HEALTH_CHECKS]
     records = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
-    problems = []
-    for key in keys:
-        rec = records.get(key)
-        if rec is None or rec.run_id != run_id:
-            problems.append(f"{key.name} not evaluated for this checkpoint")
-        elif rec.status.value != "SUCCEEDED":  # FAILED: the check ran and did not pass
-            problems.append(f"{key.name} {rec.status.value.lower()}")
-    return not problems, ", ".join(problems)
+    latest = {key.name: (rec.run_id, rec.status.value.lower()) for key in keys if (rec := records.get(key))}
+    return health_of_run(latest, run_id)
 
 
 @dg.asset(

@@ -114,7 +114,7 @@ def input_error(error: ValidationError) -> str:
     return "invalid vla_infer input — " + "; ".join(problems)
 
 
-def resolve_checkpoint(path: str | Path, home: Path) -> Path:
+def checkpoint_location(path: str | Path, home: Path) -> Path:
     """A checkpoint path as given, or relative to the pipeline home (where training writes outputs/train/...)."""
     p = Path(path).expanduser()
     return (p if p.is_absolute() else Path(home) / p).resolve()
@@ -247,7 +247,7 @@ class _Rollout:
         if note:
             self.notes.append(note)
             self.progress(0.02, note)
-        checkpoint = resolve_checkpoint(req.checkpoint_path, self.settings.home)
+        checkpoint = checkpoint_location(req.checkpoint_path, self.settings.home)
         self.progress(0.03, f"loading {req.policy} policy from {checkpoint}")
         policy = load_policy(checkpoint, req.policy, device)
         self.progress(0.05, "first forward pass")
