@@ -49,7 +49,7 @@ def _validate(args: argparse.Namespace) -> int:
     for path in args.paths:
         # v2.1 recordings are validated through a converted copy under the pipeline home, as in Dagster.
         report = validate_recording(Path(path), settle_seconds=settle, converted_dir=settings.converted_dir)
-        all_usable &= report.usable
+        all_usable &= not report.failed  # an empty session is not a failure
         if args.json:
             d = report.to_dict()
             d["summary"].pop("action_ranges", None)

@@ -136,6 +136,10 @@ def _load_info(rec: Recording, settle_seconds: float, now: float) -> bool:
     if not info_path.exists():
         if not recording_state(path).settled(settle_seconds, now):
             add(Finding("finalized", Severity.INCOMPLETE, "meta/info.json not written yet — recording in progress"))
+        elif not (path / "meta").exists():
+            # stroke_tool writes scene.yaml, strokes.yaml, arrays/ and the strokebatch before the robot connects: a
+            # failed connect leaves this, a session in which nothing was recorded (and nothing went wrong with data).
+            add(Finding("layout", Severity.EMPTY, "no strokes recorded (no meta/) — the robot never connected?"))
         else:
             add(Finding("layout", Severity.ERROR, "meta/info.json missing — not a LeRobot dataset"))
         return False

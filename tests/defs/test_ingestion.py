@@ -244,6 +244,33 @@ def test_materialize_reports_verdicts_and_gates_failed_recordings(recording_copy
     assert _tree_digest(recordings_root) == before, "the recordings root must stay byte-identical"
 
 
+def test_a_session_with_nothing_recorded_is_empty_and_neither_fails_nor_enters_the_split(
+        recording_copy, recordings_root: Path, tmp_path: Path):
+    from tatbot_pipeline.datasets.selection import load_usable_recordings
+
+    good = recording_copy("stroke-tatbotlogo-2025y-08m-09d-17h-02m-10s")
+    empty = recording_copy("stroke-default-2025y-09m-20d-14h-31m-07s")
+    for part in [empty / "meta", empty / "data", empty / "videos", empty / "images", empty / "logs",
+                 *empty.glob("episode_*")]:  # what a failed robot connect leaves: the tatbot files only
+        shutil.rmtree(part, ignore_errors=True)
+    home = tmp_path / "home"
+    with dg.instance_for_test() as instance:
+        results = _materialize(recordings_root, home, [good.name, empty.name], instance)
+        assert results[empty.name].success
+        mats = {m.asset_key.path[-1]: m for m in results[empty.name].get_asset_materialization_events()}
+        meta = mats["recording_validation"].materialization.metadata
+        assert meta["status"].value == "empty"
+        assert meta["summary"].value == "EMPTY: no strokes recorded (no meta/) — the robot never connected?"
+        checks = {e.check_name: e for e in results[empty.name].get_asset_check_evaluations()}
+        assert checks["recording_usable"].passed and checks["all_episodes_usable"].passed
+        status = instance.get_status_by_partition(dg.AssetKey("recording_validation"), [empty.name],
+                                                  recordings_partitions)
+        assert status == {empty.name: dg.AssetPartitionStatus.MATERIALIZED}
+    selection = load_usable_recordings(home / "validation")
+    assert [e.name for e in selection.recordings] == [good.name]
+    assert empty.name not in selection.skipped
+
+
 def test_metadata_never_carries_scene_secrets(recording_copy, recordings_root: Path, tmp_path: Path):
     rec = recording_copy()
     with dg.instance_for_test() as instance:

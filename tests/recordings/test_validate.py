@@ -151,6 +151,29 @@ def test_unfinalized_recording_is_incomplete_while_fresh_and_fails_when_stale(re
     assert any("never finalized" in f.message for f in stale.findings)
 
 
+def test_a_session_whose_robot_never_connected_is_empty_until_episodes_appear(recording_copy, tmp_path):
+    """stroke_tool writes scene.yaml, strokes.yaml, arrays/ and the strokebatch before connecting; a failed connect
+    leaves just those. That is `empty` (not a failure); once strokes are recorded into it (`stroke_tool resume`), it
+    is validated like any recording."""
+    rec = recording_copy()
+    stash = tmp_path / "recorded"
+    stash.mkdir()
+    for part in [rec / "meta", rec / "data", rec / "videos", rec / "images", rec / "logs", *rec.glob("episode_*")]:
+        if part.exists():
+            shutil.move(part, stash / part.name)
+    assert {p.name for p in rec.iterdir()} == {"scene.yaml", "strokes.yaml", "arrays", "strokebatch.safetensors"}
+    assert validate_recording(rec, settle_seconds=60).status is Status.INCOMPLETE  # may be connecting right now
+    age_tree(rec, 3600)
+    empty = validate_recording(rec, settle_seconds=60)
+    assert empty.status is Status.EMPTY
+    assert not empty.usable and not empty.failed
+    assert empty.headline() == "EMPTY: no strokes recorded (no meta/) — the robot never connected?"
+    for part in stash.iterdir():
+        shutil.move(part, rec / part.name)
+    resumed = validate_recording(rec, settle_seconds=0)
+    assert resumed.status is Status.PASS and resumed.episodes_usable == [0, 1, 2, 3]
+
+
 def test_truncated_episodes_parquet_fails_without_traceback(recording_copy):
     rec = recording_copy()
     data = (rec / EPISODES).read_bytes()
