@@ -14,6 +14,14 @@ from tatbot_pipeline.synth import SynthSpec, make_recordings
 
 apply_offline_defaults()  # what every entry point does before lerobot is imported
 
+# tests/inference/test_server.py (being rewritten for another issue, so not edited here) still imports the scene
+# loader from where it lived before it became a leaf (recordings/scene.py -> scene_yaml.py). Remove this alias
+# once that file imports tatbot_pipeline.scene_yaml.
+import sys  # noqa: E402
+import tatbot_pipeline.scene_yaml  # noqa: E402
+
+sys.modules.setdefault("tatbot_pipeline.recordings.scene", tatbot_pipeline.scene_yaml)
+
 # Small but real: 4 strokes of 8 frames, both cameras at a reduced resolution to keep video encoding quick. Written
 # the way the robot node records today (tatbot's fork, LeRobot v3.0, no finalize), with the operator moving a needle
 # depth with the joystick in stroke 2 (synth's default).
