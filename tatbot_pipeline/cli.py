@@ -44,6 +44,7 @@ def _validate(args: argparse.Namespace) -> int:
     from tatbot_pipeline.recordings.validate import validate_recording
 
     settings = PipelineSettings.from_env()
+    print(settings.home_note(), file=sys.stderr)  # where converted copies go; stdout is the verdicts' (--json)
     settle = args.settle_seconds if args.settle_seconds is not None else settings.settle_seconds
     all_usable = True
     for path in args.paths:

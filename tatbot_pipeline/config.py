@@ -10,7 +10,14 @@ from pathlib import Path
 
 
 DEFAULT_RECORDINGS_DIR = Path("/nfs/tatbot/recordings")
-DEFAULT_PIPELINE_HOME = Path(".tatbot")
+
+
+def default_home() -> Path:
+    """`<repo>/.tatbot` when the package runs from its source checkout (what `source .venv/bin/activate` exports too),
+    else `~/.tatbot`: never the current directory, so a command run from anywhere finds the same home."""
+    repo = Path(__file__).resolve().parents[1]
+    return (repo if (repo / "pyproject.toml").is_file() else Path.home()) / ".tatbot"
+
 # Robot locks and arming are per node, not per pipeline home: every process on the node must see the same files.
 # Under /tmp they also vanish on reboot, which is what arming should do.
 DEFAULT_ROBOT_STATE_DIR = Path(tempfile.gettempdir()) / "tatbot-robot"
@@ -78,7 +85,7 @@ class PipelineSettings:
     """
 
     recordings_dir: Path = DEFAULT_RECORDINGS_DIR
-    home: Path = DEFAULT_PIPELINE_HOME
+    home: Path = field(default_factory=default_home)
     # A recording whose files changed less than this long ago may still be written by stroke_tool.
     settle_seconds: float = 60.0
     # Robot lock files and the arming file, shared by every process on the robot node.
@@ -108,6 +115,8 @@ class PipelineSettings:
     retrain_cron: str = DEFAULT_RETRAIN_CRON
     # The robot node `robot_eval` drives by default (TATBOT_ROBOT_NODE): its run tag and the launchpad's default.
     robot_node: str = DEFAULT_ROBOT_NODE
+    # Where `home` came from: "TATBOT_PIPELINE_HOME", "default" (config.default_home) or "given" (by the caller).
+    home_origin: str = field(default="given", compare=False)
 
     def __post_init__(self) -> None:
         if self.camera_source not in CAMERA_SOURCES:
@@ -120,7 +129,8 @@ class PipelineSettings:
         env = os.environ
         values = {
             "recordings_dir": Path(env.get("TATBOT_RECORDINGS_DIR", DEFAULT_RECORDINGS_DIR)),
-            "home": Path(env.get("TATBOT_PIPELINE_HOME", DEFAULT_PIPELINE_HOME)).absolute(),
+            "home": Path(env.get("TATBOT_PIPELINE_HOME") or default_home()).absolute(),
+            "home_origin": "TATBOT_PIPELINE_HOME" if env.get("TATBOT_PIPELINE_HOME") else "default",
             "settle_seconds": float(env.get("TATBOT_SETTLE_SECONDS", 60.0)),
             "robot_state_dir": Path(env.get("TATBOT_ROBOT_STATE_DIR") or DEFAULT_ROBOT_STATE_DIR),
             "scenes": Path(env["TATBOT_SCENES_DIR"]) if env.get("TATBOT_SCENES_DIR") else None,
@@ -140,10 +150,18 @@ class PipelineSettings:
             "retrain_cron": env.get("TATBOT_RETRAIN_CRON") or DEFAULT_RETRAIN_CRON,
             "robot_node": env.get("TATBOT_ROBOT_NODE") or DEFAULT_ROBOT_NODE,
         }
+        if overrides.get("home"):
+            values["home_origin"] = "given"
         values.update({k: v for k, v in overrides.items() if v is not None and v != ""})
         values["recordings_dir"] = Path(values["recordings_dir"])
         values["home"] = Path(values["home"]).absolute()
         return cls(**values)
+
+    def home_note(self) -> str:
+        """Which pipeline home a command uses and why, for the user (the CLI prints it)."""
+        why = {"TATBOT_PIPELINE_HOME": "from TATBOT_PIPELINE_HOME",
+               "default": "TATBOT_PIPELINE_HOME is not set: the default home (source .venv/bin/activate sets it)"}
+        return f"pipeline home: {self.home} ({why.get(self.home_origin, 'given by the caller')})"
 
     @property
     def allowed_checkpoint_roots(self) -> tuple[Path, ...]:
