@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tatbot_pipeline.config import PipelineSettings, apply_offline_defaults
-from tatbot_pipeline.synth import SynthSpec, make_recordings
+# LeRobotDataset reads parquet through HF datasets, which caches arrow files under HF_DATASETS_CACHE (read when
+# `datasets` is imported): the suite's go to a temporary dir of this process, never ~/.cache.
+_HF_DATASETS_CACHE = tempfile.mkdtemp(prefix="tatbot-tests-hf-datasets-")
+os.environ.setdefault("HF_DATASETS_CACHE", _HF_DATASETS_CACHE)
+
+from tatbot_pipeline.config import PipelineSettings, apply_offline_defaults  # noqa: E402
+from tatbot_pipeline.synth import SynthSpec, make_recordings  # noqa: E402
 
 apply_offline_defaults()  # what every entry point does before lerobot is imported
 
 # tests/inference/test_server.py (being rewritten for another issue, so not edited here) still imports the scene
 # loader from where it lived before it became a leaf (recordings/scene.py -> scene_yaml.py). Remove this alias
 # once that file imports tatbot_pipeline.scene_yaml.
-import sys  # noqa: E402
 import tatbot_pipeline.scene_yaml  # noqa: E402
 
 sys.modules.setdefault("tatbot_pipeline.recordings.scene", tatbot_pipeline.scene_yaml)
@@ -30,6 +36,10 @@ SMALL = SynthSpec(recordings=1, episodes=4, stroke_length=8, cameras=True, image
 # (before 2025-07-24). No cameras: what they test is the format, and encoding is the slow part.
 V21 = SynthSpec(episodes=3, stroke_length=8, cameras=False, seed=9, format="v2.1", scene="tatbotlogo")
 V21_16 = SynthSpec(episodes=3, stroke_length=8, cameras=False, seed=10, format="v2.1", strokebatch_joints=16)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_HF_DATASETS_CACHE, ignore_errors=True)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -39,15 +39,19 @@ print(len(names))
     assert int(out.stdout) > 60  # every module, not a few
 
 
-def test_settings_are_read_by_config_alone():
-    """No `TATBOT_*` variable is looked up outside config.py (the demo only *sets* them for its child processes)."""
+def test_settings_are_read_by_config_alone_and_never_written():
+    """No `TATBOT_*` variable is looked up outside config.py, and nothing writes one into this process's environment:
+    the demo hands its settings to runs and child processes explicitly."""
     read = re.compile(r"""(environ\.get\(|environ\[|getenv\()\s*["']TATBOT_""")
-    assigned = re.compile(r"""environ\[["']TATBOT_\w+["']\]\s*=[^=]""")
-    offenders = [f"{path.relative_to(REPO)}:{n}" for path in (REPO / "tatbot_pipeline").rglob("*.py")
-                 if path.name != "config.py"
-                 for n, line in enumerate(path.read_text().splitlines(), 1)
-                 if read.search(line) and not assigned.search(line)]
-    assert not offenders, offenders
+    written = re.compile(r"""environ\[["']TATBOT_\w+["']\]\s*=[^=]|environ\.(setdefault|update)\(\s*["']?TATBOT_|putenv\(\s*["']TATBOT_""")
+    lines = [(path, n, line) for path in (REPO / "tatbot_pipeline").rglob("*.py")
+             for n, line in enumerate(path.read_text().splitlines(), 1)]
+    readers = [f"{path.relative_to(REPO)}:{n}" for path, n, line in lines
+               if path.name != "config.py" and read.search(line) and not written.search(line)]
+    writers = [f"{path.relative_to(REPO)}:{n}" for path, n, line in lines if written.search(line)]
+    assert not readers, readers
+    assert not writers, writers
+    assert written.search('os.environ["TATBOT_RECORDINGS_DIR"] = str(root)')  # the pattern catches what demo.py did
 
 
 def test_imports_follow_the_layer_order():
