@@ -38,6 +38,15 @@ V21 = SynthSpec(episodes=3, stroke_length=8, cameras=False, seed=9, format="v2.1
 V21_16 = SynthSpec(episodes=3, stroke_length=8, cameras=False, seed=10, format="v2.1", strokebatch_joints=16)
 
 
+def as_never_connected(rec: Path, stash: Path) -> None:
+    """Make `rec` what a failed robot connect leaves: stroke_tool writes scene.yaml, strokes.yaml, arrays/ and the
+    strokebatch before it connects, so only those stay; the recorded parts are moved to `stash` (to put back later)."""
+    stash.mkdir(parents=True, exist_ok=True)
+    for part in [rec / "meta", rec / "data", rec / "videos", rec / "images", rec / "logs", *rec.glob("episode_*")]:
+        if part.exists():
+            shutil.move(part, stash / part.name)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_HF_DATASETS_CACHE, ignore_errors=True)
 

@@ -21,7 +21,7 @@ from tatbot_pipeline.defs.ingestion import (
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.recordings.validation_report import Status, ValidationReport
 from tatbot_pipeline.recordings.scan import RecordingsRootError
-from tests.conftest import age_tree
+from tests.conftest import age_tree, as_never_connected
 
 
 
@@ -250,22 +250,19 @@ def test_a_session_with_nothing_recorded_is_empty_and_neither_fails_nor_enters_t
 
     good = recording_copy("stroke-tatbotlogo-2025y-08m-09d-17h-02m-10s")
     empty = recording_copy("stroke-default-2025y-09m-20d-14h-31m-07s")
-    for part in [empty / "meta", empty / "data", empty / "videos", empty / "images", empty / "logs",
-                 *empty.glob("episode_*")]:  # what a failed robot connect leaves: the tatbot files only
-        shutil.rmtree(part, ignore_errors=True)
+    as_never_connected(empty, tmp_path / "recorded")
     home = tmp_path / "home"
     with dg.instance_for_test() as instance:
-        results = _materialize(recordings_root, home, [good.name, empty.name], instance)
-        assert results[empty.name].success
-        mats = {m.asset_key.path[-1]: m for m in results[empty.name].get_asset_materialization_events()}
-        meta = mats["recording_validation"].materialization.metadata
-        assert meta["status"].value == "empty"
-        assert meta["summary"].value == "EMPTY: no strokes recorded (no meta/) — the robot never connected?"
-        checks = {e.check_name: e for e in results[empty.name].get_asset_check_evaluations()}
-        assert checks["recording_usable"].passed and checks["all_episodes_usable"].passed
-        status = instance.get_status_by_partition(dg.AssetKey("recording_validation"), [empty.name],
-                                                  recordings_partitions)
-        assert status == {empty.name: dg.AssetPartitionStatus.MATERIALIZED}
+        result = _materialize(recordings_root, home, [good.name, empty.name], instance)[empty.name]
+        [validation] = [m.materialization for m in result.get_asset_materialization_events()
+                        if m.asset_key == dg.AssetKey("recording_validation")]
+        assert result.success and validation.metadata["status"].value == "empty"
+        assert validation.metadata["summary"].value == \
+            "EMPTY: no strokes recorded (no meta/) — the robot never connected?"
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks == {"recording_usable": True, "all_episodes_usable": True}
+        assert instance.get_status_by_partition(dg.AssetKey("recording_validation"), [empty.name],
+                                                recordings_partitions) == {empty.name: dg.AssetPartitionStatus.MATERIALIZED}
     selection = load_usable_recordings(home / "validation")
     assert [e.name for e in selection.recordings] == [good.name]
     assert empty.name not in selection.skipped

@@ -17,7 +17,7 @@ from tatbot_pipeline.recordings.validation_report import Severity, Status
 from tatbot_pipeline.scene_yaml import load_scene
 from tatbot_pipeline.recordings.validate import validate_recording
 from tatbot_pipeline.synth import SynthSpec, make_recordings
-from tests.conftest import age_tree
+from tests.conftest import age_tree, as_never_connected
 
 DATA = "data/chunk-000/file-000.parquet"
 EPISODES = "meta/episodes/chunk-000/file-000.parquet"
@@ -155,12 +155,8 @@ def test_a_session_whose_robot_never_connected_is_empty_until_episodes_appear(re
     """stroke_tool writes scene.yaml, strokes.yaml, arrays/ and the strokebatch before connecting; a failed connect
     leaves just those. That is `empty` (not a failure); once strokes are recorded into it (`stroke_tool resume`), it
     is validated like any recording."""
-    rec = recording_copy()
-    stash = tmp_path / "recorded"
-    stash.mkdir()
-    for part in [rec / "meta", rec / "data", rec / "videos", rec / "images", rec / "logs", *rec.glob("episode_*")]:
-        if part.exists():
-            shutil.move(part, stash / part.name)
+    rec, stash = recording_copy(), tmp_path / "recorded"
+    as_never_connected(rec, stash)
     assert {p.name for p in rec.iterdir()} == {"scene.yaml", "strokes.yaml", "arrays", "strokebatch.safetensors"}
     assert validate_recording(rec, settle_seconds=60).status is Status.INCOMPLETE  # may be connecting right now
     age_tree(rec, 3600)
