@@ -187,6 +187,14 @@ def test_v21_without_a_place_for_the_copy_is_refused_clearly(recording_copy, pri
     assert "v2.1" in finding.message and "converts a copy under the pipeline home" in finding.message
 
 
+def test_a_failed_conversion_says_why_once(recording_copy, pristine_v21):
+    rec = recording_copy(source=pristine_v21)
+    report = validate_recording(rec, settle_seconds=0, converted_dir=rec.parent / ".converted")
+    assert report.status is Status.FAIL
+    [finding] = [f for f in report.findings if f.check == "format_version"]
+    assert "is inside the recordings root" in finding.message and "no place for the copy" not in finding.message
+
+
 def test_garbage_files_fail_without_traceback(recording_copy):
     rec = recording_copy()
     (rec / "meta/info.json").write_text("{not json")
