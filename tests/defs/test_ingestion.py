@@ -11,7 +11,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tatbot_pipeline.defs import ingestion
 from tatbot_pipeline.defs.ingestion import (
     recording_validation,
     recordings_partitions,
@@ -20,7 +19,7 @@ from tatbot_pipeline.defs.ingestion import (
 )
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.recordings.validation_report import Status, ValidationReport
-from tatbot_pipeline.recordings.scan import RecordingsRootError
+from tatbot_pipeline.recordings.scan import PER_TICK, RecordingsRootError
 from tests.conftest import age_tree, as_never_connected
 
 
@@ -96,9 +95,8 @@ def _stub_recordings(root: Path, n: int) -> list[str]:
     return names
 
 
-def test_a_backlog_goes_in_chunks_with_a_small_cursor(recordings_root: Path, tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(ingestion, "PER_TICK", 100)  # 1,000 in production; the old sensor took 100 per tick too
-    names = _stub_recordings(recordings_root, 250)
+def test_a_backlog_goes_in_chunks_with_a_small_cursor(recordings_root: Path, tmp_path: Path):
+    names = _stub_recordings(recordings_root, 2 * PER_TICK + 50)  # the production batch size, not a patched one
     with dg.instance_for_test() as instance:
         resources = {"pipeline": _resource(recordings_root, tmp_path / "home")}
         requested, cursor = [], None
@@ -110,7 +108,7 @@ def test_a_backlog_goes_in_chunks_with_a_small_cursor(recordings_root: Path, tmp
             requested.append(len(result.run_requests))
             _apply(instance, result)
             cursor = result.cursor
-        assert requested == [100, 100, 50]
+        assert requested == [PER_TICK, PER_TICK, 50]
         assert sorted(instance.get_dynamic_partitions("recordings")) == names
         [seen_file] = (tmp_path / "home" / "ingestion").glob(f"seen-{cursor.split(':')[0]}-3.json")
         assert set(json.loads(seen_file.read_text())) == set(names)
