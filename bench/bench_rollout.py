@@ -29,7 +29,7 @@ import numpy as np
 import tatbot_pipeline.inference.rollout as rollout
 from tatbot_pipeline.config import PipelineSettings, apply_offline_defaults
 from tatbot_pipeline.inference.loop import LoopStats
-from tatbot_pipeline.inference.policy import load_policy
+from tatbot_pipeline.policy.loading import load_policy
 from tatbot_pipeline.inference.rollout import VLAInferInput, vla_infer
 from tatbot_pipeline.robot.sim import SimRobot
 from tatbot_pipeline.synth import SynthSpec, make_recordings

@@ -33,7 +33,7 @@ from tatbot_pipeline.config import PipelineSettings, apply_offline_defaults
 from tatbot_pipeline.datasets.build import build_splits
 from tatbot_pipeline.datasets.selection import recording_facts
 from tatbot_pipeline.datasets.split import SplitConfig
-from tatbot_pipeline.recordings.report import Finding, Severity, Status, ValidationReport
+from tatbot_pipeline.recordings.validation_report import Finding, Severity, Status, ValidationReport
 from tatbot_pipeline.synth import SynthSpec, make_recordings
 
 apply_offline_defaults()  # before anything imports lerobot

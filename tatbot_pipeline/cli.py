@@ -44,12 +44,13 @@ def _validate(args: argparse.Namespace) -> int:
     from tatbot_pipeline.recordings.validate import validate_recording
 
     settings = PipelineSettings.from_env()
+    print(settings.home_note(), file=sys.stderr)  # where converted copies go; stdout is the verdicts' (--json)
     settle = args.settle_seconds if args.settle_seconds is not None else settings.settle_seconds
     all_usable = True
     for path in args.paths:
         # v2.1 recordings are validated through a converted copy under the pipeline home, as in Dagster.
         report = validate_recording(Path(path), settle_seconds=settle, converted_dir=settings.converted_dir)
-        all_usable &= report.usable
+        all_usable &= not report.failed  # an empty session is not a failure
         if args.json:
             d = report.to_dict()
             d["summary"].pop("action_ranges", None)

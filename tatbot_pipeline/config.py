@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import math
 import os
+import pwd
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from tatbot_pipeline.robot.safety import RolloutLimits
-from tatbot_pipeline.robot.state_dir import default_state_dir
 
 DEFAULT_RECORDINGS_DIR = Path("/nfs/tatbot/recordings")
-DEFAULT_PIPELINE_HOME = Path(".tatbot")
-# Robot locks and arming are per node, not per pipeline home: every process on the node must see the same files,
-# and nobody but the robot's user may write them (robot/state_dir.py: ~/.local/state/tatbot-robot, mode 0700).
+
+
+def default_home() -> Path:
+    """`<repo>/.tatbot` when the package runs from its source checkout (what `source .venv/bin/activate` exports too),
+    else `~/.tatbot`: never the current directory, so a command run from anywhere finds the same home."""
+    repo = Path(__file__).resolve().parents[1]
+    return (repo if (repo / "pyproject.toml").is_file() else Path.home()) / ".tatbot"
+
+
+def default_state_dir() -> Path:
+    """Robot locks and arming are per node, not per pipeline home: every process on the node must see the same
+    files, and nobody but the robot's user may write them (robot/state_dir.py checks). `~/.local/state/tatbot-robot`
+    of the user running this process, from the password database, not $HOME, so a server, a cron job and an
+    operator's shell of the same user always share one lock."""
+    return Path(pwd.getpwuid(os.geteuid()).pw_dir) / ".local" / "state" / "tatbot-robot"
+
 # Where the tatbot backend's camera frames come from: the RealSense cameras the scene lists, or the project's
-# renderer (`synth.render_camera`) for arm-only hardware-in-the-loop runs with no camera attached.
+# renderer (`robot/render.py: render_camera`) for arm-only hardware-in-the-loop runs with no camera attached.
 CAMERA_SOURCES = ("realsense", "sim")
 # At most one split rebuild per tick, never while recordings are being ingested (defs/automation.py says why).
 DEFAULT_SPLIT_CRON = "*/2 * * * *"
@@ -23,7 +36,7 @@ DEFAULT_RETRAIN_CRON = "0 2 * * *"
 DEFAULT_ROBOT_NODE = "hog"
 # A missing local model or dataset must fail loudly instead of silently reaching for the Hub, and wandb stays local
 # unless a lab syncs on purpose. huggingface_hub reads these when it is imported, so the entry points (cli.main, the
-# code location's loader, the Pipes entry) apply them before anything imports lerobot.
+# code location's loader) apply them before anything imports lerobot.
 OFFLINE_DEFAULTS = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                     "WANDB_MODE": "offline"}
 
@@ -35,6 +48,41 @@ def apply_offline_defaults(environ=os.environ) -> None:
 
 
 @dataclass(frozen=True)
+class RolloutLimits:
+    """Server-side bounds on one rollout, whatever its caller asks for (env: TATBOT_ROLLOUT_<FIELD>, e.g.
+    TATBOT_ROLLOUT_MAX_SECONDS=300). A rollout that reaches one stops, parks, and is reported as stopped."""
+
+    max_seconds: float = 600.0  # wall-clock cap of the control loop
+    max_steps: int = 6000  # step cap (10 min at 10 Hz), above any max_steps a caller sends
+    max_adjusted_steps: int = 20  # consecutive steps whose action the envelope had to change by > adjust_tolerance_rad
+    adjust_tolerance_rad: float = 0.02  # a smaller correction (a gripper a hair past its limit) does not count
+    max_tracking_error_rad: float = 0.35  # previous command vs observed position, any revolute joint
+    cancel_timeout_s: float = 10.0  # how long a stop (park included) may take before the rollout is abandoned
+    client_timeout_s: float = 2.0  # a client that does not answer a ping within this is gone
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"rollout limit {f.name}={value!r} must be a positive number")
+
+    @classmethod
+    def from_strings(cls, values: dict[str, str]) -> "RolloutLimits":
+        """From `field -> text` (the environment's form); unknown fields are an error, not ignored."""
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown rollout limits {unknown}; known: {sorted(known)}")
+        parsed = {}
+        for name, text in values.items():
+            try:
+                parsed[name] = int(text) if known[name] in (int, "int") else float(text)
+            except ValueError:
+                raise ValueError(f"rollout limit {name}={text!r} is not a number") from None
+        return cls(**parsed)
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
     """Where recordings are read from and where everything the pipeline makes is written.
 
@@ -42,7 +90,7 @@ class PipelineSettings:
     """
 
     recordings_dir: Path = DEFAULT_RECORDINGS_DIR
-    home: Path = DEFAULT_PIPELINE_HOME
+    home: Path = field(default_factory=default_home)
     # A recording whose files changed less than this long ago may still be written by stroke_tool.
     settle_seconds: float = 60.0
     # Robot lock files and the arming file, shared by every process on the robot node.
@@ -72,6 +120,8 @@ class PipelineSettings:
     retrain_cron: str = DEFAULT_RETRAIN_CRON
     # The robot node `robot_eval` drives by default (TATBOT_ROBOT_NODE): its run tag and the launchpad's default.
     robot_node: str = DEFAULT_ROBOT_NODE
+    # Where `home` came from: "TATBOT_PIPELINE_HOME", "default" (config.default_home) or "given" (by the caller).
+    home_origin: str = field(default="given", compare=False)
 
     def __post_init__(self) -> None:
         if self.camera_source not in CAMERA_SOURCES:
@@ -84,7 +134,8 @@ class PipelineSettings:
         env = os.environ
         values = {
             "recordings_dir": Path(env.get("TATBOT_RECORDINGS_DIR", DEFAULT_RECORDINGS_DIR)),
-            "home": Path(env.get("TATBOT_PIPELINE_HOME", DEFAULT_PIPELINE_HOME)).absolute(),
+            "home": Path(env.get("TATBOT_PIPELINE_HOME") or default_home()).absolute(),
+            "home_origin": "TATBOT_PIPELINE_HOME" if env.get("TATBOT_PIPELINE_HOME") else "default",
             "settle_seconds": float(env.get("TATBOT_SETTLE_SECONDS", 60.0)),
             "robot_state_dir": Path(env.get("TATBOT_ROBOT_STATE_DIR") or default_state_dir()),
             "scenes": Path(env["TATBOT_SCENES_DIR"]) if env.get("TATBOT_SCENES_DIR") else None,
@@ -104,17 +155,18 @@ class PipelineSettings:
             "retrain_cron": env.get("TATBOT_RETRAIN_CRON") or DEFAULT_RETRAIN_CRON,
             "robot_node": env.get("TATBOT_ROBOT_NODE") or DEFAULT_ROBOT_NODE,
         }
+        if overrides.get("home"):
+            values["home_origin"] = "given"
         values.update({k: v for k, v in overrides.items() if v is not None and v != ""})
         values["recordings_dir"] = Path(values["recordings_dir"])
         values["home"] = Path(values["home"]).absolute()
         return cls(**values)
 
-    @property
-    def gate(self):
-        """The promotion thresholds this lab applies by default (evaluation/gate.py: Thresholds)."""
-        from tatbot_pipeline.evaluation.gate import Thresholds
-
-        return Thresholds(**self.gate_overrides)
+    def home_note(self) -> str:
+        """Which pipeline home a command uses and why, for the user (the CLI prints it)."""
+        why = {"TATBOT_PIPELINE_HOME": "from TATBOT_PIPELINE_HOME",
+               "default": "TATBOT_PIPELINE_HOME is not set: the default home (source .venv/bin/activate sets it)"}
+        return f"pipeline home: {self.home} ({why.get(self.home_origin, 'given by the caller')})"
 
     @property
     def allowed_checkpoint_roots(self) -> tuple[Path, ...]:

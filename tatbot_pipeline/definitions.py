@@ -16,7 +16,8 @@ from tatbot_pipeline.defs import robot
 from tatbot_pipeline.defs.resources import default_resources
 
 
-def build_definitions(settings: PipelineSettings) -> dg.Definitions:
+def build_definitions(settings: PipelineSettings, resources: dict | None = None) -> dg.Definitions:
+    """`resources`: the default resources (empty fields: read from the environment when a run starts) unless given."""
     return dg.Definitions.merge(
         ingestion.defs,
         splits.build(settings),
@@ -26,7 +27,7 @@ def build_definitions(settings: PipelineSettings) -> dg.Definitions:
         automation.build(settings),
         # Steps run one after the other in the run's process: a subprocess per step would re-import torch and
         # lerobot each time (seconds), and training already isolates itself in a lerobot-train subprocess.
-        dg.Definitions(resources=default_resources(), executor=dg.in_process_executor),
+        dg.Definitions(resources=resources or default_resources(), executor=dg.in_process_executor),
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.console import Console, quiet_console, report_progress
-from tatbot_pipeline.recordings.report import ValidationReport
+from tatbot_pipeline.recordings.validation_report import ValidationReport
 from tatbot_pipeline.synth import SynthSpec, make_recordings
 
 # Small enough for 2 CPU cores, real enough to train on: both cameras, 6 strokes of 8 frames per recording, written
@@ -73,7 +73,7 @@ def ingest(defs, instance, settings: PipelineSettings, console: Console) -> None
     from tatbot_pipeline.defs.ingestion import recordings_sensor
     from tatbot_pipeline.defs.resources import PipelineResource
 
-    resource = PipelineResource(settle_seconds=0.0)
+    resource = PipelineResource.of(settings, settle_seconds=0.0)
     result = recordings_sensor(dg.build_sensor_context(instance=instance, resources={"pipeline": resource}))
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -81,7 +81,7 @@ def ingest(defs, instance, settings: PipelineSettings, console: Console) -> None
     for n, request in enumerate(result.run_requests, 1):
         job.execute_in_process(
             partition_key=request.partition_key, instance=instance, raise_on_error=False,
-            run_config={"resources": {"pipeline": {"config": {"settle_seconds": 0.0}}}, **QUIET},
+            run_config={"resources": {"pipeline": {"config": pipeline_config(settings, settle_seconds=0.0)}}, **QUIET},
             tags={"dagster/sensor_name": "recordings_sensor", "demo": "true"},
         )
         report_progress("ingestion", n, len(result.run_requests))
@@ -96,11 +96,18 @@ DEMO_TRAIN_STEPS = 200
 DEMO_GATE = {"max_mae": 0.5, "max_joint_mae": 1.0, "latency_budget_ms": 2000.0}
 
 
-def run_job(defs, instance, name: str, op_config: dict | None = None) -> dict:
+def pipeline_config(settings: PipelineSettings, **fields) -> dict:
+    """The `pipeline` resource's run config: the demo's paths, given to every run rather than through os.environ."""
+    return {"recordings_dir": str(settings.recordings_dir), "home": str(settings.home), **fields}
+
+
+def run_job(defs, instance, name: str, op_config: dict | None = None, settings: PipelineSettings | None = None) -> dict:
     """Run one of the code location's named jobs in the real instance; return the materialization's metadata as plain
     values (the last asset materialized). Failing steps raise."""
     job = defs.resolve_job_def(name)
     run_config = {"ops": {op: {"config": cfg} for op, cfg in (op_config or {}).items()}, **QUIET}
+    if settings is not None:
+        run_config["resources"] = {"pipeline": {"config": pipeline_config(settings)}}
     result = job.execute_in_process(run_config=run_config, instance=instance, tags={"demo": "true"})
     events = result.get_asset_materialization_events()
     return {k: v.value for k, v in events[-1].materialization.metadata.items()} if events else {}
@@ -120,9 +127,9 @@ def run_demo(ui: bool = True, port: int = 3000) -> int:
               "`make demo`", file=sys.stderr)
         return 2
     home = PipelineSettings.from_env().home
-    # The demo never touches the real recordings root: it points the pipeline at its own synthetic one.
-    os.environ["TATBOT_RECORDINGS_DIR"] = str(home / "demo" / "recordings")
-    settings = PipelineSettings.from_env()
+    # The demo never touches the real recordings root: it points the pipeline at its own synthetic one, in the
+    # settings it hands to every run and to the UI's process (never by changing this process's environment).
+    settings = PipelineSettings.from_env(recordings_dir=home / "demo" / "recordings")
     log_path = settings.logs_dir / f"demo-{time.strftime('%Y%m%d-%H%M%S')}.log"
     with quiet_console(log_path) as console:
         code = _demo_steps(settings, console)
@@ -134,6 +141,7 @@ def run_demo(ui: bool = True, port: int = 3000) -> int:
     dagster = Path(sys.executable).parent / "dagster"
     # workspace.yaml names the code location; DAGSTER_MODULE_NAME (exported for `dagster job execute`) hangs `dagster dev`.
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_MODULE_NAME"}
+    env.update(TATBOT_RECORDINGS_DIR=str(settings.recordings_dir), TATBOT_PIPELINE_HOME=str(settings.home))
     return subprocess.call([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)], env=env)
 
 
@@ -143,7 +151,10 @@ def _demo_steps(settings: PipelineSettings, console: Console) -> int:
 
     from tatbot_pipeline.definitions import build_definitions
 
-    started, instance, defs = time.perf_counter(), dg.DagsterInstance.get(), build_definitions(settings)
+    from tatbot_pipeline.defs.resources import PipelineResource
+
+    started, instance = time.perf_counter(), dg.DagsterInstance.get()
+    defs = build_definitions(settings, resources={"pipeline": PipelineResource.of(settings)})
     demo_root = settings.recordings_dir
     step = _stepper(console)
     with step(f"1/6 synthetic recordings as tatbot's recorder writes them (fork v3.0, one v2.1) in {demo_root}"):
@@ -151,20 +162,21 @@ def _demo_steps(settings: PipelineSettings, console: Console) -> int:
     with step("2/6 recordings sensor + ingest_recordings: stroke_recording, recording_validation"):
         ingest(defs, instance, settings, console)
     with step("3/6 build_splits: usable episodes -> train/val LeRobot datasets") as done:
-        done(run_job(defs, instance, "build_splits")["summary"])
+        done(run_job(defs, instance, "build_splits", settings=settings)["summary"])
     with step(f"4/6 train_policy_job: lerobot-train, tiny_smolvla, {DEMO_TRAIN_STEPS} steps on CPU") as done:
         trained = run_job(defs, instance, "train_policy_job",
-                          {"trained_policy": {"preset": "tiny_smolvla", "steps": DEMO_TRAIN_STEPS}})
+                          {"trained_policy": {"preset": "tiny_smolvla", "steps": DEMO_TRAIN_STEPS}}, settings)
         done(trained["summary"])
     with step("5/6 evaluate_policy: open-loop replay of the val split + promotion gate") as done:
-        evaluation = run_job(defs, instance, "evaluate_policy", {"policy_evaluation": DEMO_GATE})
+        evaluation = run_job(defs, instance, "evaluate_policy", {"policy_evaluation": DEMO_GATE}, settings)
         done(evaluation["summary"])
     if not evaluation["promoted"]:
         console.line("error: the checkpoint was not promoted, and robot_eval rolls out the promoted checkpoint "
                      "only; see policy_evaluation in the UI")
         return 1
     with step("6/6 robot_eval: deploy the promoted checkpoint, vla_infer on the sim robot over MCP") as done:
-        rollout = run_job(defs, instance, "robot_eval", {"resolve_checkpoint": {"device": "cpu", "max_steps": 40}})
+        rollout = run_job(defs, instance, "robot_eval", {"resolve_checkpoint": {"device": "cpu", "max_steps": 40}},
+                          settings)
         done(rollout["summary"])
     _where_to_look(console, settings, trained, time.perf_counter() - started)
     return 0

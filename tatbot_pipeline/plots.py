@@ -144,7 +144,7 @@ def commanded_vs_observed(eval_dir: Path):
     here (a remote robot node's disk)."""
     import pyarrow.parquet as pq
 
-    from tatbot_pipeline.datasets.lerobot_tables import numpy_column
+    from tatbot_pipeline.lerobot_tables import numpy_column
 
     files = sorted(Path(eval_dir).glob("data/chunk-*/file-*.parquet"))
     if not files:

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tatbot_pipeline.config import PipelineSettings, apply_offline_defaults
-from tatbot_pipeline.synth import SynthSpec, make_recordings
+# LeRobotDataset reads parquet through HF datasets, which caches arrow files under HF_DATASETS_CACHE (read when
+# `datasets` is imported): the suite's go to a temporary dir of this process, never ~/.cache.
+_HF_DATASETS_CACHE = tempfile.mkdtemp(prefix="tatbot-tests-hf-datasets-")
+os.environ.setdefault("HF_DATASETS_CACHE", _HF_DATASETS_CACHE)
+
+from tatbot_pipeline.config import PipelineSettings, apply_offline_defaults  # noqa: E402
+from tatbot_pipeline.synth import SynthSpec, make_recordings  # noqa: E402
 
 apply_offline_defaults()  # what every entry point does before lerobot is imported
+
 
 # Small but real: 4 strokes of 8 frames, both cameras at a reduced resolution to keep video encoding quick. Written
 # the way the robot node records today (tatbot's fork, LeRobot v3.0, no finalize), with the operator moving a needle
@@ -22,6 +29,19 @@ SMALL = SynthSpec(recordings=1, episodes=4, stroke_length=8, cameras=True, image
 # (before 2025-07-24). No cameras: what they test is the format, and encoding is the slow part.
 V21 = SynthSpec(episodes=3, stroke_length=8, cameras=False, seed=9, format="v2.1", scene="tatbotlogo")
 V21_16 = SynthSpec(episodes=3, stroke_length=8, cameras=False, seed=10, format="v2.1", strokebatch_joints=16)
+
+
+def as_never_connected(rec: Path, stash: Path) -> None:
+    """Make `rec` what a failed robot connect leaves: stroke_tool writes scene.yaml, strokes.yaml, arrays/ and the
+    strokebatch before it connects, so only those stay; the recorded parts are moved to `stash` (to put back later)."""
+    stash.mkdir(parents=True, exist_ok=True)
+    for part in [rec / "meta", rec / "data", rec / "videos", rec / "images", rec / "logs", *rec.glob("episode_*")]:
+        if part.exists():
+            shutil.move(part, stash / part.name)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_HF_DATASETS_CACHE, ignore_errors=True)
 
 
 @pytest.hookimpl(tryfirst=True)

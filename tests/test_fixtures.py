@@ -19,7 +19,7 @@ import pytest
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.datasets.build import build_splits
 from tatbot_pipeline.datasets.split import SplitConfig
-from tatbot_pipeline.recordings.report import Status
+from tatbot_pipeline.recordings.validation_report import Status
 from tatbot_pipeline.recordings.validate import validate_recording
 from tatbot_pipeline.synth import write_recording
 from tatbot_pipeline.training.presets import TrainOptions

@@ -16,7 +16,7 @@ from lerobot.datasets.lerobot_dataset import LeRobotDataset
 from safetensors.numpy import load_file
 
 from tatbot_pipeline.recordings.naming import parse_recording_name
-from tatbot_pipeline.recordings.scene import load_scene, scrub, secret_values
+from tatbot_pipeline.scene_yaml import load_scene, scrub, secret_values
 from tatbot_pipeline.recordings.strokebatch import LEGACY_TO_ROBOT
 from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_NAMES, JOINT_UPPER, READY_POSE, SLEEP_POSE, scene_pose
 from tatbot_pipeline.synth import SynthSpec, make_recordings, resume_recording

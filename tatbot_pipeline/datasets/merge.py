@@ -34,8 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tatbot_pipeline.datasets.lerobot_tables import common_schema, conform, numpy_column, read_episodes, read_info
-from tatbot_pipeline.datasets.lerobot_tables import read_tasks
+from tatbot_pipeline.lerobot_tables import common_schema, conform, numpy_column, read_episodes, read_info
+from tatbot_pipeline.lerobot_tables import read_tasks
 
 log = logging.getLogger(__name__)
 

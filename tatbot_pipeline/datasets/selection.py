@@ -14,10 +14,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tatbot_pipeline.datasets.lerobot_tables import read_episodes, read_info
+from tatbot_pipeline.lerobot_tables import read_episodes, read_info
 from tatbot_pipeline.recordings.naming import parse_recording_name
-from tatbot_pipeline.recordings.report import Severity, ValidationReport
-from tatbot_pipeline.recordings.scene import load_scene
+from tatbot_pipeline.recordings.validation_report import Severity, Status, ValidationReport
+from tatbot_pipeline.scene_yaml import load_scene
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,8 @@ def load_usable_recordings(validation_dir: Path) -> Selection:
     skipped: dict[str, str] = {}
     for report_path in sorted(validation_dir.glob("*.json")):
         report = ValidationReport.load(report_path)
+        if report.status is Status.EMPTY:  # a session with nothing recorded: not data, not a reason to report
+            continue
         if not report.usable:
             errors = [f.message for f in report.findings if f.severity in (Severity.ERROR, Severity.INCOMPLETE)]
             detail = f": {'; '.join(errors[:2])}" if errors else ""

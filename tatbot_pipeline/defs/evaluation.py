@@ -11,19 +11,14 @@ from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.automation import evaluate_condition
 from tatbot_pipeline.defs.resources import PipelineResource
-from tatbot_pipeline.defs.training import CHECKS as HEALTH_CHECKS
-from tatbot_pipeline.defs.training import LOOP_ENTRIES
 from tatbot_pipeline.datasets.build import resolve_latest
 from tatbot_pipeline.defs.metadata import headline_first, number, sig
-from tatbot_pipeline.evaluation.gate import (
-    GateDecision,
-    Thresholds,
-    decide,
-    leaderboard_markdown,
-    record,
-)
-from tatbot_pipeline.evaluation.metrics import ActionErrors
+from tatbot_pipeline.evaluation.gate import GateDecision, Thresholds, decide, record
+from tatbot_pipeline.evaluation.action_errors import ActionErrors
 from tatbot_pipeline.evaluation.offline import OfflineEval, evaluate_checkpoint
+from tatbot_pipeline.promotion import leaderboard_markdown
+from tatbot_pipeline.training.health import HEALTH_CHECKS, health_of_run
+from tatbot_pipeline.training.lineage import LOOP_ENTRIES
 from tatbot_pipeline.plots import error_summary, png_markdown, trajectories
 from tatbot_pipeline.robot.spec import JOINT_NAMES
 
@@ -43,13 +38,9 @@ class EvaluationConfig(dg.Config):
                                             "inference mode the measured chunk latency calls for")
 
     def thresholds(self, settings: PipelineSettings) -> Thresholds:
-        lab = settings.gate
-        return Thresholds(
-            max_mae=self.max_mae if self.max_mae is not None else lab.max_mae,
-            max_joint_mae=self.max_joint_mae if self.max_joint_mae is not None else lab.max_joint_mae,
-            latency_budget_s=(self.latency_budget_ms / 1000 if self.latency_budget_ms is not None
-                              else lab.latency_budget_s),
-        )
+        budget_s = self.latency_budget_ms / 1000 if self.latency_budget_ms is not None else None
+        return Thresholds.for_lab(settings, max_mae=self.max_mae, max_joint_mae=self.max_joint_mae,
+                                  latency_budget_s=budget_s)
 
 
 
@@ -78,14 +69,8 @@ def training_health(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, st
     """Whether every health check of trained_policy passed in the run that produced the checkpoint."""
     keys = [dg.AssetCheckKey(TRAINED, name) for name in HEALTH_CHECKS]
     records = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
-    problems = []
-    for key in keys:
-        rec = records.get(key)
-        if rec is None or rec.run_id != run_id:
-            problems.append(f"{key.name} not evaluated for this checkpoint")
-        elif rec.status.value != "SUCCEEDED":  # FAILED: the check ran and did not pass
-            problems.append(f"{key.name} {rec.status.value.lower()}")
-    return not problems, ", ".join(problems)
+    latest = {key.name: (rec.run_id, rec.status.value.lower()) for key in keys if (rec := records.get(key))}
+    return health_of_run(latest, run_id)
 
 
 @dg.asset(

@@ -12,7 +12,7 @@ from tatbot_pipeline.defs.metadata import headline_first, number, sig
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.splits import build_splits_job
 from tatbot_pipeline.plots import joint_ranges, png_markdown
-from tatbot_pipeline.recordings.report import Status, ValidationReport
+from tatbot_pipeline.recordings.validation_report import Status, ValidationReport
 from tatbot_pipeline.recordings.intake import load_seen, save_seen
 from tatbot_pipeline.recordings.scan import (
     PER_TICK,
@@ -69,7 +69,8 @@ with partitioned_checks():
     VALIDATION_CHECKS = [
         dg.AssetCheckSpec(USABLE, asset="recording_validation", blocking=True, partitions_def=recordings_partitions,
                           description="Fails when the recording is unusable (`fail`) or still being written "
-                          "(`incomplete`); the recording's partition is then marked failed."),
+                          "(`incomplete`); the recording's partition is then marked failed. An `empty` session (no meta/: the "
+                          "robot never connected) passes: nothing was recorded, nothing is wrong."),
         dg.AssetCheckSpec(ALL_EPISODES, asset="recording_validation", partitions_def=recordings_partitions,
                           description="Warns when episodes were excluded or anomalies were logged."),
     ]
@@ -94,7 +95,7 @@ def recording_validation(context: dg.AssetExecutionContext, pipeline: PipelineRe
     context.log.info(f"{report.recording}: {report.headline()}")
     metadata = report_metadata(report, report_path)
     checks = validation_checks(report)
-    if report.usable:
+    if not report.failed:  # usable, or an empty session (nothing recorded, nothing wrong)
         return dg.MaterializeResult(metadata=metadata, check_results=checks)
     # The report (which the split reads) is saved; the partition is marked failed so the UI counts it as such.
     for check in checks:
@@ -108,13 +109,13 @@ def validation_checks(report: ValidationReport) -> list[dg.AssetCheckResult]:
     excluded = report.episodes_excluded
     return [
         dg.AssetCheckResult(
-            check_name=USABLE, passed=report.usable, severity=dg.AssetCheckSeverity.ERROR,
+            check_name=USABLE, passed=not report.failed, severity=dg.AssetCheckSeverity.ERROR,
             description=f"{report.recording}: {report.status.value}" + (
                 "" if report.usable else f" — {report.first_reason[:300]}"),
             metadata={"status": report.status.value},
         ),
         dg.AssetCheckResult(
-            check_name=ALL_EPISODES, passed=report.status is Status.PASS, severity=dg.AssetCheckSeverity.WARN,
+            check_name=ALL_EPISODES, passed=report.status in (Status.PASS, Status.EMPTY), severity=dg.AssetCheckSeverity.WARN,
             description=f"{report.recording}: {report.headline()}",
             metadata={"episodes_excluded": dg.MetadataValue.json({str(k): v for k, v in excluded.items()})},
         ),

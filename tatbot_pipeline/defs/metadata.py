@@ -26,7 +26,7 @@ def headline_first(summary: str, entries: dict[str, Any], last: dict[str, Any] |
 
 
 def to_metadata(entries: dict[str, tuple[str, Any]]) -> dict[str, Any]:
-    """A core report's `name -> (kind, value)` entries (training/report.py) as Dagster metadata values."""
+    """A core report's `name -> (kind, value)` entries (training/training_report.py) as Dagster metadata values."""
     kinds = {"text": dg.MetadataValue.text, "int": dg.MetadataValue.int, "float": dg.MetadataValue.float,
              "path": dg.MetadataValue.path, "md": dg.MetadataValue.md, "json": dg.MetadataValue.json,
              "url": dg.MetadataValue.url}

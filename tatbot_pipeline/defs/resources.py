@@ -14,7 +14,7 @@ class PipelineResource(dg.ConfigurableResource):
     recordings_dir: str | None = Field(None, description="the recordings root, read only (empty: "
                                        "TATBOT_RECORDINGS_DIR, default /nfs/tatbot/recordings)")
     home: str | None = Field(None, description="the pipeline home, where everything made goes (empty: "
-                             "TATBOT_PIPELINE_HOME, default ./.tatbot)")
+                             "TATBOT_PIPELINE_HOME, default <repo>/.tatbot)")
     settle_seconds: float | None = Field(None, description="a recording changed more recently than this is still "
                                          "being written (empty: TATBOT_SETTLE_SECONDS, default 60)")
 
@@ -22,6 +22,13 @@ class PipelineResource(dg.ConfigurableResource):
     def settings(self) -> PipelineSettings:
         return PipelineSettings.from_env(recordings_dir=self.recordings_dir, home=self.home,
                                          settle_seconds=self.settle_seconds)
+
+
+    @classmethod
+    def of(cls, settings: PipelineSettings, **fields) -> "PipelineResource":
+        """The resource for settings a caller already holds (the demo's): its paths given, not read from the
+        environment again."""
+        return cls(recordings_dir=str(settings.recordings_dir), home=str(settings.home), **fields)
 
 
 def default_resources() -> dict:

@@ -4,7 +4,7 @@ Built from ops (not an asset) because it acts on hardware, and it is never autom
 next to a person moves (and on the real arms, an operator at the robot arms it first). Its result joins the lineage
 as a partition of the `eval_dataset` asset, downstream of the `policy_evaluation` that promoted the checkpoint; the
 ops log the materialization and the rollout-quality check themselves (DESIGN.md §3). Each op is a few lines over the
-core: inference/plan.py (what to roll out, and whether it may be), inference/deploy.py, inference/client.py,
+core: inference/plan.py (what to roll out, and whether it may be), inference/delivery.py, inference/client.py,
 inference/quality.py.
 """
 
@@ -21,9 +21,9 @@ from tatbot_pipeline.defs import OWNERS, partitioned_checks
 from tatbot_pipeline.defs.metadata import headline_first, number
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.inference.client import RobotNodeError, call_vla_infer
-from tatbot_pipeline.inference.deploy import DeployTarget, deploy
+from tatbot_pipeline.inference.delivery import DeployTarget, deploy
 from tatbot_pipeline.inference.local_node import embedded_sim_node
-from tatbot_pipeline.inference.plan import PlanError, RolloutPlan, check_plan, plan_rollout
+from tatbot_pipeline.inference.plan import PlanError, RolloutPlan, RolloutResult, check_plan, plan_rollout
 from tatbot_pipeline.inference.quality import QualityLimits, rollout_quality
 from tatbot_pipeline.inference.rollout import VLAInferOutput
 from tatbot_pipeline.plots import commanded_vs_observed, png_markdown
@@ -125,7 +125,7 @@ def deploy_checkpoint(context: dg.OpExecutionContext, pipeline: PipelineResource
 
 @dg.op(description="Run vla_infer on the robot node through its MCP server, streaming progress into the run log.")
 def run_vla_infer(context: dg.OpExecutionContext, pipeline: PipelineResource, robot_node: RobotNode,
-                  plan: RolloutPlan) -> dict:
+                  plan: RolloutPlan) -> RolloutResult:
     request = plan.request()
     started = time.monotonic()
     context.instance.add_run_tags(context.run_id, rollout_tags(robot_node.name, plan))
@@ -136,7 +136,7 @@ def run_vla_infer(context: dg.OpExecutionContext, pipeline: PipelineResource, ro
                                  on_progress=progress_logger(context, robot_node.name, plan.max_steps))
         except RobotNodeError as e:
             raise dg.Failure(str(e)) from e
-    return {"output": out, "plan": plan, "node": robot_node.name, "duration_s": time.monotonic() - started}
+    return RolloutResult(output=out, plan=plan, node=robot_node.name, duration_s=time.monotonic() - started)
 
 
 def progress_logger(context: dg.OpExecutionContext, node: str, steps: int):
@@ -160,13 +160,12 @@ def rollout_tags(node: str, plan: RolloutPlan) -> dict[str, str]:
 
 @dg.op(description="Register the rollout's eval dataset as an eval_dataset partition with its rollout-quality check; "
        "fail the run with the tool's message when the rollout failed.")
-def register_eval_dataset(context: dg.OpExecutionContext, rollout: dict) -> str:
-    out: VLAInferOutput = rollout["output"]
-    if out.eval_dir:
-        name = Path(out.eval_dir).name
+def register_eval_dataset(context: dg.OpExecutionContext, rollout: RolloutResult) -> str:
+    out, name = rollout.output, rollout.eval_name
+    if name:
         context.instance.add_dynamic_partitions(eval_runs.name, [name])
         quality = rollout_quality(out)
-        tags = rollout_tags(rollout["node"], rollout["plan"])
+        tags = rollout_tags(rollout.node, rollout.plan)
         context.log_event(dg.AssetMaterialization(asset_key=EVAL_DATASET, partition=name, tags=tags,
                                                   metadata=rollout_metadata(rollout, quality.describe())))
         context.log_event(dg.AssetCheckEvaluation(
@@ -176,18 +175,14 @@ def register_eval_dataset(context: dg.OpExecutionContext, rollout: dict) -> str:
                       "rate_limited_fraction": number(quality.rate_limited_fraction),
                       "max_tracking_error_rad": number(out.max_tracking_error_rad)}))
     if not out.success:
-        raise dg.Failure(f"rollout failed on {rollout['node']}: {out.message}",
+        raise dg.Failure(f"rollout failed on {rollout.node}: {out.message}",
                          metadata={"steps": out.num_steps, "eval_dir": str(out.eval_dir)})
     context.log.info(f"rollout ok: {out.num_steps} steps — {out.message}")
     return out.eval_dir or ""
 
 
-def rollout_metadata(rollout: dict, quality: str) -> dict:
-    out: VLAInferOutput = rollout["output"]
-    plan: RolloutPlan = rollout["plan"]
-    verdict = "OK" if out.success else f"STOPPED at step {out.num_steps}: {out.stop_reason or out.message}"
-    summary = (f"{verdict} — {out.num_steps}/{plan.max_steps} steps of {plan.run_name} on {rollout['node']} "
-               f"({plan.scene}); {out.actions_clamped} clamped, {out.actions_rate_limited} rate-limited; {quality}")
+def rollout_metadata(rollout: RolloutResult, quality: str) -> dict:
+    out, plan = rollout.output, rollout.plan
     entries = {
         "success": out.success,
         "steps": number(out.num_steps),
@@ -195,8 +190,8 @@ def rollout_metadata(rollout: dict, quality: str) -> dict:
         "actions_clamped": number(out.actions_clamped),
         "actions_rate_limited": number(out.actions_rate_limited),
         "max_tracking_error_rad": number(out.max_tracking_error_rad),
-        "duration_s": number(rollout["duration_s"]),
-        "node": rollout["node"],
+        "duration_s": number(rollout.duration_s),
+        "node": rollout.node,
         "scene": plan.scene,
         "checkpoint": dg.MetadataValue.path(str(plan.checkpoint)),
         "policy_type": plan.policy_type,
@@ -208,7 +203,7 @@ def rollout_metadata(rollout: dict, quality: str) -> dict:
     fig = commanded_vs_observed(Path(str(out.eval_dir)))
     if fig is not None:  # a remote node's dataset may not be readable from here
         last["commanded_vs_observed"] = dg.MetadataValue.md(png_markdown(fig, "commanded vs observed"))
-    return headline_first(summary, entries, last)
+    return headline_first(rollout.summary(quality), entries, last)
 
 
 def _rollout_quality_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:

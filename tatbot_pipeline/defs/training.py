@@ -8,20 +8,21 @@ import dagster as dg
 from pydantic import Field
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.datasets.build import resolve_latest, split_changes
+from tatbot_pipeline.datasets.build import resolve_latest
 from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.automation import retrain_condition, with_condition
 from tatbot_pipeline.defs.metadata import headline_first, number, to_metadata
 from tatbot_pipeline.defs.placement import gpu_run_tags
 from tatbot_pipeline.defs.resources import PipelineResource
-from tatbot_pipeline.training.lineage import split_manifest
+from tatbot_pipeline.training.health import HEALTH_CHECKS
+from tatbot_pipeline.training.lineage import new_since_previous
 from tatbot_pipeline.training.presets import PRESETS, TrainOptions
-from tatbot_pipeline.training.report import report_training
+from tatbot_pipeline.training.training_report import report_training
 from tatbot_pipeline.training.runner import train_policy
 
 # dagster.yaml limits runs with this tag to one at a time; the runner's file lock covers untagged launches.
 TRAINING_TAG = "tatbot/training"
-CHECKS = ("loss_decreased", "grad_norm_stable", "batch_sane")
+CHECKS = HEALTH_CHECKS  # one asset check per health check of training/health.py
 
 
 def training_run_tags(settings: PipelineSettings) -> dict[str, str]:
@@ -105,35 +106,12 @@ def run_dir_name(preset: str, run: dg.DagsterRun) -> str:
     return f"{preset}-{(run.root_run_id or run.run_id)[:8]}"
 
 
-# What the loop brought in since the last checkpoint; policy_evaluation shows the same entries for its checkpoint.
-LOOP_ENTRIES = ("new_since_previous_checkpoint", "new_recordings", "new_episodes")
-
-
 def new_since_previous_checkpoint(instance: dg.DagsterInstance, splits_dir: Path, train_root: Path) -> dict:
-    """Which recordings and how many episodes this checkpoint's split adds over the previous checkpoint's split."""
-    current = split_manifest(train_root)
-    if current is None:
-        return {LOOP_ENTRIES[0]: "unknown: this split has no split.json"}
-    event = instance.get_latest_materialization_event(dg.AssetKey("trained_policy"))  # ours is not logged yet
+    """The loop's entries against the split of the latest trained_policy materialization (ours is not logged yet)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey("trained_policy"))
     meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
     version = meta["split_version"].value if "split_version" in meta else None
-    previous = split_manifest(splits_dir / version) if version else None
-    changes = split_changes(previous, current)
-    new = changes["new_recordings"] + changes["changed_recordings"]
-    count = sum(changes["new_episodes"].values())
-    if event is None:
-        headline = f"first checkpoint: all {count} episodes of {len(new)} recordings are new"
-    elif previous is None:
-        headline = f"previous checkpoint's split {version or '(unknown)'} is gone: counted against nothing"
-    else:
-        headline = (f"{count} new episodes (train {changes['new_episodes']['train']}, val "
-                    f"{changes['new_episodes']['val']}) from {len(changes['new_recordings'])} new and "
-                    f"{len(changes['changed_recordings'])} changed recordings; split {version} -> {changes['version']}")
-    lines = [headline] + [f"- {name}" for name in new[:20]] + ([f"- … {len(new) - 20} more"] if len(new) > 20 else [])
-    if changes["removed_recordings"] and previous is not None:
-        lines.append(f"\nno longer in the split: {', '.join(changes['removed_recordings'][:20])}")
-    return {LOOP_ENTRIES[0]: dg.MetadataValue.md("\n".join(lines)), LOOP_ENTRIES[1]: dg.MetadataValue.json(new),
-            LOOP_ENTRIES[2]: count}
+    return to_metadata(new_since_previous(splits_dir, train_root, version, first=event is None))
 
 
 def _meta(value):

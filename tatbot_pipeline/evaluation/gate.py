@@ -1,9 +1,9 @@
-"""The promotion gate and the leaderboard: which checkpoint the robot job may use by default.
+"""The promotion gate: whether an evaluated checkpoint may go to the robot by default.
 
-`promoted.json` under the pipeline home names the promoted checkpoint; `leaderboard.json` keeps every evaluated one.
-Both are small JSON files written atomically so a robot job reading them never sees half a file.
+Its thresholds come from plain settings (config.py: `gate_overrides`, env TATBOT_GATE_*) and the launchpad; its
+decision goes on the leaderboard and, when promoted, into `promoted.json` (both kept by promotion.py).
 
-The latency rule depends on the inference mode the checkpoint will run in (inference/modes.py): the mode `vla_infer`
+The latency rule depends on the inference mode the checkpoint will run in (policy/modes.py): the mode `vla_infer`
 picks by default for the measured p95 chunk latency. Sync: one control period. Async: the chunk must land before the
 queue runs dry, chunk after chunk — `(n_action_steps - margin) // 2` periods. The reasons and the leaderboard say
 which mode was assumed.
@@ -11,16 +11,14 @@ which mode was assumed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
+from tatbot_pipeline.checkpoints import run_name
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.files import write_atomic
 from tatbot_pipeline.evaluation.offline import OfflineEval
-from tatbot_pipeline.training.lineage import run_and_step
-from tatbot_pipeline.inference.modes import ASYNC_MARGIN_STEPS, Mode, default_mode, latency_budget_s
+from tatbot_pipeline.policy.modes import LatencyRule, latency_rule
+from tatbot_pipeline.promotion import add_to_leaderboard
 
 
 @dataclass(frozen=True)
@@ -32,36 +30,11 @@ class Thresholds:
     max_joint_mae: float = 0.35  # rad, the worst single joint
     latency_budget_s: float = 0.0
 
-
-@dataclass(frozen=True)
-class LatencyRule:
-    """The chunk latency budget applied, and the inference mode it assumed."""
-
-    mode: Mode
-    budget_s: float
-    p95_s: float
-    set_by: str  # how the budget was set, for the reason
-
-    @property
-    def passed(self) -> bool:
-        return self.p95_s <= self.budget_s
-
-    def reason(self, device: str) -> str:
-        return (f"p95 chunk latency {self.p95_s * 1000:.1f} ms on {device} > budget {self.budget_s * 1000:.1f} ms "
-                f"assuming {self.mode} inference ({self.set_by})")
-
-
-def latency_rule(p95_s: float, fps: float, n_action_steps: int, budget_override_s: float = 0.0) -> LatencyRule:
-    """Assume the mode `vla_infer` would pick by default for this latency; a lab-set budget overrides its budget."""
-    mode = default_mode(p95_s, fps)
-    if budget_override_s:
-        return LatencyRule(mode, budget_override_s, p95_s, "latency_budget_ms set for the gate")
-    budget = latency_budget_s(mode, fps, n_action_steps)
-    if mode == "sync":
-        how = f"one period at {fps:g} Hz"
-    else:
-        how = f"(n_action_steps {n_action_steps} - margin {ASYNC_MARGIN_STEPS}) // 2 periods at {fps:g} Hz"
-    return LatencyRule(mode, budget, p95_s, how)
+    @classmethod
+    def for_lab(cls, settings: PipelineSettings, **chosen: float | None) -> "Thresholds":
+        """The lab's gate (TATBOT_GATE_* over these defaults), with what a launchpad chose (None: not chosen) on top."""
+        values = {**settings.gate_overrides, **{k: v for k, v in chosen.items() if v is not None}}
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -123,44 +96,8 @@ def decide(result: OfflineEval, thresholds: Thresholds, health_passed: bool, hea
     return GateDecision(promoted=not reasons, reasons=reasons, latency=rule, criteria=criteria)
 
 
-def _write_json(path: Path, value) -> None:
-    write_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str))
-
-
-def leaderboard_entry(settings: PipelineSettings, checkpoint: Path | str) -> dict | None:
-    """The leaderboard's record of `checkpoint` (same resolved path), None when it was never evaluated here."""
-    path = settings.leaderboard_path
-    if not path.exists():
-        return None
-    wanted = Path(checkpoint).resolve()
-    entries = json.loads(path.read_text())
-    return next((e for e in entries if e.get("checkpoint") and Path(e["checkpoint"]).resolve() == wanted), None)
-
-
-def rollout_latency_problem(entry: dict, fps: int, device: str) -> tuple[str | None, Mode | None]:
-    """Whether a checkpoint evaluated as `entry` is too slow for a rollout at `fps` on `device`, and the mode its
-    measurement calls for. Entries from before chunk latency was measured hold a per-call p95: the old rule."""
-    if entry.get("device") != device:
-        return None, None
-    p95_ms = entry.get("chunk_latency_p95_ms")
-    override_s = (entry.get("thresholds") or {}).get("latency_budget_s") or 0.0
-    if p95_ms is None:
-        budget_ms = override_s * 1000 or 1000 / fps
-        if entry["latency_p95_ms"] > budget_ms:
-            return (f"p95 latency {entry['latency_p95_ms']:.1f} ms measured on {device} exceeds the {budget_ms:.0f} ms "
-                    f"budget at {fps} Hz"), None
-        return None, None
-    rule = latency_rule(p95_ms / 1000, fps, int(entry.get("n_action_steps") or 1), override_s)
-    return (None if rule.passed else rule.reason(device) + f" at {fps} Hz"), rule.mode
-
-
-def read_promoted(settings: PipelineSettings) -> dict | None:
-    """The promoted checkpoint's record ({"checkpoint": ..., ...}) or None when nothing was promoted yet."""
-    path = settings.promoted_path
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def record(settings: PipelineSettings, result: OfflineEval, decision: GateDecision, thresholds: Thresholds, lineage: dict) -> list[dict]:
+def record(settings: PipelineSettings, result: OfflineEval, decision: GateDecision, thresholds: Thresholds,
+           lineage: dict) -> list[dict]:
     """Add the evaluation to the leaderboard, promote it when the gate says so; return the leaderboard."""
     entry = {
         "checkpoint": result.checkpoint,
@@ -170,7 +107,7 @@ def record(settings: PipelineSettings, result: OfflineEval, decision: GateDecisi
         "mse": result.errors.mse,
         "worst_joint": result.errors.worst_joint[0],
         "worst_joint_mae": result.errors.worst_joint[1],
-        "run": _run_name(result.checkpoint),
+        "run": run_name(result.checkpoint),
         "chunk_latency_p95_ms": result.latency.p95_s * 1000,
         "n_action_steps": result.n_action_steps,
         "inference_mode": decision.latency.mode if decision.latency else None,
@@ -182,37 +119,4 @@ def record(settings: PipelineSettings, result: OfflineEval, decision: GateDecisi
         "thresholds": asdict(thresholds),
         **lineage,
     }
-    path = settings.leaderboard_path
-    board = json.loads(path.read_text()) if path.exists() else []
-    board = [e for e in board if e["checkpoint"] != result.checkpoint] + [entry]
-    _write_json(path, board)
-    if decision.promoted:
-        _write_json(settings.promoted_path, entry)
-    return board
-
-
-def _run_name(checkpoint: str) -> str:
-    """`<run>` of `outputs/train/<run>/checkpoints/<step>/pretrained_model`, with the step when it is not `last`."""
-    found = run_and_step(checkpoint)
-    if found is None:
-        return Path(checkpoint).name
-    run, step = found
-    return run if step == "last" else f"{run} @ {step}"
-
-
-def leaderboard_markdown(board: list[dict], limit: int = 10) -> str:
-    rows = ["| rank | run | policy | MAE (rad) | worst joint (MAE, rad) | p95 chunk latency (mode: budget) | promoted |",
-            "|---|---|---|---|---|---|---|"]
-    for rank, e in enumerate(sorted(board, key=lambda e: e["mae"])[:limit], 1):
-        run = e.get("run") or _run_name(e["checkpoint"])
-        worst = f"{e['worst_joint'].removesuffix('.pos')} {e['worst_joint_mae']:.4f}" if e.get("worst_joint") else \
-            f"{e['worst_joint_mae']:.4f}"
-        rows.append(f"| {rank} | {run} | {e['policy_type']} | {e['mae']:.4f} | {worst} | "
-                    f"{_latency_cell(e)} | {'yes' if e['promoted'] else 'no: ' + '; '.join(e['reasons'])} |")
-    return "\n".join(rows)
-
-
-def _latency_cell(e: dict) -> str:
-    if e.get("chunk_latency_p95_ms") is None:  # evaluated before chunk latency was measured: per-call p95
-        return f"{e['latency_p95_ms']:.1f} ms per call"
-    return f"{e['chunk_latency_p95_ms']:.1f} ms ({e['inference_mode']}: {e['latency_budget_ms']:.0f} ms)"
+    return add_to_leaderboard(settings, entry)

@@ -4,7 +4,7 @@ Each val episode starts with `policy.reset()`. Every `n_action_steps` frames the
 frame (`LoadedPolicy.chunk`: the processors and `predict_action_chunk`, the call `select_action` makes inside) and
 the next `n_action_steps` predicted actions come from it, exactly what `select_action` replays on the robot; each
 predicted action is compared with the one tatbot recorded. The latency measured is that of a whole chunk — what a
-sync rollout waits for at every chunk seam and an async one must hide (inference/modes.py) — not the mean over
+sync rollout waits for at every chunk seam and an async one must hide (policy/modes.py) — not the mean over
 steps, most of which only pop a queue. Policies without chunks to replay (ACT's temporal ensembling) go through
 `select_action` every frame, each call a chunk.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tatbot_pipeline.evaluation.metrics import ActionErrors, Latency, action_errors, latency
-from tatbot_pipeline.inference.policy import IMAGE_PREFIX, STATE, LoadedPolicy, load_policy
+from tatbot_pipeline.evaluation.action_errors import ActionErrors, Latency, action_errors, latency
+from tatbot_pipeline.policy.loading import IMAGE_PREFIX, STATE, LoadedPolicy, load_policy
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]

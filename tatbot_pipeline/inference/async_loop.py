@@ -28,7 +28,7 @@ from tatbot_pipeline.inference.loop import (
     count_adjustment,
     finish_step,
 )
-from tatbot_pipeline.inference.policy import LoadedPolicy
+from tatbot_pipeline.policy.loading import LoadedPolicy
 from tatbot_pipeline.robot.base import Robot, check_frames, observation_frame
 from tatbot_pipeline.robot.safety import RolloutLimits, SafetyEnvelope
 from tatbot_pipeline.robot.scene import RobotScene

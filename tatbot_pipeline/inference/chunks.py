@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from tatbot_pipeline.inference.loop import RolloutStopped
-from tatbot_pipeline.inference.modes import delay_steps, trigger_remaining
-from tatbot_pipeline.inference.policy import Chunk, ChunkSource, LoadedPolicy
+from tatbot_pipeline.policy.modes import delay_steps, trigger_remaining
+from tatbot_pipeline.policy.loading import Chunk, ChunkSource, LoadedPolicy
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from tatbot_pipeline.inference.policy import ChunkSource
+from tatbot_pipeline.policy.loading import ChunkSource
 from tatbot_pipeline.recordings.naming import TIME_FORMAT
-from tatbot_pipeline.recordings.scene import scrub
+from tatbot_pipeline.scene_yaml import scrub
 from tatbot_pipeline.robot.scene import RobotScene
 from tatbot_pipeline.robot.spec import CAMERAS, ROBOT_TYPE, dataset_features
 

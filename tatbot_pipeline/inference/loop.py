@@ -17,7 +17,7 @@ import numpy as np
 
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import EvalRecorder
-from tatbot_pipeline.inference.policy import ChunkSource, LoadedPolicy
+from tatbot_pipeline.policy.loading import ChunkSource, LoadedPolicy
 from tatbot_pipeline.robot.base import Robot, check_frames, observation_frame
 from tatbot_pipeline.robot.safety import REVOLUTE, RolloutLimits, SafeAction, SafetyEnvelope
 from tatbot_pipeline.robot.scene import RobotScene

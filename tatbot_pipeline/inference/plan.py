@@ -1,6 +1,6 @@
 """What `robot_eval` rolls out, decided and checked before anything moves.
 
-A `RolloutPlan` is the typed record the job's ops pass along: the checkpoint (configured, or the promoted one), its
+A `RolloutPlan` is the typed record the job's ops pass along before the rollout, a `RolloutResult` the one after it: the checkpoint (configured, or the promoted one), its
 policy type, the request the robot node will get, and where the checkpoint was deployed. `check_plan`
 collects every reason to refuse it on this side (files missing, slower than its latency budget) so a run fails
 before a deploy or a robot is touched.
@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.evaluation.gate import leaderboard_entry, read_promoted, rollout_latency_problem
-from tatbot_pipeline.inference.deploy import check_checkpoint, deployed_name
-from tatbot_pipeline.inference.rollout import VLAInferInput, resolve_checkpoint
+from tatbot_pipeline.promotion import leaderboard_entry, read_promoted, rollout_latency_problem
+from tatbot_pipeline.inference.delivery import check_checkpoint, deployed_name
+from tatbot_pipeline.inference.rollout import VLAInferInput, VLAInferOutput, checkpoint_location
 
 
 class PlanError(ValueError):
@@ -55,7 +55,7 @@ class RolloutPlan:
 def plan_rollout(checkpoint: str, settings: PipelineSettings, **request) -> RolloutPlan:
     """The configured checkpoint (relative paths under the pipeline home), else the promoted one."""
     if checkpoint:
-        path, source = resolve_checkpoint(checkpoint, settings.home), "configured"
+        path, source = checkpoint_location(checkpoint, settings.home), "configured"
     else:
         promoted = read_promoted(settings)
         if promoted is None:
@@ -87,3 +87,25 @@ def check_plan(plan: RolloutPlan, settings: PipelineSettings) -> tuple[RolloutPl
         plan = replace(plan, inference=mode)
     note = f"latency within the gate's budget at {plan.fps} Hz on {plan.device}; inference {plan.inference}"
     return plan, [problem] if problem else [], note
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    """What `vla_infer` returned for a plan, on which node, and how long the call took: what `robot_eval` records."""
+
+    output: VLAInferOutput
+    plan: RolloutPlan
+    node: str
+    duration_s: float
+
+    @property
+    def eval_name(self) -> str | None:
+        """The recorded eval dataset's dir name (`vla-eval-<scene>-<ts>`): its `eval_dataset` partition."""
+        return Path(self.output.eval_dir).name if self.output.eval_dir else None
+
+    def summary(self, quality: str) -> str:
+        """'OK — 40/40 steps of <run> on hog (default); 0 clamped, 0 rate-limited; <quality>'."""
+        out, plan = self.output, self.plan
+        verdict = "OK" if out.success else f"STOPPED at step {out.num_steps}: {out.stop_reason or out.message}"
+        return (f"{verdict} — {out.num_steps}/{plan.max_steps} steps of {plan.run_name} on {self.node} "
+                f"({plan.scene}); {out.actions_clamped} clamped, {out.actions_rate_limited} rate-limited; {quality}")

@@ -24,13 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.digest import DigestMismatch, checkpoint_sha256, verify_checkpoint
-from tatbot_pipeline.evaluation.gate import leaderboard_entry
+from tatbot_pipeline.promotion import leaderboard_entry
 from tatbot_pipeline.inference.async_loop import run_async_loop
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import EvalRecorder
 from tatbot_pipeline.inference.loop import LoopPlan, LoopStats, ProgressFn, RolloutStopped, run_loop
-from tatbot_pipeline.inference.modes import ModeChoice, Requested, async_max_delay, default_mode, delay_steps
-from tatbot_pipeline.inference.policy import LoadedPolicy, load_policy, resolve_device
+from tatbot_pipeline.policy.modes import ModeChoice, Requested, async_max_delay, default_mode, delay_steps
+from tatbot_pipeline.policy.loading import LoadedPolicy, load_policy, resolve_device
 from tatbot_pipeline.robot.arming import Arming, NotArmed, require_armed
 from tatbot_pipeline.robot.backends import Backend, RobotFactory, robot_factory
 from tatbot_pipeline.robot.backends import backend as robot_backend
@@ -122,7 +122,7 @@ def input_error(error: ValidationError) -> str:
     return "invalid vla_infer input — " + "; ".join(problems)
 
 
-def resolve_checkpoint(path: str | Path, home: Path) -> Path:
+def checkpoint_location(path: str | Path, home: Path) -> Path:
     """A checkpoint path as given, or relative to the pipeline home (where training writes outputs/train/...)."""
     p = Path(path).expanduser()
     return (p if p.is_absolute() else Path(home) / p).resolve()
@@ -268,7 +268,7 @@ class _Rollout:
         if note:
             self.notes.append(note)
             self.progress(0.02, note)
-        checkpoint = resolve_checkpoint(req.checkpoint_path, self.settings.home)
+        checkpoint = checkpoint_location(req.checkpoint_path, self.settings.home)
         self.check_digest(checkpoint)
         self.progress(0.03, f"loading {req.policy} policy from {checkpoint}")
         policy = load_policy(checkpoint, req.policy, device)

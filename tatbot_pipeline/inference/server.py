@@ -45,7 +45,7 @@ from starlette.applications import Starlette
 
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.inference.control import RolloutControl
-from tatbot_pipeline.inference.rollout import VLAInferInput, VLAInferOutput, input_error, resolve_checkpoint, vla_infer
+from tatbot_pipeline.inference.rollout import VLAInferInput, VLAInferOutput, input_error, checkpoint_location, vla_infer
 from tatbot_pipeline.robot.backends import BACKENDS, RobotFactory
 from tatbot_pipeline.robot.safety import RolloutLimits
 from tatbot_pipeline.robot.scene import shown
@@ -131,7 +131,7 @@ class RolloutService:
         return self.config.settings.rollout_limits
 
     def allowed(self, request_path: str) -> Path:
-        path = resolve_checkpoint(request_path, self.config.settings.home)
+        path = checkpoint_location(request_path, self.config.settings.home)
         roots = [Path(r).resolve() for r in self.config.checkpoint_roots]
         if not any(path.is_relative_to(root) for root in roots):
             log.warning("refused checkpoint %s: outside the allowed roots %s", path, [str(r) for r in roots])

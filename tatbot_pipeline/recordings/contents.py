@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tatbot_pipeline.datasets.lerobot_tables import data_files, episodes_files, numpy_column, read_info, read_tables
-from tatbot_pipeline.recordings.report import Finding, Severity
+from tatbot_pipeline.lerobot_tables import data_files, episodes_files, numpy_column, read_info, read_tables
+from tatbot_pipeline.recordings.validation_report import Finding, Severity
 from tatbot_pipeline.recordings.scan import recording_state
-from tatbot_pipeline.recordings.scene import load_scene
+from tatbot_pipeline.scene_yaml import load_scene
 
 SUPPORTED_VERSION = "v3.0"
 
@@ -136,6 +136,10 @@ def _load_info(rec: Recording, settle_seconds: float, now: float) -> bool:
     if not info_path.exists():
         if not recording_state(path).settled(settle_seconds, now):
             add(Finding("finalized", Severity.INCOMPLETE, "meta/info.json not written yet — recording in progress"))
+        elif not (path / "meta").exists():
+            # stroke_tool writes scene.yaml, strokes.yaml, arrays/ and the strokebatch before the robot connects: a
+            # failed connect leaves this, a session in which nothing was recorded (and nothing went wrong with data).
+            add(Finding("layout", Severity.EMPTY, "no strokes recorded (no meta/) — the robot never connected?"))
         else:
             add(Finding("layout", Severity.ERROR, "meta/info.json missing — not a LeRobot dataset"))
         return False

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import logging
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tatbot_pipeline.datasets.lerobot_tables import data_files, episodes_files, read_info
+from tatbot_pipeline.lerobot_tables import data_files, episodes_files, read_info
 from tatbot_pipeline.recordings.scan import content_fingerprint
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def _convert(source: Path, work: Path) -> Path:
 
     root = work / "tatbot" / source.name
     shutil.copytree(source, root, ignore=shutil.ignore_patterns("images"))  # the image writer's scratch dir
-    with contextlib.redirect_stdout(sys.stderr):  # the converter prints; `validate --json` owns stdout
+    with _converter_output_to_log(source.name):
         convert_dataset(repo_id=f"tatbot/{source.name}", root=work, push_to_hub=False, force_conversion=True)
     recorder_layout(root)
     for entry in source.iterdir():
@@ -106,6 +106,26 @@ def _convert(source: Path, work: Path) -> Path:
         else:
             shutil.copy2(entry, target)
     return root
+
+
+@contextlib.contextmanager
+def _converter_output_to_log(name: str):
+    """The converter prints and draws its own tqdm bars (and HF datasets' `Map`/`Generating train split` ones) on
+    stdout/stderr, which are the CLI's (`validate --json` owns stdout): they go to this module's log at debug level
+    instead, and HF datasets draws none while it runs."""
+    import datasets
+
+    bars_were_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            yield
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
+        if captured.getvalue().strip():
+            log.debug("lerobot's converter on %s said:\n%s", name, captured.getvalue().strip())
 
 
 def recorder_layout(root: Path) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from tatbot_pipeline.recordings.contents import Recording
-from tatbot_pipeline.recordings.report import Finding, Severity
-from tatbot_pipeline.recordings.scene import REDACTED, secret_values
+from tatbot_pipeline.recordings.validation_report import Finding, Severity
+from tatbot_pipeline.scene_yaml import REDACTED, secret_values
 from tatbot_pipeline.recordings.strokebatch import LEGACY_JOINTS, match_offsets, robot_joints
 from tatbot_pipeline.robot.spec import RECORDED_LIMIT_TOLERANCE as LIMIT_TOLERANCE
 from tatbot_pipeline.robot.spec import (

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tatbot_pipeline.datasets.lerobot_tables import read_info
+from tatbot_pipeline.lerobot_tables import read_info
 from tatbot_pipeline.recordings.contents import Recording
 from tatbot_pipeline.recordings.naming import parse_recording_name
 from tatbot_pipeline.recordings.scan import content_fingerprint, size_on_disk
-from tatbot_pipeline.recordings.scene import load_scene
+from tatbot_pipeline.scene_yaml import load_scene
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 `TATBOT_CAMERA_SOURCE=realsense` (the default) reads the cameras listed under the scene's `cams.realsenses` through
 lerobot 0.4.4's own `RealSenseCamera` (pyrealsense2, from the `hardware` extra). `TATBOT_CAMERA_SOURCE=sim` renders
-the same cameras (same names, same shapes) with `synth.render_camera` from the arms' measured joints, as the sim
+the same cameras (same names, same shapes) with `robot/render.py: render_camera` from the arms' measured joints, as the sim
 backend does, so a camera policy can roll out through the real arm driver (or trossen-arm-sim) with no camera
 attached. The source never changes which cameras there are, only where their frames come from.
 """
@@ -63,7 +63,7 @@ class CameraSource(Protocol):
 
 
 class RenderedCameras:
-    """Frames from `synth.render_camera`: what the sim backend and the synthetic recordings show."""
+    """Frames from `robot/render.py: render_camera`: what the sim backend and the synthetic recordings show."""
 
     def __init__(self, specs: list[CameraSpec]) -> None:
         self.cameras = {s.name: s.shape for s in specs}

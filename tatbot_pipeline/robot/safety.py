@@ -3,16 +3,17 @@
 A policy's output is only a suggestion: it is clamped to the URDF joint limits, its change per step is bounded
 (a needle on skin must not jump), and a non-finite value stops the rollout instead of being sent. A policy the
 envelope has to correct step after step is not being followed any more, so `RolloutLimits` stops it instead of
-clamping forever, and bounds the rollout in time and steps whatever the caller asked for.
+clamping forever, and bounds the rollout in time and steps whatever the caller asked for. The limits' values are
+settings (config.py: RolloutLimits, env TATBOT_ROLLOUT_<FIELD>); the rollout builds its envelope and checks from them.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
+from tatbot_pipeline.config import RolloutLimits  # noqa: F401 - the limits this module enforces
 from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_NAMES, JOINT_UPPER, JOINTS_PER_ARM, NUM_JOINTS
 
 # The six revolute joints of each arm (the gripper slide is in metres, its errors are not radians).
@@ -69,38 +70,3 @@ class SafetyEnvelope:
         return SafeAction(safe, clamped=bool((clipped != action).any()), rate_limited=bool((step != clipped - previous).any()),
                           adjustment_rad=largest(safe - action), clamp_rad=largest(clipped - action),
                           rate_limit_rad=largest(clipped - previous - step))
-
-
-@dataclass(frozen=True)
-class RolloutLimits:
-    """Server-side bounds on one rollout, whatever its caller asks for (env: TATBOT_ROLLOUT_<FIELD>, e.g.
-    TATBOT_ROLLOUT_MAX_SECONDS=300). A rollout that reaches one stops, parks, and is reported as stopped."""
-
-    max_seconds: float = 600.0  # wall-clock cap of the control loop
-    max_steps: int = 6000  # step cap (10 min at 10 Hz), above any max_steps a caller sends
-    max_adjusted_steps: int = 20  # consecutive steps whose action the envelope had to change by > adjust_tolerance_rad
-    adjust_tolerance_rad: float = 0.02  # a smaller correction (a gripper a hair past its limit) does not count
-    max_tracking_error_rad: float = 0.35  # previous command vs observed position, any revolute joint
-    cancel_timeout_s: float = 10.0  # how long a stop (park included) may take before the rollout is abandoned
-    client_timeout_s: float = 2.0  # a client that does not answer a ping within this is gone
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"rollout limit {f.name}={value!r} must be a positive number")
-
-    @classmethod
-    def from_strings(cls, values: dict[str, str]) -> "RolloutLimits":
-        """From `field -> text` (the environment's form); unknown fields are an error, not ignored."""
-        known = {f.name: f.type for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"unknown rollout limits {unknown}; known: {sorted(known)}")
-        parsed = {}
-        for name, text in values.items():
-            try:
-                parsed[name] = int(text) if known[name] in (int, "int") else float(text)
-            except ValueError:
-                raise ValueError(f"rollout limit {name}={text!r} is not a number") from None
-        return cls(**parsed)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from tatbot_pipeline.recordings.scene import load_scene
+from tatbot_pipeline.scene_yaml import load_scene
 from tatbot_pipeline.robot.guard import UnsafeCommand, check_command, check_goal_time
 from tatbot_pipeline.robot.spec import ARMS, scene_pose
 

@@ -1,7 +1,7 @@
 """A simulated two-arm tatbot: joints follow commanded targets with a first-order lag, cameras are rendered.
 
 The lag matches what the synthetic recordings assume (a Trossen arm covers ~60 % of the remaining distance per
-0.1 s tick at goal_time_fast=0.2 s), and frames come from `synth.render_camera`, so a policy trained on synthetic
+0.1 s tick at goal_time_fast=0.2 s), and frames come from `robot/render.py: render_camera`, so a policy trained on synthetic
 recordings sees the same kind of images here. Faults tatbot actually meets — an arm dropping off the network, a
 camera read failing — can be injected at a given step to prove the rollout stops and recovers.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +42,9 @@ class SimRobot(Robot):
         cameras: dict[str, tuple[int, int]] | None = None,
         faults: SimFaults | None = None,
         start: np.ndarray = SLEEP_POSE,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        """`clock` (seconds) drives the joints' lag: the wall clock by default, a test's own clock to step it."""
         self.cameras = dict(cameras or {})
         self.faults = faults or SimFaults()
         self.position = np.asarray(start, dtype=np.float32).copy()
@@ -49,7 +52,8 @@ class SimRobot(Robot):
         self.commands: list[np.ndarray] = []  # every target sent, for inspection after a run
         self.observations = 0
         self._tau = 0.1
-        self._last = time.perf_counter()
+        self._clock = clock
+        self._last = clock()
         self._connected = False
         self._lock = threading.Lock()
         self._unhang = threading.Event()
@@ -61,7 +65,7 @@ class SimRobot(Robot):
 
     def connect(self) -> None:
         self._connected = True
-        self._last = time.perf_counter()
+        self._last = self._clock()
 
     def disconnect(self) -> None:
         self._connected = False
@@ -107,7 +111,7 @@ class SimRobot(Robot):
         return target
 
     def _advance(self) -> None:
-        now = time.perf_counter()
+        now = self._clock()
         alpha = 1.0 - math.exp(-(now - self._last) / self._tau)
         moved = (self.position + alpha * (self.target - self.position)).astype(np.float32)
         j = self.faults.pushed_joint

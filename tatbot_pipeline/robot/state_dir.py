@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pwd
 import stat
 from pathlib import Path
 
@@ -19,12 +18,6 @@ log = logging.getLogger(__name__)
 
 class UnsafeStateDir(RuntimeError):
     """The state dir or a file in it is owned by another user or writable by others."""
-
-
-def default_state_dir() -> Path:
-    """`~/.local/state/tatbot-robot` of the user running this process, from the password database, not $HOME, so a
-    server, a cron job and an operator's shell of the same user always share one lock."""
-    return Path(pwd.getpwuid(os.geteuid()).pw_dir) / ".local" / "state" / "tatbot-robot"
 
 
 def private_dir(path: Path) -> Path:

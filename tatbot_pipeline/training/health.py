@@ -15,8 +15,12 @@ import numpy as np
 
 from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_NAMES, JOINT_UPPER
 from tatbot_pipeline.robot.spec import RECORDED_LIMIT_TOLERANCE as LIMIT_TOLERANCE
-from tatbot_pipeline.training.metrics import MetricsSeries
+from tatbot_pipeline.training.train_log import MetricsSeries
 
+
+
+# The health checks `run_health` runs, by name: trained_policy's blocking asset checks, and the gate's "health".
+HEALTH_CHECKS = ("loss_decreased", "grad_norm_stable", "batch_sane")
 
 
 @dataclass(frozen=True)
@@ -161,3 +165,17 @@ def _stats_problems(checkpoint_dir: Path, lower: np.ndarray, upper: np.ndarray) 
 def run_health(metrics: MetricsSeries, dataset_root: Path, checkpoint_dir: Path) -> list[HealthResult]:
     """Every health verdict of one training run, in a stable order."""
     return [loss_decreased(metrics), grad_norm_stable(metrics), batch_sane(dataset_root, checkpoint_dir)]
+
+
+def health_of_run(latest: dict[str, tuple[str, str]], run_id: str) -> tuple[bool, str]:
+    """Whether every health check passed in the run that produced a checkpoint, and what did not: `latest` maps each
+    of HEALTH_CHECKS to (the run it was last evaluated in, its status: "succeeded", "failed", ...); a check that was
+    never evaluated is missing."""
+    problems = []
+    for name in HEALTH_CHECKS:
+        found = latest.get(name)
+        if found is None or found[0] != run_id:
+            problems.append(f"{name} not evaluated for this checkpoint")
+        elif found[1] != "succeeded":  # failed: the check ran and did not pass
+            problems.append(f"{name} {found[1]}")
+    return not problems, ", ".join(problems)

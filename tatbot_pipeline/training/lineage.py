@@ -14,20 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from tatbot_pipeline.datasets.build import MANIFEST as SPLIT_MANIFEST
-from tatbot_pipeline.recordings.scene import load_scene, scrub
-
-
-def last_checkpoint(run_dir: Path) -> Path:
-    """`<run>/checkpoints/last/pretrained_model`, the dir `PreTrainedPolicy.from_pretrained` loads."""
-    return Path(run_dir) / "checkpoints" / "last" / "pretrained_model"
-
-
-def run_and_step(checkpoint: Path | str) -> tuple[str, str] | None:
-    """(<run>, <step>) of lerobot-train's `.../<run>/checkpoints/<step>/pretrained_model`; None for other paths."""
-    parts = Path(checkpoint).parts
-    if len(parts) >= 4 and parts[-1] == "pretrained_model" and parts[-3] == "checkpoints":
-        return parts[-4], parts[-2]
-    return None
+from tatbot_pipeline.datasets.build import split_changes
+from tatbot_pipeline.scene_yaml import load_scene, scrub
 
 
 def split_manifest(train_root: Path) -> dict[str, Any] | None:
@@ -84,3 +72,34 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         sha = "no git"
     return f"tatbot_pipeline {__version__} ({sha}), lerobot {importlib_metadata.version('lerobot')}"
+
+
+# What the loop brought in since the previous checkpoint: trained_policy's entries, shown by policy_evaluation too.
+LOOP_ENTRIES = ("new_since_previous_checkpoint", "new_recordings", "new_episodes")
+
+
+def new_since_previous(splits_dir: Path, train_root: Path, previous_version: str | None,
+                       first: bool) -> dict[str, tuple[str, Any]]:
+    """Which recordings and how many episodes the split at `train_root` adds over the split the previous checkpoint
+    was trained on (`previous_version` under `splits_dir`; `first`: there is no previous checkpoint), as
+    `name -> (kind, value)` entries (LOOP_ENTRIES)."""
+    current = split_manifest(train_root)
+    if current is None:
+        return {LOOP_ENTRIES[0]: ("text", "unknown: this split has no split.json")}
+    previous = split_manifest(Path(splits_dir) / previous_version) if previous_version else None
+    changes = split_changes(previous, current)
+    new = changes["new_recordings"] + changes["changed_recordings"]
+    count = sum(changes["new_episodes"].values())
+    if first:
+        headline = f"first checkpoint: all {count} episodes of {len(new)} recordings are new"
+    elif previous is None:
+        headline = f"previous checkpoint's split {previous_version or '(unknown)'} is gone: counted against nothing"
+    else:
+        headline = (f"{count} new episodes (train {changes['new_episodes']['train']}, val "
+                    f"{changes['new_episodes']['val']}) from {len(changes['new_recordings'])} new and "
+                    f"{len(changes['changed_recordings'])} changed recordings; split {previous_version} -> "
+                    f"{changes['version']}")
+    lines = [headline] + [f"- {name}" for name in new[:20]] + ([f"- … {len(new) - 20} more"] if len(new) > 20 else [])
+    if changes["removed_recordings"] and previous is not None:
+        lines.append(f"\nno longer in the split: {', '.join(changes['removed_recordings'][:20])}")
+    return {LOOP_ENTRIES[0]: ("md", "\n".join(lines)), LOOP_ENTRIES[1]: ("json", new), LOOP_ENTRIES[2]: ("int", count)}

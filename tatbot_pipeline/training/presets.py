@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tatbot_pipeline.training.lineage import last_checkpoint
+from tatbot_pipeline.checkpoints import last_checkpoint
 from tatbot_pipeline.training.tiny import TINY_IMAGE_SIZE, TINY_VLM_LAYERS
 
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from tatbot_pipeline.config import apply_offline_defaults
 from tatbot_pipeline.console import report_progress
-from tatbot_pipeline.training.lineage import last_checkpoint
-from tatbot_pipeline.training.metrics import MetricsParser, MetricsSeries
+from tatbot_pipeline.checkpoints import last_checkpoint
+from tatbot_pipeline.training.train_log import MetricsParser, MetricsSeries
 from tatbot_pipeline.training.presets import TrainOptions, check_multi_gpu, get_preset, launcher_argv, resume_argv, train_argv
 from tatbot_pipeline.training.tiny import ensure_tiny_smolvlm, episode_length, tiny_smolvlm_dir
 

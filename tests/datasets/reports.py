@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.recordings.report import Finding, Severity, Status, ValidationReport
+from tatbot_pipeline.recordings.validation_report import Finding, Severity, Status, ValidationReport
 
 
 def write_report(settings: PipelineSettings, recording: Path, excluded: dict[int, str] | None = None,
@@ -33,11 +31,3 @@ def write_report(settings: PipelineSettings, recording: Path, excluded: dict[int
 
 def rec_name(i: int, design: str = "tatbotlogo") -> str:
     return f"stroke-{design}-2025y-08m-09d-17h-{i:02d}m-00s"
-
-
-@pytest.fixture(autouse=True)
-def datasets_cache(tmp_path, monkeypatch):
-    """LeRobotDataset loads parquet through HF datasets, which caches arrow files: keep them out of ~/.cache."""
-    import datasets
-
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets")

@@ -15,7 +15,7 @@ import pytest
 from tatbot_pipeline.datasets.build import build_splits, resolve_latest
 from tatbot_pipeline.datasets.merge import EpisodeSource, check_merged, write_merged_dataset
 from tatbot_pipeline.datasets.split import SplitConfig
-from tatbot_pipeline.recordings.report import Status
+from tatbot_pipeline.recordings.validation_report import Status
 from tests.datasets.frames import assert_frames_from_sources, load
 from tests.datasets.reports import rec_name, write_report
 

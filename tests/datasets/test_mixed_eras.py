@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tatbot_pipeline.datasets.build import build_splits
-from tatbot_pipeline.datasets.lerobot_tables import read_info
+from tatbot_pipeline.lerobot_tables import read_info
 from tatbot_pipeline.datasets.merge import EpisodeSource, write_merged_dataset
 from tatbot_pipeline.datasets.split import SplitConfig
 from tatbot_pipeline.synth import SynthSpec, make_recordings

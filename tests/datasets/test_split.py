@@ -8,7 +8,7 @@ import pytest
 
 from tatbot_pipeline.datasets.selection import RecordingEntry, Selection, check_compatible, load_usable_recordings
 from tatbot_pipeline.datasets.split import SplitConfig, assign, score
-from tatbot_pipeline.recordings.report import Status
+from tatbot_pipeline.recordings.validation_report import Status
 from tests.datasets.reports import rec_name, write_report
 
 FEATURES = {"action": {"dtype": "float32", "shape": [14], "names": None}}

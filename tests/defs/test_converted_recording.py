@@ -8,7 +8,7 @@ from tatbot_pipeline.datasets.build import build_splits
 from tatbot_pipeline.datasets.split import SplitConfig
 from tatbot_pipeline.defs.ingestion import recording_validation, stroke_recording
 from tatbot_pipeline.defs.resources import PipelineResource
-from tatbot_pipeline.recordings.report import ValidationReport
+from tatbot_pipeline.recordings.validation_report import ValidationReport
 
 
 def test_v21_partition_is_converted_and_its_copy_split(recording_copy, pristine_v21, pristine_recording_nocams, settings):

@@ -12,7 +12,7 @@ from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.defs.evaluation import policy_evaluation
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.training import CHECKS
-from tatbot_pipeline.evaluation.gate import read_promoted
+from tatbot_pipeline.promotion import read_promoted
 
 LOOSE = {"max_mae": 1e9, "max_joint_mae": 1e9, "latency_budget_ms": 1e9, "max_episodes": 1}
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tatbot_pipeline.defs import ingestion
 from tatbot_pipeline.defs.ingestion import (
     recording_validation,
     recordings_partitions,
@@ -19,9 +18,9 @@ from tatbot_pipeline.defs.ingestion import (
     stroke_recording,
 )
 from tatbot_pipeline.defs.resources import PipelineResource
-from tatbot_pipeline.recordings.report import Status, ValidationReport
-from tatbot_pipeline.recordings.scan import RecordingsRootError
-from tests.conftest import age_tree
+from tatbot_pipeline.recordings.validation_report import Status, ValidationReport
+from tatbot_pipeline.recordings.scan import PER_TICK, RecordingsRootError
+from tests.conftest import age_tree, as_never_connected
 
 
 
@@ -96,9 +95,8 @@ def _stub_recordings(root: Path, n: int) -> list[str]:
     return names
 
 
-def test_a_backlog_goes_in_chunks_with_a_small_cursor(recordings_root: Path, tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(ingestion, "PER_TICK", 100)  # 1,000 in production; the old sensor took 100 per tick too
-    names = _stub_recordings(recordings_root, 250)
+def test_a_backlog_goes_in_chunks_with_a_small_cursor(recordings_root: Path, tmp_path: Path):
+    names = _stub_recordings(recordings_root, 2 * PER_TICK + 50)  # the production batch size, not a patched one
     with dg.instance_for_test() as instance:
         resources = {"pipeline": _resource(recordings_root, tmp_path / "home")}
         requested, cursor = [], None
@@ -110,7 +108,7 @@ def test_a_backlog_goes_in_chunks_with_a_small_cursor(recordings_root: Path, tmp
             requested.append(len(result.run_requests))
             _apply(instance, result)
             cursor = result.cursor
-        assert requested == [100, 100, 50]
+        assert requested == [PER_TICK, PER_TICK, 50]
         assert sorted(instance.get_dynamic_partitions("recordings")) == names
         [seen_file] = (tmp_path / "home" / "ingestion").glob(f"seen-{cursor.split(':')[0]}-3.json")
         assert set(json.loads(seen_file.read_text())) == set(names)
@@ -242,6 +240,30 @@ def test_materialize_reports_verdicts_and_gates_failed_recordings(recording_copy
         assert ValidationReport.load(home / "validation" / f"{good.name}.json").episodes_usable == [0, 2, 3]
 
     assert _tree_digest(recordings_root) == before, "the recordings root must stay byte-identical"
+
+
+def test_a_session_with_nothing_recorded_is_empty_and_neither_fails_nor_enters_the_split(
+        recording_copy, recordings_root: Path, tmp_path: Path):
+    from tatbot_pipeline.datasets.selection import load_usable_recordings
+
+    good = recording_copy("stroke-tatbotlogo-2025y-08m-09d-17h-02m-10s")
+    empty = recording_copy("stroke-default-2025y-09m-20d-14h-31m-07s")
+    as_never_connected(empty, tmp_path / "recorded")
+    home = tmp_path / "home"
+    with dg.instance_for_test() as instance:
+        result = _materialize(recordings_root, home, [good.name, empty.name], instance)[empty.name]
+        [validation] = [m.materialization for m in result.get_asset_materialization_events()
+                        if m.asset_key == dg.AssetKey("recording_validation")]
+        assert result.success and validation.metadata["status"].value == "empty"
+        assert validation.metadata["summary"].value == \
+            "EMPTY: no strokes recorded (no meta/) — the robot never connected?"
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks == {"recording_usable": True, "all_episodes_usable": True}
+        assert instance.get_status_by_partition(dg.AssetKey("recording_validation"), [empty.name],
+                                                recordings_partitions) == {empty.name: dg.AssetPartitionStatus.MATERIALIZED}
+    selection = load_usable_recordings(home / "validation")
+    assert [e.name for e in selection.recordings] == [good.name]
+    assert empty.name not in selection.skipped
 
 
 def test_metadata_never_carries_scene_secrets(recording_copy, recordings_root: Path, tmp_path: Path):

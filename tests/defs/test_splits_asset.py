@@ -8,8 +8,8 @@ import dagster as dg
 
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.splits import training_splits
-from tatbot_pipeline.recordings.report import Status
-from tests.datasets.reports import datasets_cache, rec_name, write_report  # noqa: F401  (autouse fixture)
+from tatbot_pipeline.recordings.validation_report import Status
+from tests.datasets.reports import rec_name, write_report
 
 
 def materialize(settings, run_config: dict | None = None) -> dg.ExecuteInProcessResult:

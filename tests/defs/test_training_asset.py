@@ -12,7 +12,7 @@ import pytest
 
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.training import CHECKS, TRAINING_TAG, run_dir_name, trained_policy
-from tatbot_pipeline.recordings.scene import load_scene, secret_values
+from tatbot_pipeline.scene_yaml import load_scene, secret_values
 
 
 @pytest.fixture

@@ -9,16 +9,10 @@ import numpy as np
 import pytest
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.evaluation.gate import (
-    Thresholds,
-    decide,
-    latency_rule,
-    leaderboard_entry,
-    leaderboard_markdown,
-    record,
-    rollout_latency_problem,
-)
-from tatbot_pipeline.evaluation.metrics import action_errors, latency
+from tatbot_pipeline.evaluation.gate import Thresholds, decide, record
+from tatbot_pipeline.policy.modes import latency_rule
+from tatbot_pipeline.promotion import leaderboard_entry, leaderboard_markdown, rollout_latency_problem
+from tatbot_pipeline.evaluation.action_errors import action_errors, latency
 from tatbot_pipeline.evaluation.offline import OfflineEval
 
 ACCURATE = Thresholds(max_mae=1e9, max_joint_mae=1e9)  # latency_budget_s 0: the budget of the assumed mode
@@ -87,3 +81,13 @@ def test_a_rollout_check_uses_the_chunk_rule_on_the_same_device_only(tmp_path: P
     assert mode == "async" and "p95 chunk latency 150.0 ms on cuda > budget 140.0 ms" in problem
     assert rollout_latency_problem(entry, fps=10, device="cpu") == (None, None)  # measured on another device
     assert json.loads((tmp_path / "outputs/eval/leaderboard.json").read_text())[0]["inference_mode"] == "async"
+
+
+def test_the_gate_builds_its_thresholds_from_plain_settings_and_the_launchpad(monkeypatch):
+    monkeypatch.setenv("TATBOT_GATE_MAX_MAE", "0.2")
+    monkeypatch.setenv("TATBOT_GATE_LATENCY_MS", "250")
+    settings = PipelineSettings.from_env()
+    assert settings.gate_overrides == {"max_mae": 0.2, "latency_budget_s": 0.25}  # plain numbers, no gate object
+    assert Thresholds.for_lab(settings) == Thresholds(max_mae=0.2, max_joint_mae=0.35, latency_budget_s=0.25)
+    chosen = Thresholds.for_lab(settings, max_mae=None, max_joint_mae=0.5, latency_budget_s=None)
+    assert chosen == Thresholds(max_mae=0.2, max_joint_mae=0.5, latency_budget_s=0.25)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.evaluation.gate import Thresholds, decide, leaderboard_markdown, read_promoted, record
-from tatbot_pipeline.evaluation.metrics import action_errors
+from tatbot_pipeline.evaluation.gate import Thresholds, decide, record
+from tatbot_pipeline.promotion import leaderboard_markdown, read_promoted
+from tatbot_pipeline.evaluation.action_errors import action_errors
 from tatbot_pipeline.evaluation.offline import evaluate_checkpoint
 from tatbot_pipeline.plots import error_summary, png_markdown, trajectories
 
@@ -83,7 +84,7 @@ def test_chunk_replay_predicts_what_select_action_replays(tmp_path: Path, pristi
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     from tatbot_pipeline.evaluation.offline import _frame_to_observation
-    from tatbot_pipeline.inference.policy import load_policy
+    from tatbot_pipeline.policy.loading import load_policy
     from tests.inference.checkpoints import save_tiny_act_checkpoint
 
     ckpt = save_tiny_act_checkpoint(tmp_path / "act", pristine_recording, chunk_size=4)

@@ -22,9 +22,9 @@ from tatbot_pipeline.inference import rollout
 from tatbot_pipeline.inference.chunks import WORKER_THREAD_NAME as WORKER, ChunkQueue
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import INFERENCE_KEY, INFERENCE_NAMES
-from tatbot_pipeline.inference.policy import Chunk, load_policy
+from tatbot_pipeline.policy.loading import Chunk, load_policy
 from tatbot_pipeline.inference.rollout import VLAInferInput, vla_infer
-from tatbot_pipeline.datasets.lerobot_tables import numpy_column
+from tatbot_pipeline.lerobot_tables import numpy_column
 from tatbot_pipeline.robot.base import observation_frame
 from tatbot_pipeline.robot.safety import SafetyEnvelope
 from tatbot_pipeline.robot.sim import SimRobot
@@ -181,20 +181,27 @@ def test_a_worker_error_stops_the_rollout_with_its_reason(act_checkpoint, tmp_pa
 
 
 def test_a_late_chunk_is_a_stop_not_a_hold_or_a_burst(act_checkpoint, tmp_path, faulty_worker):
-    def slow(compute, call):
-        time.sleep(1.5)  # 15 periods: the 8 actions of the first chunk run out long before
-        return compute()
+    release, landed = threading.Event(), threading.Event()
 
-    faulty_worker(slow)
+    def late(compute, call):
+        # However fast this machine is, the second chunk lands only after the rollout has given up on it: the
+        # 8 actions of the first chunk run out first, by construction, not by a race against a sleep.
+        release.wait(timeout=120)
+        chunk = compute()
+        landed.set()
+        return chunk
+
+    faulty_worker(late)
     sim = FaultySim()
     out = vla_infer(request(act_checkpoint, max_steps=100, record_eval=True), settings(tmp_path), factory=sim)
+    release.set()
+    assert landed.wait(timeout=60) and workers_gone()
     assert not out.success and out.num_steps == 8, out.message
     assert out.stop_reason.startswith("no action ready for step 9: chunk inference fell behind the 10 Hz control rate")
     robot = sim.robots[-1]
     assert_parked(robot)
     assert len(robot.commands) == 8 + 2  # nothing sent while waiting, and nothing rushed when the chunk landed
     assert eval_steps(out.eval_dir)["chunk_index"].tolist() == [0] * 8
-    assert workers_gone()
 
 
 # --- the envelope --------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.inference.deploy import DeployTarget, deploy
+from tatbot_pipeline.inference.delivery import DeployTarget, deploy
 from tatbot_pipeline.inference.plan import PlanError, check_plan, plan_rollout
 from tatbot_pipeline.inference.quality import rollout_quality
 from tatbot_pipeline.inference.rollout import VLAInferOutput

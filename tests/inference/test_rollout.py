@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.inference.policy import resolve_device
+from tatbot_pipeline.policy.loading import resolve_device
 from tatbot_pipeline.inference.control import RolloutControl
-from tatbot_pipeline.inference.rollout import VLAInferInput, resolve_checkpoint, vla_infer
+from tatbot_pipeline.inference.rollout import VLAInferInput, checkpoint_location, vla_infer
 from tatbot_pipeline.robot.arming import arm
 from tatbot_pipeline.robot.lock import RobotLock
 from tatbot_pipeline.robot.sim import SimRobot
@@ -30,8 +30,8 @@ def test_cuda_falls_back_to_cpu_with_a_note():
 
 
 def test_relative_checkpoints_live_under_the_home(tmp_path):
-    assert resolve_checkpoint("outputs/train/x", tmp_path) == (tmp_path / "outputs/train/x").resolve()
-    assert resolve_checkpoint("/abs/ckpt", tmp_path) == resolve_checkpoint("/abs/ckpt", tmp_path / "other")
+    assert checkpoint_location("outputs/train/x", tmp_path) == (tmp_path / "outputs/train/x").resolve()
+    assert checkpoint_location("/abs/ckpt", tmp_path) == checkpoint_location("/abs/ckpt", tmp_path / "other")
 
 
 def settings(tmp_path) -> PipelineSettings:

@@ -14,7 +14,7 @@ import pytest
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.inference.rollout import VLAInferInput
 from tatbot_pipeline.inference.server import RolloutService, ServerConfig
-from tatbot_pipeline.recordings.scene import load_scene, secret_values
+from tatbot_pipeline.scene_yaml import load_scene, secret_values
 from tatbot_pipeline.robot.sim import SimFaults, SimRobot
 from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_UPPER, READY_POSE
 from tests.inference.conftest import mcp_session, progress_event, running_server

@@ -49,3 +49,28 @@ def test_human_output_shows_joystick_moves(recording_copy):
     assert out.returncode == 0 and out.stdout.startswith("PASS")
     [line] = [x for x in out.stdout.splitlines() if "depth offset moved" in x]
     assert line.strip().startswith("depth offset moved (joystick): episode 2: ") and "->" in line
+
+
+def test_a_v21_conversion_shows_no_library_progress_bars_and_names_the_home(recording_copy, pristine_v21, tmp_path):
+    import os
+
+    rec = recording_copy(source=pristine_v21)
+    home = tmp_path / "home"
+    env = {**os.environ, "TATBOT_PIPELINE_HOME": str(home)}
+    cmd = [sys.executable, "-m", "tatbot_pipeline.cli", "validate", "--settle-seconds", "0", str(rec)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("PASS") and f"{home}/converted/{rec.name}" in out.stdout
+    assert out.stderr.splitlines() == [f"pipeline home: {home} (from TATBOT_PIPELINE_HOME)"]  # no bars, no prints
+
+
+def test_outside_the_activated_shell_the_home_is_the_documented_default_not_the_cwd(tmp_path):
+    code = "from tatbot_pipeline.config import PipelineSettings; s = PipelineSettings.from_env(); print(s.home); " \
+           "print(s.home_note())"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TATBOT_PIPELINE_HOME"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    home, note = out.stdout.splitlines()
+    repo = Path(__file__).resolve().parents[2]
+    assert Path(home) == repo / ".tatbot" and not Path(home).is_relative_to(tmp_path)
+    assert note == f"pipeline home: {home} (TATBOT_PIPELINE_HOME is not set: the default home (source " \
+                   ".venv/bin/activate sets it))"

@@ -17,8 +17,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from tatbot_pipeline.recordings.convert import LINEAGE_FILE
-from tatbot_pipeline.recordings.report import Severity, Status
-from tatbot_pipeline.recordings.scene import load_scene
+from tatbot_pipeline.recordings.validation_report import Severity, Status
+from tatbot_pipeline.scene_yaml import load_scene
 from tatbot_pipeline.recordings.validate import validate_recording
 from tatbot_pipeline.synth import RecordingSession, SynthSpec, make_recordings, resume_recording
 from tests.conftest import age_tree

@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from tatbot_pipeline.recordings.report import Severity, Status
-from tatbot_pipeline.recordings.scene import load_scene
+from tatbot_pipeline.recordings.validation_report import Severity, Status
+from tatbot_pipeline.scene_yaml import load_scene
 from tatbot_pipeline.recordings.validate import validate_recording
 from tatbot_pipeline.synth import SynthSpec, make_recordings
-from tests.conftest import age_tree
+from tests.conftest import age_tree, as_never_connected
 
 DATA = "data/chunk-000/file-000.parquet"
 EPISODES = "meta/episodes/chunk-000/file-000.parquet"
@@ -151,6 +151,25 @@ def test_unfinalized_recording_is_incomplete_while_fresh_and_fails_when_stale(re
     assert any("never finalized" in f.message for f in stale.findings)
 
 
+def test_a_session_whose_robot_never_connected_is_empty_until_episodes_appear(recording_copy, tmp_path):
+    """stroke_tool writes scene.yaml, strokes.yaml, arrays/ and the strokebatch before connecting; a failed connect
+    leaves just those. That is `empty` (not a failure); once strokes are recorded into it (`stroke_tool resume`), it
+    is validated like any recording."""
+    rec, stash = recording_copy(), tmp_path / "recorded"
+    as_never_connected(rec, stash)
+    assert {p.name for p in rec.iterdir()} == {"scene.yaml", "strokes.yaml", "arrays", "strokebatch.safetensors"}
+    assert validate_recording(rec, settle_seconds=60).status is Status.INCOMPLETE  # may be connecting right now
+    age_tree(rec, 3600)
+    empty = validate_recording(rec, settle_seconds=60)
+    assert empty.status is Status.EMPTY
+    assert not empty.usable and not empty.failed
+    assert empty.headline() == "EMPTY: no strokes recorded (no meta/) — the robot never connected?"
+    for part in stash.iterdir():
+        shutil.move(part, rec / part.name)
+    resumed = validate_recording(rec, settle_seconds=0)
+    assert resumed.status is Status.PASS and resumed.episodes_usable == [0, 1, 2, 3]
+
+
 def test_truncated_episodes_parquet_fails_without_traceback(recording_copy):
     rec = recording_copy()
     data = (rec / EPISODES).read_bytes()
@@ -166,6 +185,14 @@ def test_v21_without_a_place_for_the_copy_is_refused_clearly(recording_copy, pri
     assert report.status is Status.FAIL
     [finding] = [f for f in report.findings if f.check == "format_version"]
     assert "v2.1" in finding.message and "converts a copy under the pipeline home" in finding.message
+
+
+def test_a_failed_conversion_says_why_once(recording_copy, pristine_v21):
+    rec = recording_copy(source=pristine_v21)
+    report = validate_recording(rec, settle_seconds=0, converted_dir=rec.parent / ".converted")
+    assert report.status is Status.FAIL
+    [finding] = [f for f in report.findings if f.check == "format_version"]
+    assert "is inside the recordings root" in finding.message and "no place for the copy" not in finding.message
 
 
 def test_garbage_files_fail_without_traceback(recording_copy):

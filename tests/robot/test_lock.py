@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tatbot_pipeline.robot.lock import RobotBusy, RobotLock
-from tatbot_pipeline.robot.state_dir import UnsafeStateDir, default_state_dir
+from tatbot_pipeline.config import default_state_dir
+from tatbot_pipeline.robot.state_dir import UnsafeStateDir
 
 HOLD = """
 import sys, time

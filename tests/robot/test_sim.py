@@ -1,4 +1,4 @@
-import time
+import math
 
 import numpy as np
 import pytest
@@ -22,16 +22,29 @@ def test_is_a_robot_and_the_context_manager_disconnects():
     check_frames(obs, CAMS)
 
 
+class StepClock:
+    """The sim's clock, stepped by the test: the lag is a function of simulated time, not of this machine's speed."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_joints_lag_behind_a_non_blocking_target_and_blocking_moves_arrive():
-    with SimRobot(start=READY_POSE) as robot:
+    clock = StepClock()
+    with SimRobot(start=READY_POSE, clock=clock) as robot:
         target = READY_POSE.copy()
         target[0] += 0.2
-        robot.send(target, goal_time=0.2)
-        time.sleep(0.05)
+        robot.send(target, goal_time=0.2)  # time constant: half the goal time, 0.1 s
+        assert joints_of(robot.observe())[0] == pytest.approx(READY_POSE[0], abs=1e-6)  # no time passed: not moved
+        clock.now += 0.05
         moved = joints_of(robot.observe())[0] - READY_POSE[0]
-        assert 0.01 < moved < 0.19  # on its way, not there: first-order lag
-        time.sleep(0.4)
-        assert joints_of(robot.observe())[0] == pytest.approx(target[0], abs=0.01)
+        assert moved == pytest.approx(0.2 * (1 - math.exp(-0.5)), abs=1e-5)  # on its way, not there: first-order lag
+        clock.now += 0.4
+        remaining = target[0] - joints_of(robot.observe())[0]
+        assert remaining == pytest.approx(0.2 * math.exp(-4.5), abs=1e-5)
         robot.send(SLEEP_POSE, goal_time=1.8, blocking=True)
         np.testing.assert_allclose(joints_of(robot.observe()), SLEEP_POSE, atol=1e-6)
 

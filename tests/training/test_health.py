@@ -8,7 +8,7 @@ import numpy as np
 
 from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_UPPER
 from tatbot_pipeline.training.health import batch_sane, grad_norm_stable, loss_decreased, run_health
-from tatbot_pipeline.training.metrics import MetricsSeries
+from tatbot_pipeline.training.train_log import MetricsSeries
 
 
 def series(loss, grad):
@@ -81,3 +81,15 @@ def test_batch_with_broken_stats_fails(trained_run, train_split, tmp_path):
     save_file(stats, stats_file)
     verdict = batch_sane(train_split, ckpt)
     assert not verdict.passed and "action: normalizer stats not finite" in verdict.message
+
+
+def test_health_of_run_names_every_check_that_did_not_pass_for_this_run():
+    from tatbot_pipeline.training.health import HEALTH_CHECKS, health_of_run
+
+    all_passed = {name: ("run-1", "succeeded") for name in HEALTH_CHECKS}
+    assert health_of_run(all_passed, "run-1") == (True, "")
+    mixed = {"loss_decreased": ("run-1", "failed"), "grad_norm_stable": ("run-0", "succeeded")}
+    passed, note = health_of_run(mixed, "run-1")
+    assert not passed
+    assert note == ("loss_decreased failed, grad_norm_stable not evaluated for this checkpoint, "
+                    "batch_sane not evaluated for this checkpoint")

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tatbot_pipeline.training.metrics import MetricsSeries
+from tatbot_pipeline.checkpoints import last_checkpoint
+from tatbot_pipeline.training.train_log import MetricsSeries
 from tatbot_pipeline.training.presets import TrainOptions
 from tatbot_pipeline.training.runner import (
     METRICS_FILE,
     TrainingFailed,
     checkpoint_step,
-    last_checkpoint,
     train_policy,
     training_env,
 )

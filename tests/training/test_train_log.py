@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from tatbot_pipeline.training.metrics import MetricsParser, MetricsSeries, parse_log
+from tatbot_pipeline.training.train_log import MetricsParser, MetricsSeries, parse_log
 
 LINE = ("INFO 2026-11-26 23:43:47 ot_train.py:435 step:{step} smpl:8 ep:1 epch:0.25 loss:{loss} grdn:{grdn} "
         "lr:9.9e-05 updt_s:0.531 data_s:0.057")

@@ -1,9 +1,8 @@
-"""What a training run reports about its checkpoint: one builder for the `trained_policy` asset and the Pipes entry
-point, so a checkpoint trained on a GPU node carries the same lineage (split version, fingerprints, scene, code
-version, loss curve) as one trained on the Dagster host.
+"""What a training run reports about its checkpoint: health checks, validation loss, lineage (split version,
+fingerprints, scene, code version) and the loss curve, for the `trained_policy` asset.
 
 Entries are `name -> (kind, value)` with Dagster's metadata kinds ("text", "int", "float", "path", "md", "json",
-"url"); each side turns them into its own form (MetadataValue, or Pipes' raw values). No dagster import here.
+"url"); defs/metadata.py turns them into MetadataValues, so no dagster import is needed here.
 """
 
 from __future__ import annotations
@@ -45,11 +44,6 @@ def report_training(run: TrainingRun, train_root: Path, log: Callable[[str], Non
     first, last = training_entries(run, train_root, val_loss)
     summary = training_summary(run, val_loss, (sum(h.passed for h in health), len(health)))
     return TrainingReport(summary, first, last, health)
-
-
-def plain_details(health: HealthResult) -> dict[str, Any]:
-    """A health check's details as JSON values (numpy scalars and paths as the JSON encoder renders them)."""
-    return json.loads(json.dumps(health.details, default=str))
 
 
 def training_summary(run: TrainingRun, val_loss: dict[int, float] | None, health: tuple[int, int]) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.training.lineage import run_and_step
+from tatbot_pipeline.checkpoints import run_and_step
 
 REQUIRED_FILES = ("config.json", "model.safetensors")
 

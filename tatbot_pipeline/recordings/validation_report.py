@@ -15,6 +15,7 @@ class Status(str, Enum):
     WARN = "warn"  # usable, but episodes were excluded or anomalies logged
     FAIL = "fail"  # recording unusable
     INCOMPLETE = "incomplete"  # still being written (or unfinalized and recently touched)
+    EMPTY = "empty"  # a session dir with nothing recorded (the robot never connected): nothing to use, nothing wrong
 
 
 class Severity(str, Enum):
@@ -23,9 +24,10 @@ class Severity(str, Enum):
     EXCLUDE = "exclude"  # the episode it names is excluded from training
     ERROR = "error"  # the recording is unusable
     INCOMPLETE = "incomplete"  # not finished yet; check again later
+    EMPTY = "empty"  # no episodes were ever recorded here
 
 
-_ORDER = [Severity.INCOMPLETE, Severity.ERROR, Severity.EXCLUDE, Severity.WARNING, Severity.INFO]
+_ORDER = [Severity.INCOMPLETE, Severity.EMPTY, Severity.ERROR, Severity.EXCLUDE, Severity.WARNING, Severity.INFO]
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,11 @@ class ValidationReport:
         return self.status in (Status.PASS, Status.WARN)
 
     @property
+    def failed(self) -> bool:
+        """Broken or unfinished data: the partition fails. An empty session is neither usable nor failed."""
+        return self.status in (Status.FAIL, Status.INCOMPLETE)
+
+    @property
     def episodes_excluded(self) -> dict[int, list[str]]:
         """Excluded episode -> the reasons, for tables and split metadata."""
         out: dict[int, list[str]] = {}
@@ -65,13 +72,16 @@ class ValidationReport:
 
     @property
     def first_reason(self) -> str:
-        """The finding that decided a fail/incomplete verdict (the most severe, first found)."""
-        blocking = [f for f in self.findings if f.severity in (Severity.ERROR, Severity.INCOMPLETE)]
+        """The finding that decided a fail/incomplete/empty verdict (the most severe, first found)."""
+        blocking = sorted((f for f in self.findings if f.severity in (Severity.ERROR, Severity.INCOMPLETE, Severity.EMPTY)),
+                          key=lambda f: _ORDER.index(f.severity))
         return blocking[0].message if blocking else ""
 
     def headline(self) -> str:
         """One line for the UI: 'WARN 4/6 usable: ep 1 dead_arm, ep 4 cameras' or 'FAIL: <first reason>'."""
         verdict = self.status.value.upper()
+        if self.status is Status.EMPTY:
+            return f"{verdict}: {self.first_reason}"
         if not self.usable:
             return f"{verdict} 0/{self.episodes_total} usable: {self.first_reason[:200]}"
         head = f"{verdict} {len(self.episodes_usable)}/{self.episodes_total} usable"
@@ -126,6 +136,8 @@ def verdict(findings: list[Finding], episodes_total: int) -> tuple[Status, list[
     severities = {f.severity for f in findings}
     if Severity.INCOMPLETE in severities:
         return Status.INCOMPLETE, []
+    if Severity.EMPTY in severities:
+        return Status.EMPTY, []
     if Severity.ERROR in severities:
         return Status.FAIL, []
     excluded = {f.episode for f in findings if f.severity is Severity.EXCLUDE and f.episode is not None}

@@ -8,7 +8,8 @@
 Async replaces the queue with the new chunk minus the actions executed while it was computed (replace-with-delay, as
 LeRobot's RTC `ActionQueue` does). A chunk of n actions that took d periods leaves n - d to execute, and the next
 chunk takes d periods again, so keeping up needs 2 d + margin <= n: the Real-Time Chunking paper's d <= H - s with
-s >= d. That, not d <= n - margin, is the async latency budget; the gate (evaluation/gate.py) applies the same rule.
+s >= d. That, not d <= n - margin, is the async latency budget; `latency_rule` applies it to a measured latency for
+the promotion gate (evaluation/gate.py) and the rollout plan (promotion.py: rollout_latency_problem).
 """
 
 from __future__ import annotations
@@ -64,3 +65,34 @@ class ModeChoice:
     def describe(self) -> str:
         return (f"{self.mode} inference ({'requested' if self.requested else 'default'}; chunk inference p95 "
                 f"{self.chunk_p95_s * 1000:.0f} ms, measured by {self.measured_by})")
+
+
+@dataclass(frozen=True)
+class LatencyRule:
+    """The chunk latency budget applied, and the inference mode it assumed."""
+
+    mode: Mode
+    budget_s: float
+    p95_s: float
+    set_by: str  # how the budget was set, for the reason
+
+    @property
+    def passed(self) -> bool:
+        return self.p95_s <= self.budget_s
+
+    def reason(self, device: str) -> str:
+        return (f"p95 chunk latency {self.p95_s * 1000:.1f} ms on {device} > budget {self.budget_s * 1000:.1f} ms "
+                f"assuming {self.mode} inference ({self.set_by})")
+
+
+def latency_rule(p95_s: float, fps: float, n_action_steps: int, budget_override_s: float = 0.0) -> LatencyRule:
+    """Assume the mode `vla_infer` would pick by default for this latency; a lab-set budget overrides its budget."""
+    mode = default_mode(p95_s, fps)
+    if budget_override_s:
+        return LatencyRule(mode, budget_override_s, p95_s, "latency_budget_ms set for the gate")
+    budget = latency_budget_s(mode, fps, n_action_steps)
+    if mode == "sync":
+        how = f"one period at {fps:g} Hz"
+    else:
+        how = f"(n_action_steps {n_action_steps} - margin {ASYNC_MARGIN_STEPS}) // 2 periods at {fps:g} Hz"
+    return LatencyRule(mode, budget, p95_s, how)

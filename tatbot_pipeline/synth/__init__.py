@@ -4,9 +4,9 @@
 strokes.yaml + arrays/ and strokebatch.safetensors first, then one episode per stroke pair — per pose step the
 joystick may move a depth offset, the observation is read, `StrokeBatch.offset_joints` at each arm's current offset
 is sent, and the frame holds the observation and the sent action; after the stroke its root-logger lines go to
-`logs/episode_NNNNNN.txt` and the episode is saved. The dataset files come from an era writer (`synth_writers`):
+`logs/episode_NNNNNN.txt` and the episode is saved. The dataset files come from an era writer (`synth/era_writers.py`):
 by default the current fork (LeRobot v3.0, metadata rewritten after every episode, no finalize), optionally the
-v2.1-era fork or upstream lerobot 0.4.4. The tatbot side files come from `synth_files`. Deterministic per seed.
+v2.1-era fork or upstream lerobot 0.4.4. The tatbot side files come from `synth/side_files.py`. Deterministic per seed.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tatbot_pipeline.robot.spec import (  # noqa: F401 - CAMERAS and ROBOT_TYPE 
     dataset_features,
     scene_pose,
 )
-from tatbot_pipeline.synth_files import (
+from tatbot_pipeline.synth.side_files import (
     actions_from_strokebatch,
     black_camera_log,
     dead_arm_log,
@@ -42,7 +42,7 @@ from tatbot_pipeline.synth_files import (
     write_scene,
     write_strokes,
 )
-from tatbot_pipeline.synth_writers import WRITERS, DatasetWriter
+from tatbot_pipeline.synth.era_writers import WRITERS, DatasetWriter
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tatbot_pipeline.datasets.lerobot_tables import common_schema, conform, numpy_column, read_episodes
+from tatbot_pipeline.lerobot_tables import common_schema, conform, numpy_column, read_episodes
 
 
 def test_numpy_column_gives_one_axis_per_list_level():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tatbot_pipeline.evaluation.metrics import action_errors, latency
+from tatbot_pipeline.evaluation.action_errors import action_errors, latency
 
 
 def test_action_errors_match_hand_computation():

@@ -1,0 +1,84 @@
+"""The leaderboard and the promotion store: which checkpoint the robot job may use by default.
+
+`promoted.json` under the pipeline home names the promoted checkpoint; `outputs/eval/leaderboard.json` keeps every
+evaluated one. Both are small JSON files written atomically so a robot job reading them never sees half a file. The
+gate (evaluation/gate.py) decides and writes through `add_to_leaderboard`; the rollout plan and `vla_infer` only
+read, so the robot node's code needs nothing from evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tatbot_pipeline.checkpoints import run_name
+from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.files import write_atomic
+from tatbot_pipeline.policy.modes import Mode, latency_rule
+
+
+def _write_json(path: Path, value) -> None:
+    write_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def leaderboard_entry(settings: PipelineSettings, checkpoint: Path | str) -> dict | None:
+    """The leaderboard's record of `checkpoint` (same resolved path), None when it was never evaluated here."""
+    path = settings.leaderboard_path
+    if not path.exists():
+        return None
+    wanted = Path(checkpoint).resolve()
+    entries = json.loads(path.read_text())
+    return next((e for e in entries if e.get("checkpoint") and Path(e["checkpoint"]).resolve() == wanted), None)
+
+
+def rollout_latency_problem(entry: dict, fps: int, device: str) -> tuple[str | None, Mode | None]:
+    """Whether a checkpoint evaluated as `entry` is too slow for a rollout at `fps` on `device`, and the mode its
+    measurement calls for. Entries from before chunk latency was measured hold a per-call p95: the old rule."""
+    if entry.get("device") != device:
+        return None, None
+    p95_ms = entry.get("chunk_latency_p95_ms")
+    override_s = (entry.get("thresholds") or {}).get("latency_budget_s") or 0.0
+    if p95_ms is None:
+        budget_ms = override_s * 1000 or 1000 / fps
+        if entry["latency_p95_ms"] > budget_ms:
+            return (f"p95 latency {entry['latency_p95_ms']:.1f} ms measured on {device} exceeds the {budget_ms:.0f} ms "
+                    f"budget at {fps} Hz"), None
+        return None, None
+    rule = latency_rule(p95_ms / 1000, fps, int(entry.get("n_action_steps") or 1), override_s)
+    return (None if rule.passed else rule.reason(device) + f" at {fps} Hz"), rule.mode
+
+
+def read_promoted(settings: PipelineSettings) -> dict | None:
+    """The promoted checkpoint's record ({"checkpoint": ..., ...}) or None when nothing was promoted yet."""
+    path = settings.promoted_path
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def add_to_leaderboard(settings: PipelineSettings, entry: dict) -> list[dict]:
+    """Put `entry` on the leaderboard (replacing an earlier evaluation of the same checkpoint) and make it the
+    promoted checkpoint when `entry["promoted"]`; return the leaderboard."""
+    path = settings.leaderboard_path
+    board = json.loads(path.read_text()) if path.exists() else []
+    board = [e for e in board if e["checkpoint"] != entry["checkpoint"]] + [entry]
+    _write_json(path, board)
+    if entry["promoted"]:
+        _write_json(settings.promoted_path, entry)
+    return board
+
+
+def leaderboard_markdown(board: list[dict], limit: int = 10) -> str:
+    rows = ["| rank | run | policy | MAE (rad) | worst joint (MAE, rad) | p95 chunk latency (mode: budget) | promoted |",
+            "|---|---|---|---|---|---|---|"]
+    for rank, e in enumerate(sorted(board, key=lambda e: e["mae"])[:limit], 1):
+        run = e.get("run") or run_name(e["checkpoint"])
+        worst = f"{e['worst_joint'].removesuffix('.pos')} {e['worst_joint_mae']:.4f}" if e.get("worst_joint") else \
+            f"{e['worst_joint_mae']:.4f}"
+        rows.append(f"| {rank} | {run} | {e['policy_type']} | {e['mae']:.4f} | {worst} | "
+                    f"{_latency_cell(e)} | {'yes' if e['promoted'] else 'no: ' + '; '.join(e['reasons'])} |")
+    return "\n".join(rows)
+
+
+def _latency_cell(e: dict) -> str:
+    if e.get("chunk_latency_p95_ms") is None:  # evaluated before chunk latency was measured: per-call p95
+        return f"{e['latency_p95_ms']:.1f} ms per call"
+    return f"{e['chunk_latency_p95_ms']:.1f} ms ({e['inference_mode']}: {e['latency_budget_ms']:.0f} ms)"
