@@ -6,7 +6,8 @@ with_test_deps=0
 for arg in "$@"; do
   case "$arg" in
     # Debian packages the tests need: chromium for the UI test (tests/test_ui.py), the PostgreSQL server for the
-    # production instance test (tests/deploy/test_postgres.py).
+    # production instance test (tests/deploy/test_postgres.py), openssh-server and rsync for the remote robot node
+    # test (tests/inference/test_remote_node.py: deploy: rsync over a real sshd).
     --with-test-deps) with_test_deps=1 ;;
     *) echo "usage: $0 [--with-test-deps]" >&2; exit 2 ;;
   esac
@@ -45,6 +46,8 @@ apt_missing=()
 if [ "$with_test_deps" = 1 ]; then
   command -v chromium >/dev/null || apt_missing+=(chromium)
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_missing+=(postgresql)
+  [ -x /usr/sbin/sshd ] || apt_missing+=(openssh-server)
+  command -v rsync >/dev/null || apt_missing+=(rsync)
 fi
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   echo "==> installing Debian packages for the tests: ${apt_missing[*]}"

@@ -102,6 +102,16 @@ def _mcp(args: argparse.Namespace) -> int:
 
 
 def _arm(args: argparse.Namespace) -> int:
+    from tatbot_pipeline.robot.state_dir import UnsafeStateDir
+
+    try:
+        return _arming(args)
+    except UnsafeStateDir as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _arming(args: argparse.Namespace) -> int:
     from tatbot_pipeline.config import PipelineSettings
     from tatbot_pipeline.robot import arming
 
@@ -120,6 +130,17 @@ def _arm(args: argparse.Namespace) -> int:
         return 2
     print(f"{armed.describe()} — hardware rollouts on this node may move the arms until then.\n"
           f"Stay at the robot. `tatbot-pipeline arm --off` disarms now and stops a running rollout.")
+    return 0
+
+
+def _digest(args: argparse.Namespace) -> int:
+    from tatbot_pipeline.digest import checkpoint_sha256
+
+    try:
+        print(f"{checkpoint_sha256(Path(args.checkpoint))}  {args.checkpoint}")
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -175,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--off", action="store_true", help="disarm now (a running rollout stops and parks)")
     p.add_argument("--status", action="store_true", help="say whether the node is armed (exit 1 when not)")
     p.set_defaults(func=_arm)
+
+    p = sub.add_parser("digest", help="a checkpoint's SHA-256 as trained_policy, promoted.json and vla_infer see it "
+                       "(compare a deployed copy with the promoted one)")
+    p.add_argument("checkpoint", help="a pretrained_model dir")
+    p.set_defaults(func=_digest)
     return parser
 
 

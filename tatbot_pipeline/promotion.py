@@ -21,13 +21,19 @@ def _write_json(path: Path, value) -> None:
     write_atomic(path, json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
-def leaderboard_entry(settings: PipelineSettings, checkpoint: Path | str) -> dict | None:
-    """The leaderboard's record of `checkpoint` (same resolved path), None when it was never evaluated here."""
+def leaderboard_entry(settings: PipelineSettings, checkpoint: Path | str | None = None,
+                      sha256: str | None = None) -> dict | None:
+    """The leaderboard's record of a checkpoint, by content when its digest is known (a deployed copy under another
+    path is the same checkpoint), else by resolved path; None when it was never evaluated here."""
     path = settings.leaderboard_path
     if not path.exists():
         return None
-    wanted = Path(checkpoint).resolve()
     entries = json.loads(path.read_text())
+    if sha256:
+        found = next((e for e in reversed(entries) if e.get("checkpoint_sha256") == sha256), None)
+        if found is not None or checkpoint is None:
+            return found
+    wanted = Path(checkpoint).resolve()
     return next((e for e in entries if e.get("checkpoint") and Path(e["checkpoint"]).resolve() == wanted), None)
 
 

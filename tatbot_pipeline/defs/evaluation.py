@@ -8,6 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.digest import checkpoint_sha256
 from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.automation import evaluate_condition
 from tatbot_pipeline.defs.resources import PipelineResource
@@ -52,7 +53,7 @@ def latest_checkpoint(instance: dg.DagsterInstance) -> tuple[str, str, dict]:
     meta = event.asset_materialization.metadata
     if "checkpoint" not in meta:
         raise dg.Failure(f"trained_policy materialization of run {event.run_id} has no checkpoint path")
-    lineage = {k: meta[k].value for k in ("split_version", "preset", "steps") if k in meta}
+    lineage = {k: meta[k].value for k in ("split_version", "preset", "steps", "checkpoint_sha256") if k in meta}
     return str(meta["checkpoint"].value), event.run_id, lineage
 
 
@@ -92,19 +93,32 @@ def policy_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfi
     checkpoint, train_run, lineage = latest_checkpoint(context.instance)
     healthy, health_note = training_health(context.instance, train_run)
     val_root = val_split(settings.splits_dir, lineage.get("split_version"))
-    context.log.info(f"evaluating {checkpoint} on {val_root} ({config.device})")
+    lineage["checkpoint_sha256"] = judged_digest(checkpoint, lineage.get("checkpoint_sha256"), context.log)
+    context.log.info(f"evaluating {checkpoint} (sha256 {lineage['checkpoint_sha256'][:12]}…) on {val_root} "
+                     f"({config.device})")
     result = evaluate_checkpoint(checkpoint, val_root, config.device, config.max_episodes or None, context.log.info)
     thresholds = config.thresholds(settings)
     decision = decide(result, thresholds, healthy, health_note, health_count=f"{len(HEALTH_CHECKS)}/{len(HEALTH_CHECKS)}")
     board = record(settings, result, decision, thresholds, {**lineage, "train_run": train_run})
     context.log.info(decision.headline())
     return dg.MaterializeResult(
-        metadata=evaluation_metadata(result, decision, board, loop_entries_of(context.instance, train_run)),
+        metadata=evaluation_metadata(result, decision, board, loop_entries_of(context.instance, train_run),
+                                     lineage["checkpoint_sha256"]),
         check_results=[dg.AssetCheckResult(
             check_name="promotion_gate", passed=decision.promoted, severity=dg.AssetCheckSeverity.WARN,
             description=decision.headline(), metadata=criteria_metadata(decision),
         )],
     )
+
+
+def judged_digest(checkpoint: str, trained: str | None, log) -> str:
+    """The digest of the files this evaluation judges; a checkpoint changed since training is judged as it is now,
+    and the log says so (promotion then names these bytes, not the trained ones)."""
+    digest = checkpoint_sha256(Path(checkpoint))
+    if trained and not trained.startswith("none") and trained != digest:
+        log.warning(f"{checkpoint} changed since trained_policy recorded it (sha256 {trained[:12]}… -> {digest[:12]}…): "
+                    "evaluating the files as they are now")
+    return digest
 
 
 def val_split(splits_dir: Path, version: str | None) -> Path:
@@ -141,7 +155,8 @@ def joint_table(errors: ActionErrors) -> str:
     return "\n".join(rows)
 
 
-def evaluation_metadata(result: OfflineEval, decision: GateDecision, board: list[dict], loop: dict) -> dict:
+def evaluation_metadata(result: OfflineEval, decision: GateDecision, board: list[dict], loop: dict,
+                        sha256: str) -> dict:
     e, lat = result.errors, result.latency
     worst = e.worst_joint[0]
     abs_err = np.abs(np.concatenate([t.predicted - t.recorded for t in result.traces]))
@@ -164,6 +179,7 @@ def evaluation_metadata(result: OfflineEval, decision: GateDecision, board: list
         "policy_type": result.policy_type,
         "device": result.device,
         "checkpoint": dg.MetadataValue.path(result.checkpoint),
+        "checkpoint_sha256": sha256,
         "val_split": dg.MetadataValue.path(result.val_root),
         **loop,
     }

@@ -59,6 +59,8 @@ class RobotNode(dg.ConfigurableResource):
                         "filesystem) or 'rsync' (over ssh to ssh_host)")
     checkpoints_dir: str = Field("", description="where checkpoints live on the node; empty: <pipeline home>/deployed")
     ssh_host: str = Field("", description="for deploy=rsync, e.g. tatbot@hog (key-based ssh)")
+    ssh: str = Field("ssh -o BatchMode=yes", description="for deploy=rsync: the remote shell rsync runs, with any "
+                     "port or identity options (e.g. 'ssh -o BatchMode=yes -p 2222')")
 
     @contextlib.contextmanager
     def connect(self, pipeline: PipelineResource):
@@ -71,7 +73,7 @@ class RobotNode(dg.ConfigurableResource):
 
     @property
     def target(self) -> DeployTarget:
-        return DeployTarget(mode=self.deploy, checkpoints_dir=self.checkpoints_dir, ssh_host=self.ssh_host)
+        return DeployTarget(mode=self.deploy, checkpoints_dir=self.checkpoints_dir, ssh_host=self.ssh_host, ssh=self.ssh)
 
 
 class RolloutConfig(dg.Config):
@@ -102,7 +104,8 @@ def resolve_checkpoint(context: dg.OpExecutionContext, config: RolloutConfig, pi
     return plan
 
 
-@dg.op(description="Refuse a checkpoint with missing files or too slow for the control rate, before anything moves.")
+@dg.op(description="Refuse a checkpoint with missing files, files changed since it was evaluated, or too slow for "
+       "the control rate, before anything moves.")
 def check_checkpoint_op(context: dg.OpExecutionContext, pipeline: PipelineResource, plan: RolloutPlan) -> RolloutPlan:
     plan, problems, note = check_plan(plan, pipeline.settings)
     if problems:
@@ -116,10 +119,10 @@ def check_checkpoint_op(context: dg.OpExecutionContext, pipeline: PipelineResour
 def deploy_checkpoint(context: dg.OpExecutionContext, pipeline: PipelineResource, robot_node: RobotNode,
                       plan: RolloutPlan) -> RolloutPlan:
     try:
-        deployed = deploy(plan.checkpoint, robot_node.target, pipeline.settings)
-    except (ValueError, RuntimeError) as e:
+        deployed = deploy(plan.checkpoint, robot_node.target, pipeline.settings, plan.sha256)
+    except (ValueError, RuntimeError) as e:  # DigestMismatch is a RuntimeError: the copy is not the evaluated files
         raise dg.Failure(str(e)) from None
-    context.log.info(f"deployed {plan.checkpoint} -> {robot_node.name}:{deployed}")
+    context.log.info(f"deployed {plan.checkpoint} -> {robot_node.name}:{deployed} (sha256 {plan.sha256[:12]}… verified)")
     return plan.with_deployment(deployed)
 
 
@@ -155,7 +158,8 @@ def progress_logger(context: dg.OpExecutionContext, node: str, steps: int):
 def rollout_tags(node: str, plan: RolloutPlan) -> dict[str, str]:
     """Tag values Dagster accepts (<= 63 characters of [A-Za-z0-9_.-])."""
     clean = lambda v: "".join(c if c.isalnum() or c in "_.-" else "_" for c in str(v))[:63]  # noqa: E731
-    return {"tatbot/robot": clean(node), "tatbot/scene": clean(plan.scene), "tatbot/checkpoint": clean(plan.run_name)}
+    return {"tatbot/robot": clean(node), "tatbot/scene": clean(plan.scene), "tatbot/checkpoint": clean(plan.run_name),
+            "tatbot/checkpoint_sha256": plan.sha256[:16], "tatbot/evaluated": "yes" if plan.evaluation else "no"}
 
 
 @dg.op(description="Register the rollout's eval dataset as an eval_dataset partition with its rollout-quality check; "
@@ -194,6 +198,7 @@ def rollout_metadata(rollout: RolloutResult, quality: str) -> dict:
         "node": rollout.node,
         "scene": plan.scene,
         "checkpoint": dg.MetadataValue.path(str(plan.checkpoint)),
+        **rollout.lineage(),
         "policy_type": plan.policy_type,
         "stop_reason": out.stop_reason or "none",
         "armed_by": out.armed_by or "not needed (sim)",

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.inference.server import MCP_PATH, RolloutService, ServerConfig, build_app
@@ -43,9 +44,17 @@ def serve_in_thread(service: RolloutService, start_timeout_s: float = 30.0) -> I
         thread.join(timeout=30)
 
 
+# The embedded node's client is the job in the same process: on a loaded machine a ping it answers late says
+# nothing about whether anyone is watching (and the sim moves nothing real), so it gets this long to answer.
+EMBEDDED_CLIENT_TIMEOUT_S = 30.0
+
+
 @contextmanager
 def embedded_sim_node(settings: PipelineSettings) -> Iterator[str]:
     """The sim robot node for checkpoints under the pipeline home."""
-    config = ServerConfig(checkpoint_roots=(settings.home,), backend="sim", settings=settings)
+    limits = replace(settings.rollout_limits,
+                     client_timeout_s=max(settings.rollout_limits.client_timeout_s, EMBEDDED_CLIENT_TIMEOUT_S))
+    config = ServerConfig(checkpoint_roots=(settings.home,), backend="sim",
+                          settings=replace(settings, rollout_limits=limits))
     with serve_in_thread(RolloutService(config)) as url:
         yield url

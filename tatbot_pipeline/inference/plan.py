@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.digest import checkpoint_sha256
 from tatbot_pipeline.promotion import leaderboard_entry, read_promoted, rollout_latency_problem
 from tatbot_pipeline.inference.delivery import check_checkpoint, deployed_name
 from tatbot_pipeline.inference.rollout import VLAInferInput, VLAInferOutput, checkpoint_location
@@ -35,6 +36,10 @@ class RolloutPlan:
     task_prompt: str | None = None
     inference: str = "auto"  # "sync" | "async" | "auto" (what the checkpoint's measured chunk latency calls for)
     deployed: str | None = None  # where the robot node loads it from, once deployed
+    # The checkpoint's identity (digest.py): the digest its evaluation judged, or, never evaluated, its digest now.
+    # Every hand-over checks it: check_plan here, the deployer on the copy, vla_infer before loading.
+    sha256: str = ""
+    evaluation: dict | None = None  # its leaderboard entry (what judged it), None when no evaluation ever did
 
     @property
     def run_name(self) -> str:
@@ -49,20 +54,34 @@ class RolloutPlan:
         return VLAInferInput(policy=self.policy_type, checkpoint_path=self.deployed or str(self.checkpoint),
                              scene=self.scene, device=self.device, max_steps=self.max_steps, fps=self.fps,
                              enable_realsense=self.enable_realsense, record_eval=True, task_prompt=self.task_prompt,
-                             inference=self.inference)
+                             inference=self.inference, checkpoint_sha256=self.sha256 or None)
+
+    @property
+    def evaluated(self) -> str:
+        """One line for metadata and summaries: what judged these bytes, or that nothing did."""
+        e = self.evaluation
+        if e is None:
+            return "NOT EVALUATED: no policy_evaluation judged these bytes"
+        mae = f", MAE {e['mae']:.4g} rad" if isinstance(e.get("mae"), float) else ""
+        return f"evaluated {e.get('evaluated_at', '(date unknown)')}{mae}, {'promoted' if e.get('promoted') else 'not promoted'}"
 
 
 def plan_rollout(checkpoint: str, settings: PipelineSettings, **request) -> RolloutPlan:
-    """The configured checkpoint (relative paths under the pipeline home), else the promoted one."""
+    """The configured checkpoint (relative paths under the pipeline home), else the promoted one, with the digest
+    its evaluation judged (promoted.json, the leaderboard) or, never evaluated, its digest now."""
     if checkpoint:
         path, source = checkpoint_location(checkpoint, settings.home), "configured"
+        now = checkpoint_sha256(path) if path.is_dir() else ""
+        evaluation = leaderboard_entry(settings, path, now or None)
     else:
-        promoted = read_promoted(settings)
-        if promoted is None:
+        evaluation = read_promoted(settings)
+        if evaluation is None:
             raise PlanError("no promoted checkpoint yet — materialize policy_evaluation (it promotes a checkpoint that "
                             "passes the gate), or set ops.resolve_checkpoint.config.checkpoint")
-        path, source = Path(promoted["checkpoint"]), "promoted"
-    return RolloutPlan(checkpoint=path, policy_type=policy_type(path), source=source, **request)
+        path, source, now = Path(evaluation["checkpoint"]), "promoted", ""
+    judged = (evaluation or {}).get("checkpoint_sha256") or now or (checkpoint_sha256(path) if path.is_dir() else "")
+    return RolloutPlan(checkpoint=path, policy_type=policy_type(path), source=source, sha256=judged,
+                       evaluation=evaluation, **request)
 
 
 def policy_type(checkpoint: Path) -> str:
@@ -73,15 +92,20 @@ def policy_type(checkpoint: Path) -> str:
 
 
 def check_plan(plan: RolloutPlan, settings: PipelineSettings) -> tuple[RolloutPlan, list[str], str]:
-    """(the plan, every reason to refuse it, a note for the log). Latency is judged with the promotion gate's rule
-    for this rollout's rate, on the device the checkpoint was evaluated on; an `auto` plan takes the inference mode
-    that measurement calls for."""
+    """(the plan, every reason to refuse it, a note for the log). The files must be the ones that were evaluated.
+    Latency is judged with the promotion gate's rule for this rollout's rate, on the device the checkpoint was
+    evaluated on; an `auto` plan takes the inference mode that measurement calls for."""
     problems = check_checkpoint(plan.checkpoint)
     if problems:
         return plan, problems, ""
-    entry = leaderboard_entry(settings, plan.checkpoint)
+    now = checkpoint_sha256(plan.checkpoint)
+    if now != plan.sha256:
+        return plan, [f"the {plan.source} checkpoint {plan.checkpoint} changed since it was evaluated (its files' "
+                      f"SHA-256 is {now[:12]}…, the evaluated one {plan.sha256[:12]}…) — evaluate it again "
+                      "(trained_policy, then policy_evaluation) or roll out the evaluated files"], ""
+    entry = plan.evaluation
     if entry is None:
-        return plan, [], "checkpoint not evaluated offline (not in the leaderboard): latency budget unchecked"
+        return plan, [], f"{plan.evaluated}: latency budget unchecked"
     problem, mode = rollout_latency_problem(entry, plan.fps, plan.device)
     if mode and plan.inference == "auto":
         plan = replace(plan, inference=mode)
@@ -107,5 +131,15 @@ class RolloutResult:
         """'OK — 40/40 steps of <run> on hog (default); 0 clamped, 0 rate-limited; <quality>'."""
         out, plan = self.output, self.plan
         verdict = "OK" if out.success else f"STOPPED at step {out.num_steps}: {out.stop_reason or out.message}"
-        return (f"{verdict} — {out.num_steps}/{plan.max_steps} steps of {plan.run_name} on {self.node} "
+        judged = "" if plan.evaluation is not None else " (NOT EVALUATED)"
+        return (f"{verdict} — {out.num_steps}/{plan.max_steps} steps of {plan.run_name}{judged} on {self.node} "
                 f"({plan.scene}); {out.actions_clamped} clamped, {out.actions_rate_limited} rate-limited; {quality}")
+
+    def lineage(self) -> dict[str, str]:
+        """From this rollout back to the recordings, by content and version: the checkpoint's digest, what judged
+        it, the training run, the split it was trained on (and so its recordings, listed by the split's manifest)."""
+        e = self.plan.evaluation or {}
+        return {"checkpoint_sha256": self.output.checkpoint_sha256 or self.plan.sha256,
+                "evaluated": self.plan.evaluated,
+                "train_run": str(e.get("train_run", "unknown")),
+                "split_version": str(e.get("split_version", "unknown"))}

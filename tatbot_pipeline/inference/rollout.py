@@ -235,7 +235,7 @@ class _Rollout:
             raise RolloutRefused(f"the {policy.type} policy computes a new chunk every step (n_action_steps "
                                  f"{policy.n_action_steps}, or temporal ensembling): nothing to compute ahead — "
                                  "use inference='sync'")
-        entry = leaderboard_entry(self.settings, policy.path)
+        entry = leaderboard_entry(self.settings, policy.path, self.sha256)
         if entry and entry.get("device") == policy.device and entry.get("chunk_latency_p95_ms") is not None:
             p95, measured_by = entry["chunk_latency_p95_ms"] / 1000, "policy_evaluation"
         else:

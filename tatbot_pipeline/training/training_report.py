@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tatbot_pipeline.digest import checkpoint_sha256
 from tatbot_pipeline.display import sig
 from tatbot_pipeline.plots import loss_curve, png_markdown
 from tatbot_pipeline.training.health import HealthResult, run_health
@@ -70,6 +71,9 @@ def training_entries(run: TrainingRun, train_root: Path, val_loss: dict[int, flo
         "policy_type": ("text", run.policy_type),
         "split_version": ("text", split["version"]),
         "checkpoint": ("path", str(run.checkpoint_dir)),
+        # Computed once, here: every later hand-over (evaluation, promotion, deploy, the node) checks these bytes.
+        "checkpoint_sha256": ("text", checkpoint_sha256(run.checkpoint_dir)) if Path(run.checkpoint_dir).is_dir()
+        else ("text", "none (no checkpoint saved)"),
         "split_path": ("path", split["source"]),
         "code_version": ("text", code_version()),
         "log": ("path", str(run.log_path)),

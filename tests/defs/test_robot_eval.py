@@ -16,6 +16,7 @@ from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.definitions import build_definitions
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.robot import RobotNode, robot_eval
+from tatbot_pipeline.digest import checkpoint_sha256
 
 # What the code location loads (definitions.defs), from this process's settings.
 defs = build_definitions(PipelineSettings.from_env())
@@ -57,8 +58,12 @@ def test_rollout_of_the_promoted_checkpoint_becomes_an_eval_dataset_partition(ho
         assert 0 <= meta["max_tracking_error_rad"].value < 0.35
         assert meta["node"].value == "hog" and meta["checkpoint"].value.endswith("pretrained_model")
         assert meta["commanded_vs_observed"].value.startswith("![commanded vs observed](data:image/png")
+        digest = checkpoint_sha256(Path(meta["checkpoint"].value))
         assert mat.materialization.tags == {"tatbot/robot": "hog", "tatbot/scene": "default",
-                                            "tatbot/checkpoint": "tiny-1-last"}
+                                            "tatbot/checkpoint": "tiny-1-last", "tatbot/checkpoint_sha256": digest[:16],
+                                            "tatbot/evaluated": "yes"}
+        assert meta["checkpoint_sha256"].value == digest  # lineage by content: the bytes the node loaded
+        assert json.loads((Path(meta["path"].value) / "meta" / "vla_eval.json").read_text())["checkpoint_sha256"] == digest
         assert instance.get_run_by_id(result.run_id).tags["tatbot/checkpoint"] == "tiny-1-last"
         [check] = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
         evaluation = check.event_specific_data
@@ -184,3 +189,85 @@ def test_robot_eval_queues_per_configured_node():
     assert ook.resolve_job_def("robot_eval").tags["robot"] == "ook"
     assert ook.resources["robot_node"].name == "ook"
     assert defs.resolve_job_def("robot_eval").tags["robot"] == PipelineSettings.from_env().robot_node
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def promoted_home(home: Path, tmp_path: Path) -> Path:
+    """A copy of the home whose promoted.json and leaderboard carry the checkpoint's digest, as policy_evaluation
+    writes them, with the chunk latency it measured on cpu."""
+    import shutil
+
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    ckpt = copy / "outputs/train/tiny-1/checkpoints/last/pretrained_model"
+    entry = {"checkpoint": str(ckpt), "checkpoint_sha256": checkpoint_sha256(ckpt), "mae": 0.1, "promoted": True,
+             "evaluated_at": "2026-12-04T10:00:00+00:00", "chunk_latency_p95_ms": 1.0, "device": "cpu",
+             "n_action_steps": 8, "thresholds": {"latency_budget_s": 0.0}, "split_version": "abc123",
+             "train_run": "run-1"}
+    (copy / "promoted.json").write_text(json.dumps(entry))
+    (copy / "outputs/eval").mkdir(parents=True, exist_ok=True)
+    (copy / "outputs/eval/leaderboard.json").write_text(json.dumps([entry]))
+    return copy
+
+
+def test_a_checkpoint_changed_since_it_was_promoted_is_refused(promoted_home: Path):
+    _flip_a_byte(promoted_home / "outputs/train/tiny-1/checkpoints/last/pretrained_model/model.safetensors")
+    with dg.instance_for_test() as instance:
+        result = _run(instance, promoted_home)
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert failure.step_key == "check_checkpoint_op"
+        assert "changed since it was evaluated" in failure.step_failure_data.error.message
+        assert not (promoted_home / "deployed").exists()  # refused before deploy
+
+
+def test_the_deployed_copy_is_the_evaluated_one_and_looked_up_by_digest(promoted_home: Path):
+    """The node loads <home>/deployed/tiny-1-last, a path the leaderboard never saw: it finds the evaluation by
+    digest, so the inference mode follows policy_evaluation's latency, not the warm-up's."""
+    with dg.instance_for_test() as instance:
+        result = _run(instance, promoted_home, {"max_steps": 4})
+        assert result.success
+        [mat] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("eval_dataset")]
+        meta = mat.materialization.metadata
+        eval_meta = json.loads((Path(meta["path"].value) / "meta" / "vla_eval.json").read_text())
+    assert "measured by policy_evaluation" in eval_meta["inference_choice"], eval_meta["inference_choice"]
+    assert meta["evaluated"].value.startswith("evaluated 2026-12-04T10:00:00+00:00, MAE 0.1 rad, promoted")
+    assert meta["split_version"].value == "abc123" and meta["train_run"].value == "run-1"
+
+
+def test_a_tampered_deployed_copy_is_refused_by_the_deployer_and_the_node(promoted_home: Path):
+    from tatbot_pipeline.config import PipelineSettings
+    from tatbot_pipeline.digest import DigestMismatch
+    from tatbot_pipeline.inference.delivery import deploy_local
+    from tatbot_pipeline.inference.rollout import VLAInferInput, vla_infer
+
+    ckpt = promoted_home / "outputs/train/tiny-1/checkpoints/last/pretrained_model"
+    digest = checkpoint_sha256(ckpt)
+    copy = deploy_local(ckpt, promoted_home / "deployed", digest)
+    _flip_a_byte(copy / "model.safetensors")  # a half-synced NFS copy, a disk error
+    settings = PipelineSettings(home=promoted_home, robot_state_dir=promoted_home / "state")
+    out = vla_infer(VLAInferInput(policy="smolvla", checkpoint_path=str(copy), device="cpu", max_steps=3,
+                                  checkpoint_sha256=digest), settings)
+    assert not out.success and "changed since it was evaluated" in out.message and out.num_steps == 0
+    with pytest.raises(DigestMismatch, match="deployed copy"):
+        deploy_local(copy, promoted_home / "deployed-again", "0" * 64)
+
+
+def test_an_unevaluated_checkpoint_is_flagged_in_the_lineage(home: Path, pristine_recording: Path):
+    from tests.inference.checkpoints import save_tiny_act_checkpoint
+
+    act = save_tiny_act_checkpoint(home / "outputs/train/act-new/checkpoints/last/pretrained_model", pristine_recording)
+    with dg.instance_for_test() as instance:
+        result = _run(instance, home, {"checkpoint": str(act), "max_steps": 4})
+        assert result.success
+        [mat] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("eval_dataset")]
+    meta = mat.materialization.metadata
+    assert "(NOT EVALUATED)" in meta["summary"].value
+    assert meta["evaluated"].value.startswith("NOT EVALUATED")
+    assert meta["checkpoint_sha256"].value == checkpoint_sha256(act)
+    assert mat.materialization.tags["tatbot/evaluated"] == "no"
