@@ -7,9 +7,9 @@
   MuJoCo scene, its wire protocol and its contact WebSocket are otherwise the unmodified package.
 - **A hardware fault on SIGUSR1**: the controller enters an error state (`joint_overheated`), as the simulator's own
   `TrossenArmSimServer.fault()` does, which only in-process code can call.
+- **A clean exit on SIGTERM**, so a launcher (robot/sim_controllers.py) can stop it without killing it.
 
-Run from the repo root like the simulator itself:
-`python -m tests.robot.armsim [scene.xml] --host 127.0.0.4 --ws-port 50104`.
+Run like the simulator itself: `python -m tatbot_pipeline.robot.armsim [scene.xml] --host 127.0.0.4 --ws-port 50104`.
 """
 
 from __future__ import annotations
