@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EPISODES = 8
 SIM_CONNECTION_TIMEOUT_S = 2.0  # a simulated controller answers in ms; a dead one should not hold the evaluation
+SETTLE_TOLERANCE_RAD = 0.02  # the arms are at a stroke's start when every revolute joint is this close
+SETTLE_TIMEOUT_S = 20.0
+SETTLE_POLL_S = 0.02
 Progress = Callable[[str], None]
 
 
@@ -173,9 +177,11 @@ class StrokeResult:
     planned_tip_mm: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # side -> (T, 3)
     drawn_tip_mm: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # side -> (steps, 3)
     tip_deviation_mm: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # side -> (steps,)
+    joints: np.ndarray | None = field(repr=False, default=None)  # (steps, 14) the simulated arms' observed joints
 
     def to_json(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k not in ("planned_tip_mm", "drawn_tip_mm", "tip_deviation_mm")}
+        out = {k: v for k, v in asdict(self).items()
+               if k not in ("planned_tip_mm", "drawn_tip_mm", "tip_deviation_mm", "joints")}
         return _finite(out)
 
     def verdict(self, limits: SimGateLimits) -> str:
@@ -323,8 +329,10 @@ class _SimSession:
         recorder = None
         streams: dict[str, ContactStream] = {}
         try:
-            self.robot.send(start, self.scene.goal_time_slow, blocking=True)
+            # Contacts on the way to the start count: the stroke's own approach is part of what the arm would do.
             streams = {side: ContactStream(sim.ws_url) for side, sim in self.controllers.items()}
+            self.robot.send(start, self.scene.goal_time_slow, blocking=True)
+            self.settle(start)
             self.cameras.play(stroke.frames)
             self.policy.reset()
             recorder = EvalRecorder(self.out_dir / "rollouts", replace(scene, name=f"{self.scene.name}-sim-episode-{stroke.episode}"),
@@ -343,6 +351,19 @@ class _SimSession:
             if recorder is not None:
                 recorder.close(**stats.as_meta(), limits=vars(self.rollout_limits))
         return self.measure(stroke, stats, events, recorder)
+
+    def settle(self, target: np.ndarray) -> None:
+        """Wait until the arms are at the stroke's start. The simulators step in real time only when they get the CPU:
+        on a loaded machine a move takes longer than its goal time, and the stroke must not start from mid-move."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while True:
+            error = np.abs(joints_of(self.cameras.robot.observe()) - target)[REVOLUTE].max()
+            if error <= SETTLE_TOLERANCE_RAD:
+                return
+            if time.monotonic() > deadline:
+                raise RolloutStopped(f"the simulated arms did not reach the stroke's first recorded state within "
+                                     f"{SETTLE_TIMEOUT_S:g} s ({error:.3f} rad away)")
+            time.sleep(SETTLE_POLL_S)
 
     def measure(self, stroke: RecordedStroke, stats: LoopStats, events: dict[str, list[dict]],
                 recorder: EvalRecorder | None) -> StrokeResult:
@@ -369,7 +390,7 @@ class _SimSession:
             peak_contact_force_n=max((c["peak_force_n"] for c in contacts), default=0.0), contacts=contacts,
             missed_ticks=stats.missed_ticks, actions_clamped=stats.clamped, actions_rate_limited=stats.rate_limited,
             dataset=str(recorder.path) if recorder is not None and recorder.saved else None, plot=str(plot),
-            planned_tip_mm=planned, drawn_tip_mm=drawn, tip_deviation_mm=deviation)
+            planned_tip_mm=planned, drawn_tip_mm=drawn, tip_deviation_mm=deviation, joints=observed)
 
 
 def _stat(values: np.ndarray, q: float) -> float:

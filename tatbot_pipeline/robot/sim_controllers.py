@@ -61,6 +61,8 @@ def address_free(host: str, ws_port: int = WS_PORT) -> bool:
     """Whether a simulator could bind its three ports on `host` (TCP 50001, UDP 50000, the WebSocket port)."""
     for kind, port in ((socket.SOCK_STREAM, TCP_PORT), (socket.SOCK_DGRAM, UDP_PORT), (socket.SOCK_STREAM, ws_port)):
         with socket.socket(socket.AF_INET, kind) as s:
+            if kind == socket.SOCK_STREAM:  # as the simulator binds: connections in TIME_WAIT do not hold the port
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, port))
             except OSError:
