@@ -55,6 +55,8 @@ SIM_CONNECTION_TIMEOUT_S = 2.0  # a simulated controller answers in ms; a dead o
 SETTLE_TOLERANCE_RAD = 0.02  # the arms are at a stroke's start when every revolute joint is this close
 SETTLE_TIMEOUT_S = 20.0
 SETTLE_POLL_S = 0.02
+APPROACH_SPEED_RAD_S = 0.75  # the move to a stroke's start: about half the envelope's 1.5 rad/s
+APPROACH_MIN_S = 0.5
 Progress = Callable[[str], None]
 
 
@@ -331,7 +333,7 @@ class _SimSession:
         try:
             # Contacts on the way to the start count: the stroke's own approach is part of what the arm would do.
             streams = {side: ContactStream(sim.ws_url) for side, sim in self.controllers.items()}
-            self.robot.send(start, self.scene.goal_time_slow, blocking=True)
+            self.robot.send(start, self.approach_time(start), blocking=True)
             self.settle(start)
             self.cameras.play(stroke.frames)
             self.policy.reset()
@@ -351,6 +353,12 @@ class _SimSession:
             if recorder is not None:
                 recorder.close(**stats.as_meta(), limits=vars(self.rollout_limits))
         return self.measure(stroke, stats, events, recorder)
+
+    def approach_time(self, target: np.ndarray) -> float:
+        """Goal time of the move to a stroke's start: the scene's slow goal time for a big move (from the sleep pose),
+        less when the arms are already close (the previous stroke usually ends near where the next one starts)."""
+        distance = np.abs(joints_of(self.cameras.robot.observe()) - target)[REVOLUTE].max()
+        return float(np.clip(distance / APPROACH_SPEED_RAD_S, APPROACH_MIN_S, self.scene.goal_time_slow))
 
     def settle(self, target: np.ndarray) -> None:
         """Wait until the arms are at the stroke's start. The simulators step in real time only when they get the CPU:
