@@ -89,6 +89,22 @@ def free_loopback_hosts(count: int, exclude: set[str] | frozenset[str] = frozens
                              "all of those tried) — stop leftover simulators (`ps aux | grep armsim`)")
 
 
+def write_obstacle_scene(path: Path, position_m, half_size_m, name: str = "obstacle") -> Path:
+    """An MJCF scene: the arm (trossen-arm-sim's model), the floor and one box, for a controller's `scene`.
+
+    Position and half sizes in metres, in the arm's base frame; contacts with it stream as geom `name`."""
+    pos, size = (" ".join(f"{float(v):.4f}" for v in values) for values in (position_m, half_size_m))
+    Path(path).write_text(f"""<mujoco model="tatbot {name}">
+  <include file="WIDOWX_XML"/>
+  <worldbody>
+    <geom name="floor" size="0 0 0.05" type="plane"/>
+    <geom name="{name}" type="box" size="{size}" pos="{pos}"/>
+  </worldbody>
+</mujoco>
+""")
+    return Path(path)
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 

@@ -16,7 +16,7 @@ import pytest
 from tatbot_pipeline.evaluation.sim import contact_records, evaluate_in_sim, read_strokes
 from tatbot_pipeline.evaluation.sim_gate import SimGateLimits, decide_sim
 from tatbot_pipeline.robot.kinematics import arm_kinematics
-from tatbot_pipeline.robot.sim_controllers import address_free, sim_controllers
+from tatbot_pipeline.robot.sim_controllers import address_free, sim_controllers, write_obstacle_scene
 from tests.inference.checkpoints import with_action_bias
 from tests.inference.conftest import act_checkpoint, checkpoint_home  # noqa: F401  (shared session fixtures)
 
@@ -143,14 +143,7 @@ def test_an_obstacle_in_one_arms_path_fails_the_gate_naming_the_stroke_and_the_b
 
     start, end = forearm(stroke.joints[0, :7]), forearm(stroke.joints[-1, :7])
     target = end + (end - start)
-    box = tmp_path / "obstacle.xml"
-    box.write_text(f"""<mujoco model="tatbot obstacle">
-  <include file="WIDOWX_XML"/>
-  <worldbody>
-    <geom name="floor" size="0 0 0.05" type="plane"/>
-    <geom name="obstacle" type="box" size="0.02 0.02 0.02" pos="{target[0]:.4f} {target[1]:.4f} {target[2]:.4f}"/>
-  </worldbody>
-</mujoco>""")
+    box = write_obstacle_scene(tmp_path / "obstacle.xml", target, (0.02, 0.02, 0.02))
     loose = SimGateLimits(tip_deviation_mm=1000.0, max_tip_error_p95_mm=1000.0, max_stops=2)
     result = evaluate_in_sim(biased_checkpoint, pristine_recording, tmp_path / "out", episodes=1, limits=loose,
                              arm_scenes={"left": box}, progress=lambda m: None)

@@ -26,7 +26,7 @@ from tatbot_pipeline.robot.base import ControllerError, FirmwareMismatch, RobotE
 from tatbot_pipeline.robot.lock import RobotLock
 from tatbot_pipeline.robot.scene import resolve_scene
 from tatbot_pipeline.robot.spec import READY_POSE, SLEEP_POSE
-from tatbot_pipeline.robot.sim_controllers import ARMSIM_MODULE, ContactStream
+from tatbot_pipeline.robot.sim_controllers import ARMSIM_MODULE, ContactStream, write_obstacle_scene
 from tatbot_pipeline.robot.tatbot import TatbotRobot
 from tests.inference.conftest import mcp_session
 from tests.robot.conftest import LEFT, RIGHT, move_arm, read_back, write_scene
@@ -84,14 +84,7 @@ def test_a_killed_controller_stops_the_rollout_and_the_other_arm_parks(hil, node
 
 def test_an_obstacle_stops_the_arms_on_external_effort(extra_sims, hil, node, act_checkpoint, tmp_path):
     """A box over the left arm's path to ready: the controller's external efforts stop it; the contact stream agrees."""
-    box = tmp_path / "obstacle.xml"
-    box.write_text("""<mujoco model="tatbot obstacle">
-  <include file="WIDOWX_XML"/>
-  <worldbody>
-    <geom name="floor" size="0 0 0.05" type="plane"/>
-    <geom name="obstacle" type="box" size="0.05 0.06 0.02" pos="0.06 -0.02 0.33"/>
-  </worldbody>
-</mujoco>""")
+    box = write_obstacle_scene(tmp_path / "obstacle.xml", (0.06, -0.02, 0.33), (0.05, 0.06, 0.02))
     left = extra_sims("127.0.0.4", scene=box, module=ARMSIM_MODULE)
     write_scene(Path(os.environ["TATBOT_SCENES_DIR"]), "obstacle", left.host, RIGHT)
     contacts = ContactStream(left.ws_url)
