@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from tatbot_pipeline.datasets.build import MANIFEST
 from tatbot_pipeline.evaluation.offline import _frame_to_observation
 from tatbot_pipeline.evaluation.sim_gate import SimGateDecision, SimGateLimits, decide_sim
 from tatbot_pipeline.evaluation.sim_plot import save_png, tip_paths
@@ -101,12 +102,19 @@ def read_strokes(val_root: Path, max_episodes: int | None = DEFAULT_EPISODES) ->
 
 
 def recording_scene(val_root: Path) -> RobotScene:
-    """The scene the strokes were recorded in (`scene.yaml` beside the dataset, as tatbot writes it), else the
-    built-in one (its ee offsets are then zero)."""
-    path = Path(val_root) / "scene.yaml"
-    if path.is_file():
-        data = load_scene(path)
-        return scene_from_dict(str(data.get("name") or "recorded"), data, source=path)
+    """The scene the strokes were recorded in: `scene.yaml` beside the dataset (a recording, as tatbot writes it),
+    else that of the first recording the split (`../split.json`) names that is still readable, else the built-in
+    scene (whose ee offsets are zero)."""
+    val_root = Path(val_root)
+    candidates = [val_root / "scene.yaml"]
+    manifest = val_root.parent / MANIFEST
+    if manifest.is_file():
+        candidates += [Path(r["path"]) / "scene.yaml" for r in json.loads(manifest.read_text()).get("recordings", [])]
+    for path in candidates:
+        if path.is_file():
+            data = load_scene(path)
+            return scene_from_dict(str(data.get("name") or "recorded"), data, source=path)
+    log.info("%s: no scene.yaml beside it or in its split's recordings; the built-in scene (no ee offsets)", val_root)
     return scene_from_dict("sim", builtin_scene("sim"))
 
 

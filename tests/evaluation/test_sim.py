@@ -238,3 +238,21 @@ def test_the_sim_gate_shows_each_criterion_measured_against_its_limit():
     assert "peak contact force outside the needle 4.5 > 2 N (link_4 on world, stroke 3)" in decision.headline()
     with pytest.raises(ValueError, match="min_share_within=1.5 must be in"):
         SimGateLimits(min_share_within=1.5)
+
+
+def test_the_scene_comes_from_the_recording_or_the_split_that_names_it(pristine_recording: Path, tmp_path):
+    import json
+
+    from tatbot_pipeline.evaluation.sim import recording_scene
+    from tatbot_pipeline.robot.kinematics import ee_offsets_mm
+
+    assert recording_scene(pristine_recording).source == pristine_recording / "scene.yaml"
+    val = tmp_path / "v1" / "val"
+    val.mkdir(parents=True)
+    assert recording_scene(val).source is None  # built-in: no offsets
+    assert not any(v.any() for v in ee_offsets_mm(recording_scene(val).data).values())
+    (tmp_path / "v1" / "split.json").write_text(json.dumps({"recordings": [
+        {"path": str(tmp_path / "gone")}, {"path": str(pristine_recording)}]}))
+    scene = recording_scene(val)
+    assert scene.source == pristine_recording / "scene.yaml"
+    np.testing.assert_allclose(ee_offsets_mm(scene.data)["left"], [-3.2, -6.1, 0.0], atol=1e-3)
