@@ -42,6 +42,7 @@ def main() -> None:
         for record in result.records:
             print(record.verdict(result.limits))
         print(result.decision.headline())
+        print(f"inference mode {result.inference} (as vla_infer would pick for this checkpoint)")
         print(f"load average {os.getloadavg()[0]:.1f}")
         print(f"sim evaluation {result.strokes} strokes in {seconds:.1f} s, tip error p95 {result.tip_error_mm_p95:.2f} mm")
 

@@ -37,8 +37,11 @@ from tatbot_pipeline.evaluation.sim_gate import SimGateDecision, SimGateLimits, 
 from tatbot_pipeline.evaluation.sim_plot import save_png, tip_paths
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import EvalRecorder
+from tatbot_pipeline.inference.async_loop import run_async_loop
 from tatbot_pipeline.inference.loop import LoopPlan, LoopStats, RolloutStopped, run_loop
+from tatbot_pipeline.inference.modes import ModeChoice, Requested, default_mode
 from tatbot_pipeline.inference.policy import IMAGE_PREFIX, STATE, LoadedPolicy, load_policy
+from tatbot_pipeline.inference.rollout import warm_up
 from tatbot_pipeline.recordings.scene import load_scene
 from tatbot_pipeline.robot.base import Observation, Robot, RobotError, joints_of
 from tatbot_pipeline.robot.guard import GuardedRobot
@@ -217,6 +220,7 @@ class SimEvaluation:
     tip_error_mm_p95: float  # over every step of every stroke, both arms
     out_dir: str
     controllers: dict[str, str]  # side -> address (loopback)
+    inference: str  # the mode the strokes ran in: sync or async
     ended_early: str | None = None  # why strokes were left out (a controller that never came back)
 
     @property
@@ -237,6 +241,7 @@ class SimEvaluation:
             "reasons": self.reasons, "headline": self.decision.headline(), "checkpoint": self.checkpoint,
             "val_root": self.val_root, "fps": self.fps, "limits": asdict(self.limits),
             "criteria": [asdict(c) for c in self.decision.criteria], "ended_early": self.ended_early,
+            "inference": self.inference,
             "stroke_results": [r.to_json() for r in self.records], "out_dir": self.out_dir,
         })
 
@@ -256,14 +261,16 @@ def evaluate_in_sim(
     checkpoint: Path, val_root: Path, out_dir: Path, episodes: int = DEFAULT_EPISODES,
     limits: SimGateLimits = SimGateLimits(), rollout_limits: RolloutLimits | None = None,
     scene: RobotScene | None = None, controllers: dict[str, ArmSim] | None = None,
-    arm_scenes: dict[str, Path | None] | None = None, device: str = "cpu", progress: Progress | None = None,
+    arm_scenes: dict[str, Path | None] | None = None, device: str = "cpu", inference: Requested = "auto",
+    progress: Progress | None = None,
 ) -> SimEvaluation:
     """Roll `checkpoint` out on up to `episodes` held-out strokes of `val_root` in simulation and gate it.
 
     `controllers` reuses running simulated controllers (`{"left": ArmSim, "right": ArmSim}`); without them a pair is
     started under `out_dir/controllers` (with `arm_scenes` as their MJCF scenes) and stopped afterwards, whatever
     happens. `scene` defaults to the val split's scene.yaml (its ee offsets). Rollout datasets go to
-    `out_dir/rollouts`, plots to `out_dir/plots`."""
+    `out_dir/rollouts`, plots to `out_dir/plots`. `inference` is `vla_infer`'s: "auto" runs the mode the robot
+    would run this checkpoint in (async when its warm-up chunk latency calls for it)."""
     import lerobot.policies  # noqa: F401  registers the policy configs
     from lerobot.configs.policies import PreTrainedConfig
 
@@ -272,12 +279,14 @@ def evaluate_in_sim(
     strokes, fps = read_strokes(val_root, episodes)
     policy = load_policy(checkpoint, PreTrainedConfig.from_pretrained(checkpoint).type, device)
     base = scene or recording_scene(val_root)
+    mode, tracker = choose_mode(policy, base, strokes[0].task, fps, inference)
+    say(f"running {mode.describe()}")
     with ExitStack() as stack:
         if controllers is None:
             say("starting two simulated arm controllers")
             controllers = stack.enter_context(sim_controllers(out_dir / "controllers", scenes=arm_scenes))
         session = _SimSession(policy, sim_scene(base, controllers), controllers, fps, out_dir, limits,
-                              rollout_limits or RolloutLimits(), say)
+                              rollout_limits or RolloutLimits(), say, mode, tracker)
         records, ended_early = session.run(strokes)
     deviations = [d for r in records for d in r.tip_deviation_mm.values() if len(d)]
     p95 = float(np.percentile(np.concatenate(deviations), 95)) if deviations else float("nan")
@@ -285,10 +294,24 @@ def evaluate_in_sim(
     if ended_early:
         decision = replace(decision, passed=False, reasons=[*decision.reasons, ended_early])
     result = SimEvaluation(str(checkpoint), str(val_root), fps, limits, records, decision, p95, str(out_dir),
-                           {side: sim.host for side, sim in controllers.items()}, ended_early)
+                           {side: sim.host for side, sim in controllers.items()}, mode.mode, ended_early)
     (out_dir / "sim_evaluation.json").write_text(json.dumps(result.to_json(), indent=2))
     say(decision.headline())
     return result
+
+
+def choose_mode(policy: LoadedPolicy, scene: RobotScene, task: str, fps: int, requested: Requested) -> tuple[ModeChoice, Any]:
+    """The inference mode `vla_infer` would run the checkpoint in, from its warm-up (rollout.py `warm_up`: the same
+    chunk latency measurement), and the latency tracker the async loop continues."""
+    warm = warm_up(policy, scene, task)
+    chunked = policy.executes_chunks and policy.n_action_steps > 1
+    p95 = warm.tracker.p95()
+    if requested != "auto":
+        if requested == "async" and not chunked:
+            raise ValueError(f"the {policy.type} policy computes a new chunk every step: nothing to compute ahead — "
+                             "use inference='sync'")
+        return ModeChoice(requested, p95, "the warm-up", requested=True), warm.tracker
+    return ModeChoice(default_mode(p95, fps) if chunked else "sync", p95, "the warm-up"), warm.tracker
 
 
 @dataclass
@@ -303,6 +326,8 @@ class _SimSession:
     limits: SimGateLimits
     rollout_limits: RolloutLimits
     say: Progress
+    mode: ModeChoice
+    tracker: Any  # lerobot LatencyTracker (async mode schedules chunks by it)
 
     def run(self, strokes: list[RecordedStroke]) -> tuple[list[StrokeResult], str | None]:
         """Every stroke, in order; the robot disconnected (parked at home) whatever happens."""
@@ -311,6 +336,8 @@ class _SimSession:
         self.offsets = ee_offsets_mm(self.scene.data)
         records: list[StrokeResult] = []
         ended_early = None
+        if self.mode.mode == "async" and self.policy.supports_rtc:
+            self.policy.enable_rtc(execution_horizon=self.policy.n_action_steps)  # as vla_infer does
         try:
             self.robot.connect()
             for n, stroke in enumerate(strokes):
@@ -352,14 +379,19 @@ class _SimSession:
                                         "val_episode": stroke.episode, "sim_evaluation": True}).open()
             plan = LoopPlan(fps=self.fps, max_steps=stroke.steps, task=stroke.task)
             progress = lambda fraction, message: self.say(f"stroke {stroke.episode}: {message}")  # noqa: E731
-            run_loop(self.robot, self.policy, scene, plan, self.rollout_limits, stats, RolloutControl(), recorder,
-                     progress)
+            loop_args = (self.robot, self.policy, scene, plan, self.rollout_limits, stats, RolloutControl(), recorder,
+                         progress, None)
+            if self.mode.mode == "async":
+                run_async_loop(*loop_args, self.tracker)
+            else:
+                run_loop(*loop_args)
         except (RobotError, UnsafeAction, RolloutStopped) as e:
             stats.stop_reason = str(e)
         finally:
             events = {side: stream.close() for side, stream in streams.items()}
             if recorder is not None:
-                recorder.close(**stats.as_meta(), limits=vars(self.rollout_limits))
+                recorder.close(**stats.as_meta(), limits=vars(self.rollout_limits), inference=self.mode.mode,
+                               inference_choice=self.mode.describe())
         return self.measure(stroke, stats, events, recorder)
 
     def approach_time(self, target: np.ndarray) -> float:

@@ -256,3 +256,16 @@ def test_the_scene_comes_from_the_recording_or_the_split_that_names_it(pristine_
     scene = recording_scene(val)
     assert scene.source == pristine_recording / "scene.yaml"
     np.testing.assert_allclose(ee_offsets_mm(scene.data)["left"], [-3.2, -6.1, 0.0], atol=1e-3)
+
+
+def test_the_strokes_run_in_the_mode_vla_infer_would_pick_or_the_one_asked_for(mean_eval, mean_checkpoint: Path,
+                                                                                pristine_recording: Path, tmp_path):
+    import json
+
+    mean, _ = mean_eval
+    assert mean.inference in ("sync", "async") and mean.to_json()["inference"] == mean.inference
+    result = evaluate_in_sim(mean_checkpoint, pristine_recording, tmp_path / "out", episodes=1, limits=TIP_LIMITS,
+                             inference="async", progress=lambda m: None)
+    assert result.inference == "async" and result.records[0].steps == 8 and result.records[0].stop_reason is None
+    meta = json.loads((Path(result.records[0].dataset) / "meta" / "vla_eval.json").read_text())
+    assert meta["inference"] == "async" and meta["steps"] == 8
