@@ -37,8 +37,8 @@ from tatbot_pipeline.evaluation.sim_gate import SimGateDecision, SimGateLimits, 
 from tatbot_pipeline.evaluation.sim_plot import save_png, tip_paths
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import EvalRecorder
-from tatbot_pipeline.inference.async_loop import run_async_loop
-from tatbot_pipeline.inference.loop import LoopPlan, LoopStats, RolloutStopped, run_loop
+from tatbot_pipeline.inference.async_loop import run_in_mode
+from tatbot_pipeline.inference.loop import LoopPlan, LoopStats, RolloutStopped
 from tatbot_pipeline.inference.modes import ModeChoice, Requested, default_mode
 from tatbot_pipeline.inference.policy import IMAGE_PREFIX, STATE, LoadedPolicy, load_policy
 from tatbot_pipeline.inference.rollout import warm_up
@@ -381,10 +381,7 @@ class _SimSession:
             progress = lambda fraction, message: self.say(f"stroke {stroke.episode}: {message}")  # noqa: E731
             loop_args = (self.robot, self.policy, scene, plan, self.rollout_limits, stats, RolloutControl(), recorder,
                          progress, None)
-            if self.mode.mode == "async":
-                run_async_loop(*loop_args, self.tracker)
-            else:
-                run_loop(*loop_args)
+            run_in_mode(self.mode.mode, self.tracker, *loop_args)
         except (RobotError, UnsafeAction, RolloutStopped) as e:
             stats.stop_reason = str(e)
         finally:
