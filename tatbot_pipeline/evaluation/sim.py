@@ -33,7 +33,7 @@ import numpy as np
 
 from tatbot_pipeline.datasets.build import MANIFEST
 from tatbot_pipeline.evaluation.offline import _frame_to_observation
-from tatbot_pipeline.evaluation.sim_gate import SimGateDecision, SimGateLimits, decide_sim
+from tatbot_pipeline.evaluation.sim_gate import SimGateDecision, SimGateLimits, decide_sim, outside_needle
 from tatbot_pipeline.evaluation.sim_plot import save_png, tip_paths
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import EvalRecorder
@@ -143,7 +143,8 @@ class RecordedCameras(Robot):
         self.observed: list[np.ndarray] = []
 
     def play(self, frames: list[dict[str, np.ndarray]]) -> None:
-        missing = sorted(f"{IMAGE_PREFIX}{cam}" for cam in self.cameras if frames and f"{IMAGE_PREFIX}{cam}" not in frames[0])
+        keys = [f"{IMAGE_PREFIX}{cam}" for cam in self.cameras]
+        missing = sorted(key for key in keys if frames and key not in frames[0])
         if missing:
             raise ValueError(f"the policy looks at {missing}, which the val split did not record")
         self.frames, self.observed = frames, []
@@ -199,8 +200,8 @@ class StrokeResult:
 
     def verdict(self, limits: SimGateLimits) -> str:
         """One line per stroke for a shell: what a tattoo artist asks first."""
-        contacts = [c for c in self.contacts if c["body1"] not in limits.needle_bodies and c["body1"] != "base_link"]
-        touched = "; touched " + ", ".join(f"{c['body2']} with {c['body1']} ({c['peak_force_n']:.1f} N)" for c in contacts) if contacts else ""
+        contacts = [c for c in self.contacts if outside_needle(c, limits)]
+        touched = "".join(f"; touched {c['body2']} with {c['body1']} ({c['peak_force_n']:.1f} N)" for c in contacts)
         stopped = f"; STOPPED at step {self.steps}: {self.stop_reason}" if self.stop_reason else ""
         ok = self.tip_error_p95_mm <= limits.tip_deviation_mm and not self.stop_reason and not contacts
         return (f"stroke {self.episode}: {'ok' if ok else 'FAIL'} — tip deviation p95 {self.tip_error_p95_mm:.2f} mm "
@@ -300,7 +301,8 @@ def evaluate_in_sim(
     return result
 
 
-def choose_mode(policy: LoadedPolicy, scene: RobotScene, task: str, fps: int, requested: Requested) -> tuple[ModeChoice, Any]:
+def choose_mode(policy: LoadedPolicy, scene: RobotScene, task: str, fps: int,
+                requested: Requested) -> tuple[ModeChoice, Any]:
     """The inference mode `vla_infer` would run the checkpoint in, from its warm-up (rollout.py `warm_up`: the same
     chunk latency measurement), and the latency tracker the async loop continues."""
     warm = warm_up(policy, scene, task)
@@ -372,7 +374,8 @@ class _SimSession:
             self.settle(start)
             self.cameras.play(stroke.frames)
             self.policy.reset()
-            recorder = EvalRecorder(self.out_dir / "rollouts", replace(scene, name=f"{self.scene.name}-sim-episode-{stroke.episode}"),
+            named = replace(scene, name=f"{self.scene.name}-sim-episode-{stroke.episode}")
+            recorder = EvalRecorder(self.out_dir / "rollouts", named,
                                     self.policy.cameras, self.fps, info={
                                         "checkpoint_path": str(self.policy.path), "policy": self.policy.type,
                                         "task": stroke.task, "device": self.policy.device, "robot": self.cameras.name,

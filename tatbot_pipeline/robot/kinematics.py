@@ -24,7 +24,6 @@ from tatbot_pipeline.robot.spec import ARMS, JOINTS_PER_ARM
 
 TIP_SITE = "ee_site"
 ARM_JOINTS = [f"joint_{i}" for i in range(JOINTS_PER_ARM - 1)]
-GRIPPER_JOINTS = ("left_carriage_joint", "right_carriage_joint")
 
 
 class ArmKinematics:
@@ -40,9 +39,8 @@ class ArmKinematics:
         self._site = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, TIP_SITE)
         if self._site < 0:
             raise ValueError(f"{ARM_MODEL_PATH}: no site {TIP_SITE!r} — trossen-arm-sim's arm model changed")
-        joint = lambda name: int(self.model.jnt_qposadr[mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, name)])  # noqa: E731
-        self._qpos = np.array([joint(name) for name in ARM_JOINTS])
-        self._gripper = np.array([joint(name) for name in GRIPPER_JOINTS])
+        self._qpos = np.array([self.model.jnt_qposadr[mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, name)]
+                               for name in ARM_JOINTS])
         self._lock = threading.Lock()
 
     def tip_mm(self, joints: np.ndarray) -> np.ndarray:
