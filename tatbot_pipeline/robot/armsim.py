@@ -15,7 +15,10 @@ Run like the simulator itself: `python -m tatbot_pipeline.robot.armsim [scene.xm
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
 import signal
+import sys
 import threading
 
 import mujoco
@@ -63,7 +66,18 @@ class ContactEffortSim(WidowXSim):
         return outputs
 
 
+def stop_with_parent() -> None:
+    """SIGTERM this process when its parent dies (Linux): a launcher killed with SIGKILL leaves no simulator behind."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request was in place
+        sys.exit(0)
+
+
 def main() -> None:
+    stop_with_parent()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("scene", nargs="?", default=DEFAULT_SCENE)
     parser.add_argument("--host", required=True)

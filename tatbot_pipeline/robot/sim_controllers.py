@@ -5,8 +5,9 @@ controller: the driver always talks to TCP 50001 / UDP 50000 on the arm's IP, so
 `sim_controllers()` finds two addresses whose ports are free, starts `python -m tatbot_pipeline.robot.armsim` (the
 simulator plus external efforts from contacts and a fault on SIGUSR1) on each, waits until both serve the
 controller's port and the contact WebSocket, and stops them whatever happens — SIGTERM, then SIGKILL after a
-timeout — so no process is left behind. A child also dies with its parent (PR_SET_PDEATHSIG), so not even a killed
-pipeline process leaves a simulator stepping MuJoCo at 500 Hz.
+timeout — so no process is left behind. The armsim child also stops when its parent dies (PR_SET_PDEATHSIG, set by
+the child itself: a preexec_fn is unsafe in a parent running torch's threads), so not even a killed pipeline
+process leaves a simulator stepping MuJoCo at 500 Hz.
 
 `ContactStream` collects a simulator's contact events (`snapshot`, then `begin`/`end` per touching geom pair, with
 `force`/`peak_force` in N and the bodies' names) on a thread.
@@ -14,7 +15,6 @@ pipeline process leaves a simulator stepping MuJoCo at 500 Hz.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -105,10 +105,6 @@ def write_obstacle_scene(path: Path, position_m, half_size_m, name: str = "obsta
     return Path(path)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 @dataclass
 class ArmSim:
     """One simulated arm controller on one address."""
@@ -141,8 +137,7 @@ class ArmSim:
                 "--host", self.host, "--ws-port", str(self.ws_port), *self.extra]
         Path(self.log_dir).mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "w") as out:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while not (port_open(self.host, TCP_PORT) and port_open(self.host, self.ws_port)):
             if not self.alive:

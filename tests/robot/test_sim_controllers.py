@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,3 +54,36 @@ def test_a_controller_that_cannot_start_is_an_error_with_its_log_and_nothing_sta
     logs = sorted(tmp_path.glob("armsim-*.log"))
     assert logs and any("armsim ready" in p.read_text() for p in logs)
     assert all(address_free(p.stem.removeprefix("armsim-")) for p in logs)
+
+
+def test_a_killed_launcher_leaves_no_simulator_behind(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (f"from tatbot_pipeline.robot.sim_controllers import sim_controllers\n"
+              f"import time\n"
+              f"with sim_controllers({str(tmp_path)!r}) as sims:\n"
+              f"    print(*[s.proc.pid for s in sims.values()], flush=True)\n"
+              f"    time.sleep(600)\n")
+    launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in launcher.stdout.readline().split()]  # printed once both controllers serve
+        assert len(pids) == 2 and all(os.path.exists(f"/proc/{pid}") for pid in pids)
+        launcher.send_signal(signal.SIGKILL)  # no finally, no context manager exit: only the children's own guard
+        launcher.wait()
+
+        def alive(pid: int) -> bool:
+            try:
+                return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            except OSError:
+                return False
+
+        deadline = time.monotonic() + 30  # a failure bound, not a measurement: they go as soon as SIGTERM lands
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(pid) for pid in pids)
+    finally:
+        launcher.kill()
