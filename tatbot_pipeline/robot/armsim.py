@@ -98,7 +98,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"armsim ready on {args.host}", flush=True)
     try:
-        stop.wait()
+        # Woken twice a second: the kernel may deliver SIGTERM to the MuJoCo or server thread, and Python runs its
+        # handler only when the main thread wakes — an untimed wait could sleep through it forever.
+        while not stop.wait(0.5):
+            pass
     finally:
         contacts.stop()
         server.stop()
