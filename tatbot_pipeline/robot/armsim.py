@@ -85,6 +85,11 @@ def main() -> None:
     parser.add_argument("--driver-version", default=None)
     args = parser.parse_args()
 
+    # The simulator's threads (MuJoCo stepping, TCP, UDP, WebSocket) inherit this mask: the signals go to the main
+    # thread only, which runs the Python handlers at once (delivered to another thread, a handler waits for the
+    # main thread to wake up).
+    handled = {signal.SIGTERM, signal.SIGUSR1}
+    signal.pthread_sigmask(signal.SIG_BLOCK, handled)
     sim = ContactEffortSim(args.scene)
     monitor = CollisionMonitor(sim)
     sim.start()
@@ -96,11 +101,10 @@ def main() -> None:
     signal.signal(signal.SIGUSR1, lambda *_: server.fault(FAULT, FAULT_REASON))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)  # one that came during start-up is delivered now
     print(f"armsim ready on {args.host}", flush=True)
     try:
-        # Woken twice a second: the kernel may deliver SIGTERM to the MuJoCo or server thread, and Python runs its
-        # handler only when the main thread wakes — an untimed wait could sleep through it forever.
-        while not stop.wait(0.5):
+        while not stop.wait(0.5):  # timed, as a second guard: an untimed wait could sleep through a handler
             pass
     finally:
         contacts.stop()
