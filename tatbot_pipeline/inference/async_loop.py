@@ -27,6 +27,7 @@ from tatbot_pipeline.inference.loop import (
     check_tracking,
     count_adjustment,
     finish_step,
+    run_loop,
 )
 from tatbot_pipeline.policy.loading import LoadedPolicy
 from tatbot_pipeline.robot.base import Robot, check_frames, observation_frame
@@ -62,6 +63,15 @@ def run_async_loop(robot: Robot, policy: LoadedPolicy, scene: RobotScene, plan: 
                 frame = observe_checked(robot, policy, before, limits, stats)
                 worker.offer(frame)
             ticker.wait_next()
+
+
+def run_in_mode(mode: str, tracker: Any, *loop_args: Any) -> None:
+    """`run_loop(*loop_args)` in sync mode, `run_async_loop(*loop_args, tracker)` in async mode (`loop_args` as
+    `run_loop` takes them, `still_armed` included). Raises RolloutStopped."""
+    if mode == "async":
+        run_async_loop(*loop_args, tracker)
+    else:
+        run_loop(*loop_args)
 
 
 def observe_checked(robot: Robot, policy: LoadedPolicy, commanded: np.ndarray, limits: RolloutLimits,

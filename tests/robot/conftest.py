@@ -1,97 +1,27 @@
-"""Arm controllers for the tatbot backend's tests: trossen-arm-sim processes on loopback aliases.
+"""Arm controllers for the tatbot backend's tests: the package's simulated controllers on loopback addresses.
 
-On Linux all of 127.0.0.0/8 is loopback, so each simulated arm gets its own address, as each real arm has its own
-controller (the driver always talks to TCP 50001 / UDP 50000 on the arm's IP). The pair the README's
-hardware-in-the-loop demo uses (127.0.0.2 left, 127.0.0.3 right) runs once per test module; tests that kill a
-simulator or need another scene start their own on 127.0.0.4 and up. The checkpoints come from tests/inference.
+The launcher is the one the sim evaluation uses (tatbot_pipeline/robot/sim_controllers.py). The pair the README's
+hardware-in-the-loop demo uses (127.0.0.2 left, 127.0.0.3 right, unmodified trossen-arm-sim) runs once per test
+module; tests that kill a simulator or need another scene start their own on 127.0.0.4 and up. The checkpoints come
+from tests/inference.
 """
 
 from __future__ import annotations
 
-import json
-import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from tatbot_pipeline.robot.sim_controllers import PLAIN_MODULE, ArmSim
 from tests.inference.conftest import act_checkpoint, checkpoint_home  # noqa: F401  (shared session fixtures)
 
-REPO = Path(__file__).resolve().parents[2]
-TCP_PORT = 50001  # the controller's configuration port; UDP 50000 is the realtime one
 LEFT, RIGHT = "127.0.0.2", "127.0.0.3"
 WS_PORTS = {LEFT: 50102, RIGHT: 50103}
-START_TIMEOUT_S = 60.0
-
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex((host, port)) == 0
-
-
-@dataclass
-class ArmSim:
-    """One simulated arm controller: `python -m trossen_arm_sim` (or the tests' armsim harness) on one address."""
-
-    host: str
-    ws_port: int
-    scene: Path | None = None
-    module: str = "trossen_arm_sim"
-    extra: list[str] = field(default_factory=list)
-    log_dir: Path = Path("/tmp")
-    proc: subprocess.Popen | None = None
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.ws_port}"
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self) -> "ArmSim":
-        if _port_open(self.host, TCP_PORT):
-            pytest.fail(f"{self.host}:{TCP_PORT} is taken (another simulator or controller?) — stop it first")
-        argv = [sys.executable, "-m", self.module, *([str(self.scene)] if self.scene else []),
-                "--host", self.host, "--ws-port", str(self.ws_port), *self.extra]
-        with open(self.log_dir / f"armsim-{self.host}.log", "w") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not (_port_open(self.host, TCP_PORT) and _port_open(self.host, self.ws_port)):
-            if not self.alive:
-                pytest.fail(f"simulator on {self.host} exited: {(self.log_dir / f'armsim-{self.host}.log').read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"simulator on {self.host} did not come up within {START_TIMEOUT_S:g} s")
-            time.sleep(0.05)
-        return self
-
-    def stop(self) -> None:
-        if self.alive:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def kill(self) -> None:
-        """What a controller losing power looks like to the driver: gone, mid-conversation."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def fault(self) -> None:
-        """Put the controller into an error state (only the armsim harness handles SIGUSR1)."""
-        assert self.module == "tests.robot.armsim"
-        self.proc.send_signal(signal.SIGUSR1)
 
 
 def _require_loopback_aliases() -> None:
@@ -108,7 +38,7 @@ def arm_sims(tmp_path_factory) -> dict[str, ArmSim]:
     500 Hz: they run for one test module, not the whole session)."""
     _require_loopback_aliases()
     logs = tmp_path_factory.mktemp("armsim")
-    sims = {side: ArmSim(host, WS_PORTS[host], log_dir=logs) for side, host in (("left", LEFT), ("right", RIGHT))}
+    sims = {side: ArmSim(host, WS_PORTS[host], module=PLAIN_MODULE, log_dir=logs) for side, host in (("left", LEFT), ("right", RIGHT))}
     try:
         for sim in sims.values():
             sim.start()
@@ -133,6 +63,7 @@ def extra_sims(tmp_path):
     started: list[ArmSim] = []
 
     def start(host: str, **kw) -> ArmSim:
+        kw.setdefault("module", PLAIN_MODULE)
         started.append(ArmSim(host, 50100 + int(host.rsplit(".", 1)[1]), log_dir=tmp_path, **kw).start())
         return started[-1]
 
@@ -197,33 +128,3 @@ def move_arm(host: str, joints: list[float], goal_time: float = 0.5) -> np.ndarr
         return now[:7]
     finally:
         driver.cleanup()
-
-
-class ContactStream:
-    """Every message of a simulator's contact WebSocket, collected on a thread while the test runs."""
-
-    def __init__(self, url: str) -> None:
-        self.events: list[dict] = []
-        self._ws = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._collect, args=(url,), daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10), f"no contact stream at {url}"
-
-    def _collect(self, url: str) -> None:
-        from websockets.exceptions import ConnectionClosed
-        from websockets.sync.client import connect
-
-        with connect(url) as ws:
-            self._ws = ws
-            self._ready.set()
-            try:
-                for message in ws:
-                    self.events.append(json.loads(message))
-            except ConnectionClosed:
-                pass
-
-    def close(self) -> list[dict]:
-        self._ws.close()
-        self._thread.join(timeout=5)
-        return self.events

@@ -28,9 +28,10 @@ from tatbot_pipeline.robot.base import ControllerError, FirmwareMismatch, RobotE
 from tatbot_pipeline.robot.lock import RobotLock
 from tatbot_pipeline.robot.scene import resolve_scene
 from tatbot_pipeline.robot.spec import READY_POSE, SLEEP_POSE
+from tatbot_pipeline.robot.sim_controllers import ARMSIM_MODULE, ContactStream, write_obstacle_scene
 from tatbot_pipeline.robot.tatbot import TatbotRobot
-from tests.inference.test_clients import CLIENTS, until_accepted, call_tool, start_client, wait_for_line
-from tests.robot.conftest import LEFT, RIGHT, ContactStream, move_arm, read_back, write_scene
+from tests.inference.test_clients import CLIENTS, call_tool, start_client, until_accepted, wait_for_line
+from tests.robot.conftest import LEFT, RIGHT, move_arm, read_back, write_scene
 
 PARKED_TOL = 0.05  # rad: "the sleep pose within 0.05 rad"
 
@@ -101,15 +102,8 @@ def test_a_killed_controller_stops_the_rollout_and_the_other_arm_parks(hil, node
 
 def test_an_obstacle_stops_the_arms_on_external_effort(extra_sims, hil, node, act_checkpoint, tmp_path):
     """A box over the left arm's path to ready: the controller's external efforts stop it; the contact stream agrees."""
-    box = tmp_path / "obstacle.xml"
-    box.write_text("""<mujoco model="tatbot obstacle">
-  <include file="WIDOWX_XML"/>
-  <worldbody>
-    <geom name="floor" size="0 0 0.05" type="plane"/>
-    <geom name="obstacle" type="box" size="0.05 0.06 0.02" pos="0.06 -0.02 0.33"/>
-  </worldbody>
-</mujoco>""")
-    left = extra_sims("127.0.0.4", scene=box, module="tests.robot.armsim")
+    box = write_obstacle_scene(tmp_path / "obstacle.xml", (0.06, -0.02, 0.33), (0.05, 0.06, 0.02))
+    left = extra_sims("127.0.0.4", scene=box, module=ARMSIM_MODULE)
     write_scene(Path(os.environ["TATBOT_SCENES_DIR"]), "obstacle", left.host, RIGHT)
     contacts = ContactStream(left.ws_url)
     try:
@@ -150,7 +144,7 @@ def test_a_firmware_mismatch_is_named(extra_sims, node, tmp_path):
 
 
 def test_a_controller_error_is_reported_then_cleared_by_reconnecting(extra_sims, hil, node, tmp_path):
-    faulty = extra_sims("127.0.0.6", module="tests.robot.armsim")
+    faulty = extra_sims("127.0.0.6", module=ARMSIM_MODULE)
     write_scene(tmp_path / "scenes", "faulty", faulty.host, RIGHT)
     robot = TatbotRobot(resolve_scene("faulty", tmp_path / "scenes"), enable_realsense=True, camera_source="sim")
     robot.connect()

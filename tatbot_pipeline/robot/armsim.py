@@ -7,15 +7,18 @@
   MuJoCo scene, its wire protocol and its contact WebSocket are otherwise the unmodified package.
 - **A hardware fault on SIGUSR1**: the controller enters an error state (`joint_overheated`), as the simulator's own
   `TrossenArmSimServer.fault()` does, which only in-process code can call.
+- **A clean exit on SIGTERM**, so a launcher (robot/sim_controllers.py) can stop it without killing it.
 
-Run from the repo root like the simulator itself:
-`python -m tests.robot.armsim [scene.xml] --host 127.0.0.4 --ws-port 50104`.
+Run like the simulator itself: `python -m tatbot_pipeline.robot.armsim [scene.xml] --host 127.0.0.4 --ws-port 50104`.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
 import signal
+import sys
 import threading
 
 import mujoco
@@ -63,7 +66,18 @@ class ContactEffortSim(WidowXSim):
         return outputs
 
 
+def stop_with_parent() -> None:
+    """SIGTERM this process when its parent dies (Linux): a launcher killed with SIGKILL leaves no simulator behind."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request was in place
+        sys.exit(0)
+
+
 def main() -> None:
+    stop_with_parent()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("scene", nargs="?", default=DEFAULT_SCENE)
     parser.add_argument("--host", required=True)
@@ -71,6 +85,11 @@ def main() -> None:
     parser.add_argument("--driver-version", default=None)
     args = parser.parse_args()
 
+    # The simulator's threads (MuJoCo stepping, TCP, UDP, WebSocket) inherit this mask: the signals go to the main
+    # thread only, which runs the Python handlers at once (delivered to another thread, a handler waits for the
+    # main thread to wake up).
+    handled = {signal.SIGTERM, signal.SIGUSR1}
+    signal.pthread_sigmask(signal.SIG_BLOCK, handled)
     sim = ContactEffortSim(args.scene)
     monitor = CollisionMonitor(sim)
     sim.start()
@@ -82,9 +101,11 @@ def main() -> None:
     signal.signal(signal.SIGUSR1, lambda *_: server.fault(FAULT, FAULT_REASON))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)  # one that came during start-up is delivered now
     print(f"armsim ready on {args.host}", flush=True)
     try:
-        stop.wait()
+        while not stop.wait(0.5):  # timed, as a second guard: an untimed wait could sleep through a handler
+            pass
     finally:
         contacts.stop()
         server.stop()
