@@ -133,6 +133,42 @@ def _arming(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sim_eval(args: argparse.Namespace) -> int:
+    """The sim evaluation from a shell: a verdict per stroke, a summary (or one JSON object), exit 1 when it fails.
+    Library output (encoders, dataset writers) goes to a log file under the pipeline home, as in the demo."""
+    import json
+    import time
+
+    from tatbot_pipeline.config import PipelineSettings
+    from tatbot_pipeline.console import quiet_console
+    from tatbot_pipeline.digest import checkpoint_sha256
+    from tatbot_pipeline.evaluation.sim import evaluate_in_sim, val_split_for
+    from tatbot_pipeline.evaluation.sim_gate import SimGateLimits
+
+    settings = PipelineSettings.from_env()
+    checkpoint = Path(args.checkpoint).resolve()
+    try:
+        val = Path(args.val) if args.val else val_split_for(checkpoint)
+        out_dir = settings.home / "outputs" / "sim" / checkpoint_sha256(checkpoint)[:16]
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with quiet_console(settings.logs_dir / f"sim-eval-{time.strftime('%Y%m%d-%H%M%S')}.log") as console:
+        def say(message: str) -> None:  # one line per stroke and stage; the steps are in the log
+            if not args.json and ": step " not in message:
+                console.line(f"  {message}")
+
+        result = evaluate_in_sim(checkpoint, val, out_dir, episodes=args.episodes or settings.sim_episodes,
+                                 limits=SimGateLimits.for_lab(settings), rollout_limits=settings.rollout_limits,
+                                 progress=say)
+        if args.json:
+            console.line(json.dumps(result.to_json()))
+        else:  # each stroke's verdict was said as it finished
+            console.line(result.decision.headline())
+            console.line(f"rollouts and plots: {out_dir}; full log: {console.log_path}")
+    return 0 if result.passed else 1
+
+
 def _digest(args: argparse.Namespace) -> int:
     from tatbot_pipeline.digest import checkpoint_sha256
 
@@ -196,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--off", action="store_true", help="disarm now (a running rollout stops and parks)")
     p.add_argument("--status", action="store_true", help="say whether the node is armed (exit 1 when not)")
     p.set_defaults(func=_arm)
+
+    p = sub.add_parser("sim-eval", help="roll a checkpoint out closed-loop on simulated arms (trossen-arm-sim) over "
+                       "held-out strokes and apply the sim gate (exit 1 when it fails)")
+    p.add_argument("checkpoint", help="a pretrained_model dir")
+    p.add_argument("--episodes", type=int, default=0, help="held-out strokes to run (default: TATBOT_SIM_EPISODES, 8)")
+    p.add_argument("--val", default="", help="the val split (default: beside the train split in its train_config.json)")
+    p.add_argument("--json", action="store_true", help="one JSON object: passed, strokes, tip_error_mm_p95, reasons, …")
+    p.set_defaults(func=_sim_eval)
 
     p = sub.add_parser("digest", help="a checkpoint's SHA-256 as trained_policy, promoted.json and vla_infer see it "
                        "(compare a deployed copy with the promoted one)")

@@ -109,6 +109,11 @@ class PipelineSettings:
     # The lab's promotion gate for evaluations nobody configures by hand (the daemon's): TATBOT_GATE_MAX_MAE,
     # TATBOT_GATE_MAX_JOINT_MAE (rad), TATBOT_GATE_LATENCY_MS; unset ones keep evaluation/gate.py's defaults.
     gate_overrides: dict[str, float] = field(default_factory=dict)
+    # The sim gate (evaluation/sim_gate.py: SimGateLimits) a lab applies to every sim_evaluation: TATBOT_SIM_GATE_
+    # TIP_DEVIATION_MM, _MIN_SHARE_WITHIN, _MAX_TIP_ERROR_P95_MM, _MAX_CONTACT_FORCE_N, _MAX_STOPS; and how many
+    # held-out strokes it rolls out (TATBOT_SIM_EPISODES, default 8).
+    sim_gate_overrides: dict[str, float] = field(default_factory=dict)
+    sim_episodes: int = 8
     # Training defaults for runs nobody configures by hand: TATBOT_TRAIN_PRESET, and wandb's mode (WANDB_MODE;
     # offline unless a lab syncs on purpose).
     train_preset: str = "tiny_smolvla"
@@ -148,6 +153,8 @@ class PipelineSettings:
             "checkpoint_roots": tuple(Path(p) for p in env.get("TATBOT_CHECKPOINT_ROOTS", "").split(os.pathsep) if p),
             "robot_backend": env.get("TATBOT_ROBOT_BACKEND") or "sim",
             "gate_overrides": _gate_overrides(env),
+            "sim_gate_overrides": _sim_gate_overrides(env),
+            "sim_episodes": _whole_number(env, "TATBOT_SIM_EPISODES", 8),
             "train_preset": env.get("TATBOT_TRAIN_PRESET") or "tiny_smolvla",
             "wandb_mode": env.get("WANDB_MODE") or "offline",
             "train_gpus": _whole_number(env, "TATBOT_TRAIN_GPUS", 1),
@@ -248,6 +255,21 @@ def _gate_overrides(env) -> dict[str, float]:
         if env.get(var):
             try:
                 out[name] = float(env[var]) * scale
+            except ValueError:
+                raise ValueError(f"{var}={env[var]!r} is not a number") from None
+    return out
+
+
+SIM_GATE_FIELDS = ("tip_deviation_mm", "min_share_within", "max_tip_error_p95_mm", "max_contact_force_n", "max_stops")
+
+
+def _sim_gate_overrides(env) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name in SIM_GATE_FIELDS:
+        var = f"TATBOT_SIM_GATE_{name.upper()}"
+        if env.get(var):
+            try:
+                out[name] = int(env[var]) if name == "max_stops" else float(env[var])
             except ValueError:
                 raise ValueError(f"{var}={env[var]!r} is not a number") from None
     return out

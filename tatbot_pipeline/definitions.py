@@ -13,6 +13,7 @@ from tatbot_pipeline.defs import splits
 from tatbot_pipeline.defs import training
 from tatbot_pipeline.defs import evaluation
 from tatbot_pipeline.defs import robot
+from tatbot_pipeline.defs import sim
 from tatbot_pipeline.defs.resources import default_resources
 
 
@@ -23,6 +24,7 @@ def build_definitions(settings: PipelineSettings, resources: dict | None = None)
         splits.build(settings),
         training.build(settings),
         evaluation.defs,
+        sim.defs,
         robot.build(settings),
         automation.build(settings),
         # Steps run one after the other in the run's process: a subprocess per step would re-import torch and

@@ -94,6 +94,9 @@ def ingest(defs, instance, settings: PipelineSettings, console: Console) -> None
 DEMO_TRAIN_STEPS = 200
 # Its latency budget is loose too: on a busy 2-core machine a CPU forward pass can take a few hundred ms.
 DEMO_GATE = {"max_mae": 0.5, "max_joint_mae": 1.0, "latency_budget_ms": 2000.0}
+# The sim gate relaxed the same way, and said so: 200 CPU steps of a tiny model draw its strokes tens of mm off the
+# recorded path (a real checkpoint is held to TATBOT_SIM_GATE_*, default 3 mm). 6 of the 7 held-out strokes.
+DEMO_SIM_GATE = {"episodes": 6, "tip_deviation_mm": 100.0, "max_tip_error_p95_mm": 100.0, "max_contact_force_n": 100.0}
 
 
 def pipeline_config(settings: PipelineSettings, **fields) -> dict:
@@ -146,7 +149,7 @@ def run_demo(ui: bool = True, port: int = 3000) -> int:
 
 
 def _demo_steps(settings: PipelineSettings, console: Console) -> int:
-    """The six steps, one headline each; returns the exit code."""
+    """The seven steps, one headline each; returns the exit code."""
     import dagster as dg
 
     from tatbot_pipeline.definitions import build_definitions
@@ -157,24 +160,29 @@ def _demo_steps(settings: PipelineSettings, console: Console) -> int:
     defs = build_definitions(settings, resources={"pipeline": PipelineResource.of(settings)})
     demo_root = settings.recordings_dir
     step = _stepper(console)
-    with step(f"1/6 synthetic recordings as tatbot's recorder writes them (fork v3.0, one v2.1) in {demo_root}"):
+    with step(f"1/7 synthetic recordings as tatbot's recorder writes them (fork v3.0, one v2.1) in {demo_root}"):
         make_demo_recordings(demo_root)
-    with step("2/6 recordings sensor + ingest_recordings: stroke_recording, recording_validation"):
+    with step("2/7 recordings sensor + ingest_recordings: stroke_recording, recording_validation"):
         ingest(defs, instance, settings, console)
-    with step("3/6 build_splits: usable episodes -> train/val LeRobot datasets") as done:
+    with step("3/7 build_splits: usable episodes -> train/val LeRobot datasets") as done:
         done(run_job(defs, instance, "build_splits", settings=settings)["summary"])
-    with step(f"4/6 train_policy_job: lerobot-train, tiny_smolvla, {DEMO_TRAIN_STEPS} steps on CPU") as done:
+    with step(f"4/7 train_policy_job: lerobot-train, tiny_smolvla, {DEMO_TRAIN_STEPS} steps on CPU") as done:
         trained = run_job(defs, instance, "train_policy_job",
                           {"trained_policy": {"preset": "tiny_smolvla", "steps": DEMO_TRAIN_STEPS}}, settings)
         done(trained["summary"])
-    with step("5/6 evaluate_policy: open-loop replay of the val split + promotion gate") as done:
+    with step("5/7 evaluate_policy: open-loop replay of the val split + open-loop gate (the demo's relaxed "
+              "limits)") as done:
         evaluation = run_job(defs, instance, "evaluate_policy", {"policy_evaluation": DEMO_GATE}, settings)
         done(evaluation["summary"])
-    if not evaluation["promoted"]:
+    with step("6/7 simulate_policy: closed loop on two simulated arm controllers + sim gate (the demo's relaxed "
+              "limits)") as done:
+        simulation = run_job(defs, instance, "simulate_policy", {"sim_evaluation": DEMO_SIM_GATE}, settings)
+        done(simulation["summary"])
+    if not simulation["promoted"]:
         console.line("error: the checkpoint was not promoted, and robot_eval rolls out the promoted checkpoint "
-                     "only; see policy_evaluation in the UI")
+                     "only; see policy_evaluation and sim_evaluation in the UI")
         return 1
-    with step("6/6 robot_eval: deploy the promoted checkpoint, vla_infer on the sim robot over MCP") as done:
+    with step("7/7 robot_eval: deploy the promoted checkpoint, vla_infer on the sim robot over MCP") as done:
         rollout = run_job(defs, instance, "robot_eval", {"resolve_checkpoint": {"device": "cpu", "max_steps": 40}},
                           settings)
         done(rollout["summary"])

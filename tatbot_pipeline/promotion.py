@@ -72,16 +72,65 @@ def add_to_leaderboard(settings: PipelineSettings, entry: dict) -> list[dict]:
     return board
 
 
+def read_leaderboard(settings: PipelineSettings) -> list[dict]:
+    path = settings.leaderboard_path
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def record_sim(settings: PipelineSettings, checkpoint: str, sha256: str, sim: dict) -> dict:
+    """Put a sim evaluation's figures (`sim`: passed, strokes, tip_error_mm_p95, reasons, …) on the checkpoint's
+    leaderboard entry, found by digest; promote it when both its open-loop and its sim gate passed. Returns the
+    entry. A checkpoint no policy_evaluation judged gets an entry that says so, and is never promoted."""
+    board = read_leaderboard(settings)
+    entry = next((e for e in reversed(board) if e.get("checkpoint_sha256") == sha256), None)
+    if entry is None:
+        entry = {"checkpoint": checkpoint, "checkpoint_sha256": sha256, "open_loop_passed": False,
+                 "reasons": ["no policy_evaluation judged these bytes"]}
+    open_loop = [r for r in entry.get("reasons", []) if not r.startswith("awaiting sim_evaluation")
+                 and not r.startswith("sim: ")] if not entry.get("open_loop_passed") else []
+    entry = {**entry, "sim": sim, "promoted": bool(entry.get("open_loop_passed") and sim["passed"]),
+             "reasons": open_loop + [f"sim: {r}" for r in sim.get("reasons", [])]}
+    if entry["promoted"]:
+        entry["reasons"] = []
+    _store(settings, board, entry)
+    return entry
+
+
+def _store(settings: PipelineSettings, board: list[dict], entry: dict) -> None:
+    board = [e for e in board if e.get("checkpoint_sha256") != entry["checkpoint_sha256"]] + [entry]
+    _write_json(settings.leaderboard_path, board)
+    if entry["promoted"]:
+        _write_json(settings.promoted_path, entry)
+
+
+def simulated(entry: dict | None) -> bool:
+    """Whether a leaderboard entry records a passing sim_evaluation of its checkpoint."""
+    return bool(entry and (entry.get("sim") or {}).get("passed"))
+
+
 def leaderboard_markdown(board: list[dict], limit: int = 10) -> str:
-    rows = ["| rank | run | policy | MAE (rad) | worst joint (MAE, rad) | p95 chunk latency (mode: budget) | promoted |",
-            "|---|---|---|---|---|---|---|"]
-    for rank, e in enumerate(sorted(board, key=lambda e: e["mae"])[:limit], 1):
+    """Ranked by open-loop MAE; entries only a sim evaluation knows (never judged open-loop) are left out."""
+    rows = ["| rank | run | policy | MAE (rad) | worst joint (MAE, rad) | p95 chunk latency (mode: budget) | "
+            "sim: tip p95 (mm), strokes | promoted |",
+            "|---|---|---|---|---|---|---|---|"]
+    ranked = sorted((e for e in board if e.get("mae") is not None), key=lambda e: e["mae"])
+    for rank, e in enumerate(ranked[:limit], 1):
         run = e.get("run") or run_name(e["checkpoint"])
         worst = f"{e['worst_joint'].removesuffix('.pos')} {e['worst_joint_mae']:.4f}" if e.get("worst_joint") else \
             f"{e['worst_joint_mae']:.4f}"
         rows.append(f"| {rank} | {run} | {e['policy_type']} | {e['mae']:.4f} | {worst} | "
-                    f"{_latency_cell(e)} | {'yes' if e['promoted'] else 'no: ' + '; '.join(e['reasons'])} |")
+                    f"{_latency_cell(e)} | {_sim_cell(e)} | "
+                    f"{'yes' if e['promoted'] else 'no: ' + '; '.join(e['reasons'])} |")
     return "\n".join(rows)
+
+
+def _sim_cell(e: dict) -> str:
+    sim = e.get("sim")
+    if not sim:
+        return "not simulated"
+    p95 = sim.get("tip_error_mm_p95")
+    return f"{'pass' if sim['passed'] else 'FAIL'}: {p95:.2f}, {sim['strokes']}" if p95 is not None else \
+        f"{'pass' if sim['passed'] else 'FAIL'}: n/a, {sim['strokes']}"
 
 
 def _latency_cell(e: dict) -> str:

@@ -3,7 +3,9 @@
     recordings_sensor (defs/ingestion.py)      new or changed recording dirs -> stroke_recording + recording_validation
     training_splits     split_cron debounce    rebuilt after validations land, once nothing is being ingested
     trained_policy      retrain_cron (nightly) retrained at the first tick after the split's *version* changed
-    policy_evaluation   after every new checkpoint whose blocking health checks passed (promotes or refuses)
+    policy_evaluation   after every new checkpoint whose blocking health checks passed (the open-loop gate)
+    sim_evaluation      after every policy_evaluation whose open-loop gate passed (closed loop on simulated arms;
+                        promotes the checkpoint when its sim gate passes too)
     robot_eval          never automatic: it moves hardware next to a person
 
 Why the split has a cron of its own rather than a settle window: Dagster has no built-in "quiet for N seconds"
@@ -78,6 +80,19 @@ def evaluate_condition() -> dg.AutomationCondition:
     ).with_label("Evaluate every new healthy checkpoint (and promote it if it passes the gate)")
 
 
+def sim_condition() -> dg.AutomationCondition:
+    """After every policy_evaluation whose open-loop gate (its `promotion_gate` check) passed, once it finished: the
+    simulator needs no operator and moves nothing real, so nobody has to click."""
+    evaluated = AC.any_deps_match(AC.newly_updated()).with_label("a checkpoint was evaluated open-loop")
+    passed = AC.all_deps_match(AC.all_checks_match(AC.check_passed(), blocking_only=False))
+    return (
+        evaluated.since(_started()).with_label("a new open-loop evaluation since the last simulation")
+        & passed.with_label("its open-loop gate passed")
+        & (~AC.any_deps_in_progress()).with_label("no evaluation is running")
+        & _idle("a simulation")
+    ).with_label("Simulate every checkpoint that passed the open-loop gate (and promote it if it passes the sim gate)")
+
+
 def with_condition(assets: dg.AssetsDefinition, condition: dg.AutomationCondition) -> dg.AssetsDefinition:
     """The asset with this condition: the crons are settings, known when the code location loads, not at import."""
     return assets.map_asset_specs(lambda spec: spec.replace_attributes(automation_condition=condition))
@@ -86,12 +101,12 @@ def with_condition(assets: dg.AssetsDefinition, condition: dg.AutomationConditio
 def loop_sensor(settings: PipelineSettings) -> dg.AutomationConditionSensorDefinition:
     return dg.AutomationConditionSensorDefinition(
         "loop_automation",
-        target=dg.AssetSelection.assets("training_splits", "policy_evaluation"),
+        target=dg.AssetSelection.assets("training_splits", "policy_evaluation", "sim_evaluation"),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=30,
         description=f"Rebuilds `training_splits` after new validations (at most once per `{settings.split_cron}`, "
-        "never while recordings are being ingested) and evaluates every new healthy checkpoint. Turn it off to pause "
-        "the loop; `training_automation` retrains, `robot_eval` stays manual.",
+        "never while recordings are being ingested), evaluates every new healthy checkpoint and simulates every one "
+        "that passed the open-loop gate. Turn it off to pause the loop; `training_automation` retrains, `robot_eval` stays manual.",
     )
 
 

@@ -81,11 +81,13 @@ def training_health(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, st
     owners=OWNERS,
     automation_condition=evaluate_condition(),
     description="How well the newest checkpoint predicts held-out strokes (the `val` side of the split it was trained "
-    "on), joint by joint, and how fast it computes an action chunk; the promotion gate decides whether the robot "
-    "uses it (`promoted.json` under the pipeline home). Every criterion is shown measured against its limit.",
+    "on), joint by joint, and how fast it computes an action chunk: the open-loop half of promotion. A checkpoint "
+    "that passes it goes on to sim_evaluation (closed loop on the simulated arms), and only both together promote "
+    "it (`promoted.json` under the pipeline home). Every criterion is shown measured against its limit.",
     check_specs=[dg.AssetCheckSpec("promotion_gate", asset="policy_evaluation",
-                                   description="Passes when the checkpoint was promoted: training health, mean and "
-                                   "worst-joint action error and chunk latency within the gate's limits.")],
+                                   description="Passes when the open-loop gate passed: training health, mean and "
+                                   "worst-joint action error and chunk latency within the gate's limits. Promotion "
+                                   "also needs sim_evaluation's sim_gate.")],
 )
 def policy_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
                       pipeline: PipelineResource) -> dg.MaterializeResult:
@@ -105,7 +107,7 @@ def policy_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfi
         metadata=evaluation_metadata(result, decision, board, loop_entries_of(context.instance, train_run),
                                      lineage["checkpoint_sha256"]),
         check_results=[dg.AssetCheckResult(
-            check_name="promotion_gate", passed=decision.promoted, severity=dg.AssetCheckSeverity.WARN,
+            check_name="promotion_gate", passed=decision.passed, severity=dg.AssetCheckSeverity.WARN,
             description=decision.headline(), metadata=criteria_metadata(decision),
         )],
     )
@@ -164,7 +166,7 @@ def evaluation_metadata(result: OfflineEval, decision: GateDecision, board: list
     plots += [png_markdown(trajectories(t.recorded, t.predicted, f"val episode {t.episode}: recorded vs predicted"),
                            f"episode {t.episode}") for t in result.traces[:2]]
     entries = {
-        "promoted": decision.promoted,
+        "open_loop_passed": decision.passed,
         **criteria_metadata(decision),
         "mse_rad2": number(e.mse),
         "mae_left_arm_rad": number(e.mae_per_arm["left"]),

@@ -26,6 +26,7 @@ from tatbot_pipeline.inference.local_node import embedded_sim_node
 from tatbot_pipeline.inference.plan import PlanError, RolloutPlan, RolloutResult, check_plan, plan_rollout
 from tatbot_pipeline.inference.quality import QualityLimits, rollout_quality
 from tatbot_pipeline.inference.rollout import VLAInferOutput
+from tatbot_pipeline.promotion import simulated
 from tatbot_pipeline.plots import commanded_vs_observed, png_markdown
 
 eval_runs = dg.DynamicPartitionsDefinition(name="eval_runs")
@@ -90,6 +91,8 @@ class RolloutConfig(dg.Config):
     task_prompt: str = Field("", description="task text for the policy; empty: the scene's task")
     inference: str = Field("auto", description="'sync', 'async' (chunk inference off the control thread) or 'auto': "
                            "the mode the checkpoint's measured chunk latency calls for")
+    allow_unsimulated: bool = Field(False, description="roll out a checkpoint with no passing sim_evaluation "
+                                    "(refused otherwise); recorded in the eval dataset's metadata and the run's tags")
 
 
 @dg.op(description="The rollout plan: the configured checkpoint, else the promoted one, with scene/device/steps. "
@@ -159,7 +162,9 @@ def rollout_tags(node: str, plan: RolloutPlan) -> dict[str, str]:
     """Tag values Dagster accepts (<= 63 characters of [A-Za-z0-9_.-])."""
     clean = lambda v: "".join(c if c.isalnum() or c in "_.-" else "_" for c in str(v))[:63]  # noqa: E731
     return {"tatbot/robot": clean(node), "tatbot/scene": clean(plan.scene), "tatbot/checkpoint": clean(plan.run_name),
-            "tatbot/checkpoint_sha256": plan.sha256[:16], "tatbot/evaluated": "yes" if plan.evaluation else "no"}
+            "tatbot/checkpoint_sha256": plan.sha256[:16], "tatbot/evaluated": "yes" if plan.evaluation else "no",
+            "tatbot/simulated": "yes" if simulated(plan.evaluation) else
+            ("no-allow_unsimulated" if plan.allow_unsimulated else "no")}
 
 
 @dg.op(description="Register the rollout's eval dataset as an eval_dataset partition with its rollout-quality check; "

@@ -58,14 +58,17 @@ class Criterion:
 
 @dataclass(frozen=True)
 class GateDecision:
-    promoted: bool
-    reasons: list[str]  # why not (empty when promoted)
+    """The open-loop half of promotion (replayed held-out strokes). A checkpoint that passes it is promoted only once
+    its sim_evaluation passes too (sim_gate.py, promotion.record_sim)."""
+
+    passed: bool
+    reasons: list[str]  # why not (empty when passed)
     latency: LatencyRule | None = None
     criteria: tuple[Criterion, ...] = ()
 
     def headline(self) -> str:
-        """'PROMOTED: MAE 0.108 ≤ 0.15 rad, …' — every criterion, measured against its limit."""
-        verdict = "PROMOTED" if self.promoted else "NOT PROMOTED"
+        """'OPEN-LOOP GATE PASSED: MAE 0.108 ≤ 0.15 rad, …' — every criterion, measured against its limit."""
+        verdict = "OPEN-LOOP GATE PASSED" if self.passed else "OPEN-LOOP GATE FAILED"
         return f"{verdict}: " + ", ".join(c.describe() for c in self.criteria)
 
 
@@ -93,12 +96,16 @@ def decide(result: OfflineEval, thresholds: Thresholds, health_passed: bool, hea
         reasons.append(f"{worst} error {worst_mae:.3f} rad > {thresholds.max_joint_mae}")
     if not rule.passed:
         reasons.append(rule.reason(result.device))
-    return GateDecision(promoted=not reasons, reasons=reasons, latency=rule, criteria=criteria)
+    return GateDecision(passed=not reasons, reasons=reasons, latency=rule, criteria=criteria)
+
+
+AWAITING_SIM = "awaiting sim_evaluation (closed loop on the simulated arms)"
 
 
 def record(settings: PipelineSettings, result: OfflineEval, decision: GateDecision, thresholds: Thresholds,
            lineage: dict) -> list[dict]:
-    """Add the evaluation to the leaderboard, promote it when the gate says so; return the leaderboard."""
+    """Add the evaluation to the leaderboard; return the leaderboard. Not promoted yet, whatever the open-loop gate
+    says: promotion waits for the checkpoint's sim_evaluation (promotion.record_sim)."""
     entry = {
         "checkpoint": result.checkpoint,
         "policy_type": result.policy_type,
@@ -114,8 +121,9 @@ def record(settings: PipelineSettings, result: OfflineEval, decision: GateDecisi
         "latency_budget_ms": decision.latency.budget_s * 1000 if decision.latency else None,
         "device": result.device,
         "episodes": result.episodes,
-        "promoted": decision.promoted,
-        "reasons": decision.reasons,
+        "open_loop_passed": decision.passed,
+        "promoted": False,
+        "reasons": decision.reasons or [AWAITING_SIM],
         "thresholds": asdict(thresholds),
         **lineage,
     }

@@ -39,14 +39,15 @@ from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import EvalRecorder
 from tatbot_pipeline.inference.async_loop import run_in_mode
 from tatbot_pipeline.inference.loop import LoopPlan, LoopStats, RolloutStopped
-from tatbot_pipeline.inference.modes import ModeChoice, Requested, default_mode
-from tatbot_pipeline.inference.policy import IMAGE_PREFIX, STATE, LoadedPolicy, load_policy
+from tatbot_pipeline.policy.modes import ModeChoice, Requested, default_mode
+from tatbot_pipeline.policy.loading import IMAGE_PREFIX, STATE, LoadedPolicy, load_policy
 from tatbot_pipeline.inference.rollout import warm_up
-from tatbot_pipeline.recordings.scene import load_scene
+from tatbot_pipeline.scene_yaml import load_scene
 from tatbot_pipeline.robot.base import Observation, Robot, RobotError, joints_of
 from tatbot_pipeline.robot.guard import GuardedRobot
 from tatbot_pipeline.robot.kinematics import ee_offsets_mm, needle_tip_mm
-from tatbot_pipeline.robot.safety import REVOLUTE, RolloutLimits, UnsafeAction
+from tatbot_pipeline.config import RolloutLimits
+from tatbot_pipeline.robot.safety import REVOLUTE, UnsafeAction
 from tatbot_pipeline.robot.scene import RobotScene, builtin_scene, scene_from_dict
 from tatbot_pipeline.robot.sim_controllers import ArmSim, ContactStream, sim_controllers
 from tatbot_pipeline.robot.spec import ARMS, arm_slice
@@ -256,6 +257,20 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
+
+
+def val_split_for(checkpoint: Path) -> Path:
+    """The held-out side of the split a checkpoint was trained on: `val` beside the `train` dir its
+    `train_config.json` names (lerobot-train's `dataset.root`)."""
+    config = Path(checkpoint) / "train_config.json"
+    try:
+        train_root = Path(json.loads(config.read_text())["dataset"]["root"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise FileNotFoundError(f"{config}: no dataset.root to find the checkpoint's val split — pass --val") from None
+    val = train_root.parent / "val"
+    if not val.is_dir():
+        raise FileNotFoundError(f"{val}: the split the checkpoint was trained on has no val side — pass --val")
+    return val
 
 
 def evaluate_in_sim(

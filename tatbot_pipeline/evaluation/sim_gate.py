@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from tatbot_pipeline.config import SIM_GATE_FIELDS, PipelineSettings
 from tatbot_pipeline.evaluation.gate import Criterion
 
 # The bodies that carry the needle: the gripper carriages holding the tattoo tool. Their touching skin is the job.
@@ -33,6 +34,14 @@ class SimGateLimits:
     max_contact_force_n: float = 2.0  # peak normal force of any contact outside the needle
     max_stops: int = 0  # strokes a monitor stopped
     needle_bodies: tuple[str, ...] = NEEDLE_BODIES
+
+    @classmethod
+    def for_lab(cls, settings: PipelineSettings, **chosen: float | None) -> "SimGateLimits":
+        """The lab's sim gate (TATBOT_SIM_GATE_* over these defaults), with what a launchpad chose on top."""
+        values = {**settings.sim_gate_overrides, **{k: v for k, v in chosen.items() if v is not None}}
+        if "max_stops" in values:
+            values["max_stops"] = int(values["max_stops"])
+        return cls(**values)
 
     def __post_init__(self) -> None:
         for name in ("tip_deviation_mm", "max_tip_error_p95_mm", "max_contact_force_n"):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.digest import checkpoint_sha256
-from tatbot_pipeline.promotion import leaderboard_entry, read_promoted, rollout_latency_problem
+from tatbot_pipeline.promotion import leaderboard_entry, read_promoted, rollout_latency_problem, simulated
 from tatbot_pipeline.inference.delivery import check_checkpoint, deployed_name
 from tatbot_pipeline.inference.rollout import VLAInferInput, VLAInferOutput, checkpoint_location
 
@@ -40,6 +40,9 @@ class RolloutPlan:
     # Every hand-over checks it: check_plan here, the deployer on the copy, vla_infer before loading.
     sha256: str = ""
     evaluation: dict | None = None  # its leaderboard entry (what judged it), None when no evaluation ever did
+    # A checkpoint with no passing sim_evaluation is refused unless this is set (robot_eval's allow_unsimulated):
+    # the override is recorded in the eval dataset's metadata and the run's tags.
+    allow_unsimulated: bool = False
 
     @property
     def run_name(self) -> str:
@@ -55,6 +58,17 @@ class RolloutPlan:
                              scene=self.scene, device=self.device, max_steps=self.max_steps, fps=self.fps,
                              enable_realsense=self.enable_realsense, record_eval=True, task_prompt=self.task_prompt,
                              inference=self.inference, checkpoint_sha256=self.sha256 or None)
+
+    @property
+    def simulated(self) -> str:
+        """One line: the sim evaluation that passed these bytes, or that none did (and whether that was overridden)."""
+        sim = (self.evaluation or {}).get("sim") or {}
+        if sim.get("passed"):
+            p95 = sim.get("tip_error_mm_p95")
+            return f"simulated: sim gate passed on {sim.get('strokes')} strokes, tip p95 {p95:.3g} mm" if p95 is not None \
+                else f"simulated: sim gate passed on {sim.get('strokes')} strokes"
+        why = "its sim gate failed" if sim else "no sim_evaluation"
+        return f"NOT SIMULATED ({why}){': rolled out with allow_unsimulated' if self.allow_unsimulated else ''}"
 
     @property
     def evaluated(self) -> str:
@@ -103,9 +117,14 @@ def check_plan(plan: RolloutPlan, settings: PipelineSettings) -> tuple[RolloutPl
         return plan, [f"the {plan.source} checkpoint {plan.checkpoint} changed since it was evaluated (its files' "
                       f"SHA-256 is {now[:12]}…, the evaluated one {plan.sha256[:12]}…) — evaluate it again "
                       "(trained_policy, then policy_evaluation) or roll out the evaluated files"], ""
+    if not simulated(plan.evaluation) and not plan.allow_unsimulated:
+        return plan, [f"the {plan.source} checkpoint {plan.run_name} has no passing sim_evaluation ({plan.simulated}): "
+                      "it has never run closed-loop on the simulated arms — materialize sim_evaluation for it, or "
+                      "set allow_unsimulated: true in resolve_checkpoint's config (recorded in the eval dataset and "
+                      "the run's tags)"], ""
     entry = plan.evaluation
     if entry is None:
-        return plan, [], f"{plan.evaluated}: latency budget unchecked"
+        return plan, [], f"{plan.evaluated}; {plan.simulated}: latency budget unchecked"
     problem, mode = rollout_latency_problem(entry, plan.fps, plan.device)
     if mode and plan.inference == "auto":
         plan = replace(plan, inference=mode)
@@ -132,6 +151,7 @@ class RolloutResult:
         out, plan = self.output, self.plan
         verdict = "OK" if out.success else f"STOPPED at step {out.num_steps}: {out.stop_reason or out.message}"
         judged = "" if plan.evaluation is not None else " (NOT EVALUATED)"
+        judged += "" if simulated(plan.evaluation) else " (NOT SIMULATED)"
         return (f"{verdict} — {out.num_steps}/{plan.max_steps} steps of {plan.run_name}{judged} on {self.node} "
                 f"({plan.scene}); {out.actions_clamped} clamped, {out.actions_rate_limited} rate-limited; {quality}")
 
@@ -141,5 +161,6 @@ class RolloutResult:
         e = self.plan.evaluation or {}
         return {"checkpoint_sha256": self.output.checkpoint_sha256 or self.plan.sha256,
                 "evaluated": self.plan.evaluated,
+                "simulated": self.plan.simulated,
                 "train_run": str(e.get("train_run", "unknown")),
                 "split_version": str(e.get("split_version", "unknown"))}

@@ -1,4 +1,5 @@
-"""`policy_evaluation` in Dagster: reads the latest checkpoint from the instance, honours training health, promotes."""
+"""`policy_evaluation` and `sim_evaluation` in Dagster: the open-loop gate (training health, errors, latency), then
+the closed loop on simulated arms; only both together promote."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.defs.evaluation import policy_evaluation
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.training import CHECKS
-from tatbot_pipeline.promotion import read_promoted
+from tatbot_pipeline.defs.sim import sim_evaluation
+from tatbot_pipeline.digest import checkpoint_sha256
+from tatbot_pipeline.evaluation.gate import AWAITING_SIM
+from tatbot_pipeline.promotion import read_leaderboard, read_promoted
 
 LOOSE = {"max_mae": 1e9, "max_joint_mae": 1e9, "latency_budget_ms": 1e9, "max_episodes": 1}
 
@@ -44,7 +48,7 @@ def _evaluate(instance, home: Path, config: dict) -> dg.ExecuteInProcessResult:
     )
 
 
-def test_healthy_checkpoint_within_thresholds_is_promoted(home):
+def test_healthy_checkpoint_within_thresholds_passes_the_open_loop_gate(home):
     home, ckpt = home
     with dg.instance_for_test() as instance:
         _report_training(instance, ckpt)
@@ -52,8 +56,9 @@ def test_healthy_checkpoint_within_thresholds_is_promoted(home):
         assert result.success
         [mat] = result.get_asset_materialization_events()
         meta = mat.materialization.metadata
-        assert list(meta)[0] == "summary" and meta["summary"].value.startswith("PROMOTED: health 3/3, MAE ")
-        assert meta["promoted"].value is True and meta["val_frames"].value == 8
+        assert list(meta)[0] == "summary" and meta["summary"].value.startswith("OPEN-LOOP GATE PASSED: health 3/3, MAE ")
+        assert meta["open_loop_passed"].value is True and meta["val_frames"].value == 8
+        assert meta["checkpoint_sha256"].value == checkpoint_sha256(ckpt)
         # every criterion measured against its limit, as numbers, and the latency mode it assumed
         assert meta["gate_mae_limit_rad"].value == LOOSE["max_mae"] and meta["gate_mae_passed"].value is True
         assert meta["gate_chunk_latency_p95_ms"].value > 0 and meta["gate_inference_mode"].value in ("sync", "async")
@@ -67,8 +72,11 @@ def test_healthy_checkpoint_within_thresholds_is_promoted(home):
         assert "| 1 |" in meta["leaderboard"].value
         [check] = result.get_asset_check_evaluations()
         assert check.check_name == "promotion_gate" and check.passed
-        assert check.description.startswith("PROMOTED: ") and f"≤ {LOOSE['max_mae']:.4g} rad" in check.description
-    assert read_promoted(PipelineSettings(home=home))["checkpoint"] == str(ckpt)
+        assert check.description.startswith("OPEN-LOOP GATE PASSED: ") and f"≤ {LOOSE['max_mae']:.4g} rad" in check.description
+    # Not promoted yet: promotion waits for the checkpoint's closed loop in simulation.
+    assert read_promoted(PipelineSettings(home=home)) is None
+    [entry] = read_leaderboard(PipelineSettings(home=home))
+    assert entry["open_loop_passed"] and not entry["promoted"] and entry["reasons"] == [AWAITING_SIM]
 
 
 def test_failed_health_or_threshold_blocks_promotion(home, tmp_path: Path):
@@ -86,7 +94,7 @@ def test_failed_health_or_threshold_blocks_promotion(home, tmp_path: Path):
         _report_training(instance, ckpt)
         too_strict = _evaluate(instance, fresh_home, {**LOOSE, "max_mae": 0.0})
         [check] = too_strict.get_asset_check_evaluations()
-        assert not check.passed and check.description.startswith("NOT PROMOTED: ") and "> 0 rad" in check.description
+        assert not check.passed and check.description.startswith("OPEN-LOOP GATE FAILED: ") and "> 0 rad" in check.description
     assert read_promoted(PipelineSettings(home=fresh_home)) is None
 
 
@@ -96,3 +104,48 @@ def test_without_a_trained_policy_the_run_fails_clearly(tmp_path: Path):
         assert not result.success
         [failure] = [e for e in result.all_events if e.is_step_failure]
         assert "materialize trained_policy first" in failure.step_failure_data.error.message
+
+
+# The demo's tiny model draws tens of mm off the path: relaxed limits pass it, the defaults (3 mm) do not.
+RELAXED_SIM = {"episodes": 2, "tip_deviation_mm": 500.0, "max_tip_error_p95_mm": 500.0, "max_contact_force_n": 1000.0}
+
+
+def _simulate(instance, home: Path, config: dict) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [sim_evaluation], instance=instance, raise_on_error=False,
+        resources={"pipeline": PipelineResource(home=str(home), recordings_dir=str(home / "none"))},
+        run_config={"ops": {"sim_evaluation": {"config": config}}},
+    )
+
+
+def test_only_both_gates_promote_and_promotion_carries_the_sim_figures(home, tmp_path: Path):
+    home, ckpt = home
+    fresh_home = tmp_path / "home"
+    shutil.copytree(home, fresh_home, symlinks=True)
+    for stale in ("promoted.json", "outputs/eval/leaderboard.json"):
+        (fresh_home / stale).unlink(missing_ok=True)
+    with dg.instance_for_test() as instance:
+        _report_training(instance, ckpt)
+        assert _evaluate(instance, fresh_home, LOOSE).success
+
+        strict = _simulate(instance, fresh_home, {"episodes": 2})  # the lab's default sim gate: 3 mm
+        assert strict.success
+        [check] = strict.get_asset_check_evaluations()
+        assert check.check_name == "sim_gate" and not check.passed and check.description.startswith("SIM GATE FAILED")
+        assert read_promoted(PipelineSettings(home=fresh_home)) is None
+        [entry] = read_leaderboard(PipelineSettings(home=fresh_home))
+        assert not entry["promoted"] and any(r.startswith("sim: ") and "mm" in r for r in entry["reasons"])
+
+        relaxed = _simulate(instance, fresh_home, RELAXED_SIM)
+        [mat] = relaxed.get_asset_materialization_events()
+        meta = mat.materialization.metadata
+        [check] = relaxed.get_asset_check_evaluations()
+    assert check.passed and meta["promoted"].value is True and meta["summary"].value.startswith("SIM GATE PASSED")
+    assert meta["strokes"].value == 2 and meta["tip_error_p95_mm"].value > 0
+    assert meta["checkpoint_sha256"].value == checkpoint_sha256(ckpt)
+    assert meta["drawn_vs_planned"].value.count("data:image/png;base64,") == 2  # one top-down plot per stroke
+    assert meta["strokes_table"].value.startswith("- stroke 0: ok — tip deviation p95 ")
+    promoted = read_promoted(PipelineSettings(home=fresh_home))
+    assert promoted["checkpoint"] == str(ckpt) and promoted["checkpoint_sha256"] == checkpoint_sha256(ckpt)
+    assert promoted["sim"]["passed"] and promoted["sim"]["strokes"] == 2 and promoted["sim"]["tip_error_mm_p95"] > 0
+    assert "| pass: " in meta["leaderboard"].value and "| yes |" in meta["leaderboard"].value

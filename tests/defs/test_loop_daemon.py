@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tatbot_pipeline.demo import DEMO_GATE
+from tatbot_pipeline.demo import DEMO_GATE, DEMO_SIM_GATE
 from tatbot_pipeline.synth import SynthSpec, make_recordings
 from tests.dagster_dev import dagster_dev, fresh_instance
 
@@ -23,7 +23,10 @@ pytestmark = pytest.mark.xdist_group("daemon")
 PHASE_S = 600  # the bound per phase
 SPEC = SynthSpec(recordings=3, episodes=4, stroke_length=8, cameras=True, image_shape=(48, 64), seed=11)
 GATE_ENV = {"TATBOT_GATE_MAX_MAE": DEMO_GATE["max_mae"], "TATBOT_GATE_MAX_JOINT_MAE": DEMO_GATE["max_joint_mae"],
-            "TATBOT_GATE_LATENCY_MS": DEMO_GATE["latency_budget_ms"]}
+            "TATBOT_GATE_LATENCY_MS": DEMO_GATE["latency_budget_ms"],
+            # the demo's relaxed sim gate, as a lab sets its own: the daemon's runs have no launchpad
+            **{f"TATBOT_SIM_GATE_{k.upper()}": v for k, v in DEMO_SIM_GATE.items() if k != "episodes"},
+            "TATBOT_SIM_EPISODES": 3}
 
 
 class Watch:
@@ -34,7 +37,7 @@ class Watch:
 
     def materializations(self, asset: str) -> list[dict]:
         records = self.instance.fetch_materializations(dg.AssetKey(asset), limit=1000, ascending=True).records
-        return [{"run_id": r.run_id, "partition": r.partition_key,
+        return [{"run_id": r.run_id, "partition": r.partition_key, "timestamp": r.timestamp,
                  **{k: v.value for k, v in r.asset_materialization.metadata.items()}} for r in records]
 
     def wait(self, what: str, done, started: float) -> float:
@@ -83,8 +86,8 @@ def test_new_recordings_are_trained_on_evaluated_and_promoted_without_a_click(lo
     for rec in (first, second):
         rec.rename(root / rec.name)
     promoted = watch.home / "promoted.json"
-    took = watch.wait("validation -> split -> training -> evaluation -> promoted.json",
-                      lambda: promoted.is_file() and watch.materializations("policy_evaluation"), started)
+    took = watch.wait("validation -> split -> training -> evaluation -> simulation -> promoted.json",
+                      lambda: promoted.is_file() and watch.materializations("sim_evaluation"), started)
     print(f"phase 1 (two recordings -> promoted checkpoint): {took:.0f} s")
 
     validations = watch.materializations("recording_validation")
@@ -92,16 +95,21 @@ def test_new_recordings_are_trained_on_evaluated_and_promoted_without_a_click(lo
     assert {v["status"] for v in validations} <= {"pass", "warn"}
     [trained] = watch.materializations("trained_policy")
     [evaluated] = watch.materializations("policy_evaluation")
+    [simulated] = watch.materializations("sim_evaluation")
     assert trained["preset"] == "tiny_smolvla"
-    assert evaluated["checkpoint"] == trained["checkpoint"] and evaluated["promoted"] is True
+    assert evaluated["checkpoint"] == trained["checkpoint"] and evaluated["open_loop_passed"] is True
+    # promotion came only with the closed loop in simulation, after the open-loop evaluation
+    assert simulated["checkpoint"] == trained["checkpoint"] and simulated["promoted"] is True
+    assert simulated["timestamp"] > evaluated["timestamp"]
     assert json.loads(promoted.read_text())["checkpoint"] == trained["checkpoint"]
+    assert json.loads(promoted.read_text())["sim"]["strokes"] == 3
     assert trained["new_recordings"] == evaluated["new_recordings"] == sorted([first.name, second.name])
     version_1 = trained["split_version"]
 
     started = time.monotonic()
     third.rename(root / third.name)
-    took = watch.wait("a third recording -> new split version -> second checkpoint -> its evaluation",
-                      lambda: len(watch.materializations("policy_evaluation")) >= 2, started)
+    took = watch.wait("a third recording -> new split version -> second checkpoint -> its evaluation and simulation",
+                      lambda: len(watch.materializations("sim_evaluation")) >= 2, started)
     print(f"phase 2 (a third recording -> second checkpoint evaluated): {took:.0f} s")
 
     splits = watch.materializations("training_splits")
@@ -111,6 +119,7 @@ def test_new_recordings_are_trained_on_evaluated_and_promoted_without_a_click(lo
     assert trained_2["new_recordings"] == [third.name] and trained_2["new_episodes"] > 0
     evaluated_2 = watch.materializations("policy_evaluation")[-1]
     assert evaluated_2["checkpoint"] == trained_2["checkpoint"]
+    assert watch.materializations("sim_evaluation")[-1]["checkpoint"] == trained_2["checkpoint"]
 
     runs = [r.dagster_run for r in watch.instance.get_run_records()]
     assert all(r.tags.get("dagster/sensor_name") for r in runs), "every run was launched by a sensor, none by hand"

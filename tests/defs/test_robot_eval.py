@@ -22,6 +22,8 @@ from tatbot_pipeline.digest import checkpoint_sha256
 defs = build_definitions(PipelineSettings.from_env())
 
 REPO = Path(__file__).resolve().parents[2]
+# What sim_evaluation adds to the promoted checkpoint's record when its sim gate passed.
+SIMULATED = {"passed": True, "strokes": 8, "tip_error_mm_p95": 1.2, "reasons": []}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def home(tmp_path_factory, pristine_recording: Path) -> Path:
 
     home = tmp_path_factory.mktemp("home")
     ckpt = save_tiny_smolvla_checkpoint(home / "outputs/train/tiny-1/checkpoints/last/pretrained_model", pristine_recording)
-    (home / "promoted.json").write_text(json.dumps({"checkpoint": str(ckpt), "mae": 0.1}))
+    (home / "promoted.json").write_text(json.dumps({"checkpoint": str(ckpt), "mae": 0.1, "sim": SIMULATED}))
     return home
 
 
@@ -61,7 +63,7 @@ def test_rollout_of_the_promoted_checkpoint_becomes_an_eval_dataset_partition(ho
         digest = checkpoint_sha256(Path(meta["checkpoint"].value))
         assert mat.materialization.tags == {"tatbot/robot": "hog", "tatbot/scene": "default",
                                             "tatbot/checkpoint": "tiny-1-last", "tatbot/checkpoint_sha256": digest[:16],
-                                            "tatbot/evaluated": "yes"}
+                                            "tatbot/evaluated": "yes", "tatbot/simulated": "yes"}
         assert meta["checkpoint_sha256"].value == digest  # lineage by content: the bytes the node loaded
         assert json.loads((Path(meta["path"].value) / "meta" / "vla_eval.json").read_text())["checkpoint_sha256"] == digest
         assert instance.get_run_by_id(result.run_id).tags["tatbot/checkpoint"] == "tiny-1-last"
@@ -108,7 +110,7 @@ def test_failed_rollout_fails_the_run_with_the_tools_message(home: Path, pristin
     act = save_tiny_act_checkpoint(home / "outputs/train/act-ok/checkpoints/last/pretrained_model", pristine_recording)
     bad = poison_with_nan(act, home / "outputs/train/act-nan/checkpoints/last/pretrained_model")
     with dg.instance_for_test() as instance:
-        result = _run(instance, home, {"checkpoint": str(bad), "max_steps": 5})
+        result = _run(instance, home, {"checkpoint": str(bad), "max_steps": 5, "allow_unsimulated": True})
         assert not result.success
         failure = next(e for e in result.all_events if e.is_step_failure)
         assert failure.step_key == "register_eval_dataset"
@@ -147,7 +149,7 @@ def test_checkpoint_slower_than_its_budget_is_refused(home: Path, tmp_path: Path
     board = slow_home / "outputs/eval/leaderboard.json"
     board.parent.mkdir(parents=True, exist_ok=True)
     board.write_text(json.dumps([{"checkpoint": ckpt, "latency_p95_ms": 250.0, "device": "cpu",
-                                  "thresholds": {"latency_budget_s": 0.0}}]))
+                                  "thresholds": {"latency_budget_s": 0.0}, "sim": SIMULATED}]))
     with dg.instance_for_test() as instance:
         result = _run(instance, slow_home, {"checkpoint": ckpt})
         failure = next(e for e in result.all_events if e.is_step_failure)
@@ -167,7 +169,7 @@ def test_the_rollout_runs_in_the_mode_the_gate_assumed(home: Path, tmp_path: Pat
     board = evaluated / "outputs/eval/leaderboard.json"
     board.parent.mkdir(parents=True, exist_ok=True)
     board.write_text(json.dumps([{"checkpoint": ckpt, "chunk_latency_p95_ms": chunk_p95_ms, "device": "cpu",
-                                  "n_action_steps": 8, "thresholds": {"latency_budget_s": 0.0}}]))
+                                  "n_action_steps": 8, "thresholds": {"latency_budget_s": 0.0}, "sim": SIMULATED}]))
     with dg.instance_for_test() as instance:
         result = _run(instance, evaluated, {"checkpoint": ckpt, "max_steps": 6})
         if outcome == "refused":
@@ -209,7 +211,7 @@ def promoted_home(home: Path, tmp_path: Path) -> Path:
     entry = {"checkpoint": str(ckpt), "checkpoint_sha256": checkpoint_sha256(ckpt), "mae": 0.1, "promoted": True,
              "evaluated_at": "2026-12-04T10:00:00+00:00", "chunk_latency_p95_ms": 1.0, "device": "cpu",
              "n_action_steps": 8, "thresholds": {"latency_budget_s": 0.0}, "split_version": "abc123",
-             "train_run": "run-1"}
+             "train_run": "run-1", "sim": SIMULATED}
     (copy / "promoted.json").write_text(json.dumps(entry))
     (copy / "outputs/eval").mkdir(parents=True, exist_ok=True)
     (copy / "outputs/eval/leaderboard.json").write_text(json.dumps([entry]))
@@ -258,16 +260,24 @@ def test_a_tampered_deployed_copy_is_refused_by_the_deployer_and_the_node(promot
         deploy_local(copy, promoted_home / "deployed-again", "0" * 64)
 
 
-def test_an_unevaluated_checkpoint_is_flagged_in_the_lineage(home: Path, pristine_recording: Path):
+def test_an_unsimulated_checkpoint_is_refused_and_the_override_is_recorded(home: Path, pristine_recording: Path):
     from tests.inference.checkpoints import save_tiny_act_checkpoint
 
     act = save_tiny_act_checkpoint(home / "outputs/train/act-new/checkpoints/last/pretrained_model", pristine_recording)
     with dg.instance_for_test() as instance:
-        result = _run(instance, home, {"checkpoint": str(act), "max_steps": 4})
+        refused = _run(instance, home, {"checkpoint": str(act), "max_steps": 4})
+        failure = next(e for e in refused.all_events if e.is_step_failure)
+        assert failure.step_key == "check_checkpoint_op"
+        assert "has no passing sim_evaluation" in failure.step_failure_data.error.message
+        assert "allow_unsimulated: true" in failure.step_failure_data.error.message
+        result = _run(instance, home, {"checkpoint": str(act), "max_steps": 4, "allow_unsimulated": True})
         assert result.success
+        assert instance.get_run_by_id(result.run_id).tags["tatbot/simulated"] == "no-allow_unsimulated"
         [mat] = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("eval_dataset")]
     meta = mat.materialization.metadata
     assert "(NOT EVALUATED)" in meta["summary"].value
     assert meta["evaluated"].value.startswith("NOT EVALUATED")
+    assert meta["simulated"].value == "NOT SIMULATED (no sim_evaluation): rolled out with allow_unsimulated"
+    assert "(NOT SIMULATED)" in meta["summary"].value
     assert meta["checkpoint_sha256"].value == checkpoint_sha256(act)
     assert mat.materialization.tags["tatbot/evaluated"] == "no"

@@ -38,7 +38,7 @@ def evaluation(chunk_p95_ms: float, n_action_steps: int = 16, fps: float = 10.0,
 def test_the_latency_budget_follows_the_mode_the_rollout_would_run_in(p95_ms, mode, budget_ms, promoted):
     decision = decide(evaluation(p95_ms), ACCURATE, health_passed=True)
     assert decision.latency.mode == mode and decision.latency.budget_s * 1000 == pytest.approx(budget_ms)
-    assert decision.promoted is promoted
+    assert decision.passed is promoted
     if not promoted:
         assert decision.reasons == [f"p95 chunk latency {p95_ms:.1f} ms on cuda > budget {budget_ms:.1f} ms assuming "
                                     "async inference ((n_action_steps 16 - margin 1) // 2 periods at 10 Hz)"]
@@ -61,7 +61,7 @@ def test_the_leaderboard_records_the_mode_assumed(tmp_path: Path):
     (entry,) = board
     assert entry["inference_mode"] == "async" and entry["chunk_latency_p95_ms"] == pytest.approx(150.0)
     assert entry["latency_budget_ms"] == pytest.approx(700.0) and entry["n_action_steps"] == 16
-    assert "| 150.0 ms (async: 700 ms) | yes |" in leaderboard_markdown(board)
+    assert "| 150.0 ms (async: 700 ms) | not simulated | no: awaiting sim_evaluation" in leaderboard_markdown(board)
     settings = PipelineSettings(home=tmp_path)
     assert leaderboard_entry(settings, "/ckpt/a") == entry and leaderboard_entry(settings, "/ckpt/b") is None
 

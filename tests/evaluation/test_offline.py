@@ -10,7 +10,7 @@ import pytest
 
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.evaluation.gate import Thresholds, decide, record
-from tatbot_pipeline.promotion import leaderboard_markdown, read_promoted
+from tatbot_pipeline.promotion import leaderboard_markdown, read_promoted, record_sim
 from tatbot_pipeline.evaluation.action_errors import action_errors
 from tatbot_pipeline.evaluation.offline import evaluate_checkpoint
 from tatbot_pipeline.plots import error_summary, png_markdown, trajectories
@@ -51,30 +51,41 @@ def test_replay_covers_the_episodes_and_metrics_agree_with_the_traces(smolvla_ev
 def test_gate_rejects_on_each_threshold_and_on_failed_health(smolvla_eval):
     _, result = smolvla_eval
     loose = Thresholds(max_mae=1e9, max_joint_mae=1e9, latency_budget_s=1e9)
-    assert decide(result, loose, health_passed=True).promoted
+    assert decide(result, loose, health_passed=True).passed
     strict_error = decide(result, Thresholds(max_mae=0.0, max_joint_mae=1e9, latency_budget_s=1e9), health_passed=True)
-    assert not strict_error.promoted and "mean action error" in strict_error.reasons[0]
+    assert not strict_error.passed and "mean action error" in strict_error.reasons[0]
     strict_joint = decide(result, Thresholds(max_mae=1e9, max_joint_mae=0.0, latency_budget_s=1e9), health_passed=True)
-    assert not strict_joint.promoted and ".pos error" in strict_joint.reasons[0]
+    assert not strict_joint.passed and ".pos error" in strict_joint.reasons[0]
     slow = decide(result, Thresholds(max_mae=1e9, max_joint_mae=1e9, latency_budget_s=1e-9), health_passed=True)
-    assert not slow.promoted and "p95 chunk latency" in slow.reasons[0] and "latency_budget_ms set" in slow.reasons[0]
+    assert not slow.passed and "p95 chunk latency" in slow.reasons[0] and "latency_budget_ms set" in slow.reasons[0]
     sick = decide(result, loose, health_passed=False, health_note="loss_decreased failed")
-    assert not sick.promoted and "loss_decreased" in sick.reasons[0]
+    assert not sick.passed and "loss_decreased" in sick.reasons[0]
 
 
-def test_record_promotes_only_passing_checkpoints(smolvla_eval, tmp_path: Path):
+def test_only_a_checkpoint_that_passes_both_gates_is_promoted(smolvla_eval, tmp_path: Path):
     _, result = smolvla_eval
+    settings = PipelineSettings(home=tmp_path)
     loose = Thresholds(max_mae=1e9, max_joint_mae=1e9, latency_budget_s=1e9)
-    board = record(PipelineSettings(home=tmp_path), result, decide(result, loose, True), loose, {"split_version": "v1"})
-    assert read_promoted(PipelineSettings(home=tmp_path))["checkpoint"] == result.checkpoint
-    assert board[0]["promoted"] and board[0]["split_version"] == "v1"
+    lineage = {"split_version": "v1", "checkpoint_sha256": "a" * 64}
+    board = record(settings, result, decide(result, loose, True), loose, lineage)
+    assert read_promoted(settings) is None  # the open-loop gate alone promotes nothing
+    assert board[0]["open_loop_passed"] and not board[0]["promoted"] and board[0]["split_version"] == "v1"
+
+    failed_sim = {"passed": False, "strokes": 8, "tip_error_mm_p95": 9.0, "reasons": ["tip deviation p95 9 mm > 3 mm"]}
+    entry = record_sim(settings, result.checkpoint, "a" * 64, failed_sim)
+    assert not entry["promoted"] and entry["reasons"] == ["sim: tip deviation p95 9 mm > 3 mm"]
+    assert read_promoted(settings) is None
+    entry = record_sim(settings, result.checkpoint, "a" * 64, {**failed_sim, "passed": True, "reasons": []})
+    assert entry["promoted"] and read_promoted(settings)["sim"]["tip_error_mm_p95"] == 9.0
 
     rejected = type(result)(**{**result.__dict__, "checkpoint": "/elsewhere/pretrained_model"})
-    board = record(PipelineSettings(home=tmp_path), rejected, decide(rejected, loose, False), loose, {})
-    assert read_promoted(PipelineSettings(home=tmp_path))["checkpoint"] == result.checkpoint  # the rejected one did not take its place
+    board = record(settings, rejected, decide(rejected, loose, False), loose, {"checkpoint_sha256": "b" * 64})
+    record_sim(settings, rejected.checkpoint, "b" * 64, {**failed_sim, "passed": True, "reasons": []})
+    assert read_promoted(settings)["checkpoint"] == result.checkpoint  # a sim pass does not promote an open-loop fail
+    board = json.loads(settings.leaderboard_path.read_text())
     assert [e["promoted"] for e in board] == [True, False]
     table = leaderboard_markdown(board)
-    assert table.count("\n") == 3 and "no: training health checks did not pass" in table
+    assert table.count("\n") == 3 and "no: training health checks did not pass" in table and "pass: 9.00, 8" in table
     assert json.loads((tmp_path / "outputs/eval/leaderboard.json").read_text()) == board
 
 

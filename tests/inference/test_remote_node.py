@@ -79,7 +79,8 @@ def test_robot_eval_deploys_over_rsync_and_the_node_refuses_a_tampered_copy(sshd
                                     pristine_recording)
     digest = checkpoint_sha256(ckpt)
     (host_home / "promoted.json").write_text(json.dumps({"checkpoint": str(ckpt), "checkpoint_sha256": digest,
-                                                         "mae": 0.1, "promoted": True}))
+                                                         "mae": 0.1, "promoted": True,
+                                                         "sim": {"passed": True, "strokes": 8}}))
     # The node: its own home, and checkpoints only from its own dir.
     node = tmp_path / "hog"
     node_checkpoints = node / "checkpoints"

@@ -1,0 +1,146 @@
+"""`sim_evaluation`: the checkpoint that passed the open-loop gate runs closed-loop on two simulated arm controllers
+(trossen-arm-sim through the real `trossen_arm` driver) before it may be promoted (evaluation/sim.py).
+
+It runs by itself after every policy_evaluation whose open-loop gate passed: the simulator needs no operator and
+moves nothing real. Promotion needs both gates (promotion.record_sim), so the first closed loop of a checkpoint is
+never the robot next to a person.
+"""
+
+import base64
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.defs import OWNERS
+from tatbot_pipeline.defs.automation import sim_condition
+from tatbot_pipeline.defs.metadata import headline_first, number
+from tatbot_pipeline.defs.resources import PipelineResource
+from tatbot_pipeline.evaluation.sim import SimEvaluation, evaluate_in_sim
+from tatbot_pipeline.evaluation.sim_gate import SimGateLimits
+from tatbot_pipeline.promotion import leaderboard_markdown, read_leaderboard, record_sim
+
+EVALUATED = dg.AssetKey("policy_evaluation")
+
+
+class SimEvaluationConfig(dg.Config):
+    """Launchpad config of `sim_evaluation`. Empty limits: the lab's sim gate (TATBOT_SIM_GATE_*), else the defaults
+    of evaluation/sim_gate.py: SimGateLimits."""
+
+    episodes: int = Field(0, description="held-out strokes to roll out (0: TATBOT_SIM_EPISODES, default 8)")
+    device: str = Field("cpu", description="where the policy runs")
+    tip_deviation_mm: float | None = Field(None, description="a stroke is within when its needle-tip deviation p95 "
+                                           "is at most this (mm)")
+    min_share_within: float | None = Field(None, description="share of strokes that must be within (0–1)")
+    max_tip_error_p95_mm: float | None = Field(None, description="p95 needle-tip deviation over all steps (mm)")
+    max_contact_force_n: float | None = Field(None, description="peak force of any contact outside the needle (N)")
+    max_stops: int | None = Field(None, description="strokes a safety monitor may stop (default 0)")
+
+    def limits(self, settings: PipelineSettings) -> SimGateLimits:
+        chosen = self.model_dump(exclude={"episodes", "device"})
+        return SimGateLimits.for_lab(settings, **chosen)
+
+
+def judged_checkpoint(instance: dg.DagsterInstance) -> dict:
+    """What the newest policy_evaluation judged: checkpoint, its digest, the val split, its run."""
+    event = instance.get_latest_materialization_event(EVALUATED)
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure("no policy_evaluation yet — a checkpoint is simulated after its open-loop evaluation")
+    meta = event.asset_materialization.metadata
+    missing = [k for k in ("checkpoint", "checkpoint_sha256", "val_split") if k not in meta]
+    if missing:
+        raise dg.Failure(f"policy_evaluation of run {event.run_id} has no {', '.join(missing)}: re-run it")
+    return {k: str(meta[k].value) for k in ("checkpoint", "checkpoint_sha256", "val_split")} | {"run": event.run_id}
+
+
+@dg.asset(
+    deps=[dg.AssetDep(EVALUATED)],
+    group_name="evaluation",
+    kinds={"mujoco", "lerobot"},
+    owners=OWNERS,
+    automation_condition=sim_condition(),
+    description="The checkpoint that passed the open-loop gate, rolled out closed-loop on held-out strokes on two "
+    "simulated arm controllers (trossen-arm-sim, MuJoCo) through the real trossen_arm driver and the same loop, "
+    "envelope and monitors as vla_infer; cameras replay each stroke's recorded frames. Measures needle-tip "
+    "deviation from the recorded path (mm), joint tracking, contacts, stops. Promotion needs this sim gate too.",
+    check_specs=[dg.AssetCheckSpec("sim_gate", asset="sim_evaluation",
+                                   description="Passes when the sim gate passed: enough strokes within the tip "
+                                   "deviation limit, p95 tip deviation, no contact above the force limit outside "
+                                   "the needle, no stop.")],
+)
+def sim_evaluation(context: dg.AssetExecutionContext, config: SimEvaluationConfig,
+                   pipeline: PipelineResource) -> dg.MaterializeResult:
+    settings = pipeline.settings
+    judged = judged_checkpoint(context.instance)
+    out_dir = settings.home / "outputs" / "sim" / judged["checkpoint_sha256"][:16]  # by content: one per checkpoint
+    context.log.info(f"simulating {judged['checkpoint']} on {judged['val_split']} -> {out_dir}")
+    result = evaluate_in_sim(Path(judged["checkpoint"]), Path(judged["val_split"]), out_dir,
+                             episodes=config.episodes or settings.sim_episodes, limits=config.limits(settings),
+                             rollout_limits=settings.rollout_limits, device=config.device, progress=context.log.info)
+    entry = record_sim(settings, judged["checkpoint"], judged["checkpoint_sha256"], sim_summary(result))
+    context.log.info(result.decision.headline() + (" — PROMOTED" if entry["promoted"] else ""))
+    return dg.MaterializeResult(
+        metadata=sim_metadata(result, entry, judged, read_leaderboard(settings)),
+        check_results=[dg.AssetCheckResult(check_name="sim_gate", passed=result.passed,
+                                           severity=dg.AssetCheckSeverity.WARN,
+                                           description=result.decision.headline())],
+    )
+
+
+def sim_summary(result: SimEvaluation) -> dict:
+    """The figures promoted.json and the leaderboard carry."""
+    data = result.to_json()
+    return {k: data[k] for k in ("passed", "strokes", "tip_error_mm_p95", "reasons", "headline", "inference",
+                                 "out_dir")} | {"limits": data["limits"]}
+
+
+def sim_metadata(result: SimEvaluation, entry: dict, judged: dict, board: list[dict]) -> dict:
+    limits = result.limits
+    promoted = "PROMOTED" if entry["promoted"] else "not promoted: " + "; ".join(entry["reasons"])[:300]
+    entries = {
+        "promoted": entry["promoted"],
+        "sim_gate_passed": result.passed,
+        **{f"gate_{c.name.lower().replace(' ', '_').replace('%', 'pct')}": number(c.measured)
+           for c in result.decision.criteria if c.measured is not None},
+        "tip_error_p95_mm": number(result.tip_error_mm_p95),
+        "strokes": number(result.strokes),
+        "stops": number(sum(1 for r in result.records if r.stop_reason)),
+        "missed_ticks": number(sum(r.missed_ticks for r in result.records)),
+        "actions_clamped": number(sum(r.actions_clamped for r in result.records)),
+        "peak_contact_force_n": number(max((r.peak_contact_force_n for r in result.records), default=0.0)),
+        "inference": result.inference,
+        "checkpoint": dg.MetadataValue.path(judged["checkpoint"]),
+        "checkpoint_sha256": judged["checkpoint_sha256"],
+        "val_split": dg.MetadataValue.path(judged["val_split"]),
+        "rollouts": dg.MetadataValue.path(str(Path(result.out_dir) / "rollouts")),
+        "limits": dg.MetadataValue.json({**vars(limits), "needle_bodies": list(limits.needle_bodies)}),
+    }
+    last = {
+        "strokes_table": dg.MetadataValue.md(strokes_markdown(result)),
+        "drawn_vs_planned": dg.MetadataValue.md(plots_markdown(result)),
+        "leaderboard": dg.MetadataValue.md(leaderboard_markdown(board)),
+    }
+    return headline_first(f"{result.decision.headline()}; {promoted}", entries, last)
+
+
+def strokes_markdown(result: SimEvaluation) -> str:
+    return "\n".join([f"- {r.verdict(result.limits)}" for r in result.records] or ["no stroke ran"])
+
+
+def plots_markdown(result: SimEvaluation, limit: int = 4) -> str:
+    """The first strokes' top-down plots: the planned needle path and the one drawn in simulation, per arm, in mm."""
+    images = []
+    for r in result.records[:limit]:
+        if r.plot and Path(r.plot).is_file():
+            data = base64.b64encode(Path(r.plot).read_bytes()).decode()
+            images.append(f"![stroke {r.episode}](data:image/png;base64,{data})")
+    return "\n\n".join(images) or "no plot (no stroke ran a step)"
+
+
+sim_job = dg.define_asset_job(
+    "simulate_policy", selection=[sim_evaluation],
+    description="Roll the newest open-loop-evaluated checkpoint out on the simulated arms and decide promotion "
+    "(automation does it by itself after every passing policy_evaluation).")
+
+defs = dg.Definitions(assets=[sim_evaluation], jobs=[sim_job])
