@@ -22,7 +22,7 @@ from tests.dagster_dev import REPO, dagster_dev, fresh_instance
 
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 LINEAGE = ["stroke_recording", "recording_validation", "training_splits", "trained_policy", "policy_evaluation",
-           "eval_dataset"]
+           "sim_evaluation", "eval_dataset"]
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +44,11 @@ def test_the_terminal_shows_the_steps_and_the_logs_hold_the_rest(demo):
     assert len(lines) <= 150, len(lines)
     text = demo["stdout"] + demo["stderr"]
     steps = [line for line in demo["stdout"].splitlines() if line.startswith("==> ")]
-    assert [s[:8] for s in steps] == [f"==> {i}/6 " for i in range(1, 7)]
+    assert [s[:8] for s in steps] == [f"==> {i}/7 " for i in range(1, 8)]
     for noise in ("Svt[", "SVT [", "[mp4 @", "'batch_size'", "Warning:", "UserWarning", "DeprecationWarning"):
         assert noise not in text, noise
-    assert "PROMOTED: health 3/3, MAE" in text and "OK — 40/40 steps" in text
+    assert "OPEN-LOOP GATE PASSED: health 3/3, MAE" in text and "OK — 40/40 steps" in text
+    assert "SIM GATE PASSED: " in text and "; PROMOTED" in text
     [log] = re.findall(r"full logs:\s+(\S+\.log)", demo["stdout"])
     assert "Svt" not in Path(log).read_text() and "lerobot" in Path(log).read_text()  # the detail, minus encoder banners
     assert "Watch the loop:" in demo["stdout"].splitlines()[-1]
@@ -93,7 +94,7 @@ def test_the_ui_shows_failures_thresholds_and_rollout_quality(demo, tmp_path):
            "TATBOT_SETTLE_SECONDS": "1e9"}  # no background ingestion meanwhile
     rollout = next((demo["home"] / "eval_datasets").iterdir()).name
     with dagster_dev(demo["dagster_home"], env, tmp_path / "dagster_dev.log") as url:
-        lineage = browse(f"{url}/assets/eval_dataset?view=lineage&lineageScope=upstream&lineageDepth=6",
+        lineage = browse(f"{url}/assets/eval_dataset?view=lineage&lineageScope=upstream&lineageDepth=7",
                          "eval_dataset_lineage.png")
         assert not [name for name in LINEAGE if name not in lineage]
 
@@ -101,8 +102,11 @@ def test_the_ui_shows_failures_thresholds_and_rollout_quality(demo, tmp_path):
         assert "Failed (1)" in partitions and "stroke-crashed-" in partitions
 
         evaluation = browse(f"{url}/assets/policy_evaluation", "policy_evaluation.png")
-        assert "PROMOTED: health 3/3, MAE" in evaluation and "≤ 0.5 rad" in evaluation
+        assert "OPEN-LOOP GATE PASSED: health 3/3, MAE" in evaluation and "≤ 0.5 rad" in evaluation
         assert "gate_mae_limit_rad" in evaluation and "gate_chunk_latency_p95_limit_ms" in evaluation
+
+        simulation = browse(f"{url}/assets/sim_evaluation", "sim_evaluation.png")
+        assert "SIM GATE PASSED" in simulation and "drawn_vs_planned" in simulation and "tip_error_p95_mm" in simulation
 
         rollout_page = browse(f"{url}/assets/eval_dataset?view=partitions&partition={rollout}", "eval_dataset.png")
         assert "actions_clamped" in rollout_page and "max_tracking_error_rad" in rollout_page

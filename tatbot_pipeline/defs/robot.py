@@ -2,7 +2,7 @@
 
 Built from ops (not an asset) because it acts on hardware, and it is never automated: a person decides when a robot
 next to a person moves (and on the real arms, an operator at the robot arms it first). Its result joins the lineage
-as a partition of the `eval_dataset` asset, downstream of the `policy_evaluation` that promoted the checkpoint; the
+as a partition of the `eval_dataset` asset, downstream of the `sim_evaluation` that promoted the checkpoint; the
 ops log the materialization and the rollout-quality check themselves (DESIGN.md §3). Each op is a few lines over the
 core: inference/plan.py (what to roll out, and whether it may be), inference/delivery.py, inference/client.py,
 inference/quality.py.
@@ -35,14 +35,15 @@ QUALITY_CHECK = "rollout_quality"
 
 eval_dataset = dg.AssetSpec(
     EVAL_DATASET,
-    deps=["policy_evaluation"],
+    deps=["sim_evaluation"],
     partitions_def=eval_runs,
     group_name="robot",
     kinds={"lerobot"},
     owners=OWNERS,
     description="A rollout of a checkpoint on the robot, recorded by vla_infer (`vla-eval-<scene>-<timestamp>`, a "
     "LeRobot v3.0 dataset with the recordings' features). One partition per rollout, written by the manual "
-    "`robot_eval` job; upstream is the policy_evaluation that promoted the checkpoint.",
+    "`robot_eval` job; upstream is the sim_evaluation that, after policy_evaluation, promoted the checkpoint. Its "
+    "metadata names the checkpoint by digest and says when it was NOT EVALUATED or NOT SIMULATED.",
 )
 
 

@@ -87,8 +87,8 @@ def test_eval_dataset_lineage_reaches_the_recordings():
         if not parents:
             break
         key = sorted(parents)[0]
-    assert chain == ["eval_dataset", "policy_evaluation", "trained_policy", "training_splits", "recording_validation",
-                     "stroke_recording"]
+    assert chain == ["eval_dataset", "sim_evaluation", "policy_evaluation", "trained_policy", "training_splits",
+                     "recording_validation", "stroke_recording"]
 
 
 def test_bad_checkpoint_fails_before_anything_moves(home: Path, tmp_path: Path):
