@@ -17,6 +17,8 @@ from tatbot_pipeline.evaluation.sim import contact_records, evaluate_in_sim, rea
 from tatbot_pipeline.evaluation.sim_gate import SimGateLimits, decide_sim
 from tatbot_pipeline.robot.kinematics import arm_kinematics
 from tatbot_pipeline.robot.sim_controllers import address_free, sim_controllers, write_obstacle_scene
+from tatbot_pipeline.evaluation.gate import Thresholds, decide
+from tatbot_pipeline.evaluation.offline import evaluate_checkpoint
 from tests.inference.checkpoints import with_action_bias
 from tests.inference.conftest import act_checkpoint, checkpoint_home  # noqa: F401  (shared session fixtures)
 
@@ -157,6 +159,12 @@ def test_an_obstacle_in_one_arms_path_fails_the_gate_naming_the_stroke_and_the_b
     assert all(r.startswith("stroke 0: left arm's link_") and "touched world (obstacle) with" in r for r in contact_reasons)
     assert not {c.name: c.passed for c in result.decision.criteria}["peak contact force outside the needle"]
     assert armsim_children() == []
+    # The open-loop gate passes the same checkpoint on the same stroke: replay never meets the box. (Its errors do not
+    # depend on the scene at all, so the gate is set where these errors pass, as a lab's would for this policy.)
+    replay = evaluate_checkpoint(biased_checkpoint, pristine_recording, "cpu", max_episodes=1)
+    open_loop = decide(replay, Thresholds(max_mae=replay.errors.mae * 1.01, max_joint_mae=1e3, latency_budget_s=1e3),
+                       health_passed=True)
+    assert open_loop.passed and open_loop.headline().startswith("OPEN-LOOP GATE PASSED")
 
 
 def test_a_controller_killed_mid_stroke_is_a_stop_and_leaves_no_process(mean_checkpoint: Path,
