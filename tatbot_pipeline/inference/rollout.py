@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 MAX_PATH_LENGTH = 4096
 
 
+# (checkpoint dir, policy type, device) -> the loaded policy: policy/loading.py's load_policy unless a caller injects one
+PolicyLoader = Callable[[Path, str, str], LoadedPolicy]
+
+
 class VLAInferInput(BaseModel):
     """The seed's tool input. `policy` is smolvla or pi0, or any LeRobot type the checkpoint's config declares.
 
@@ -137,10 +141,12 @@ def vla_infer(
     eval_root: Path | None = None,
     control: RolloutControl | None = None,
     progress: ProgressFn | None = None,
+    loader: PolicyLoader | None = None,
 ) -> VLAInferOutput:
     """Run one rollout; never raises for robot, policy or input trouble — the output says what happened.
 
-    `factory` overrides the backend's robot factory (tests inject faults this way); `control` lets a supervisor stop
+    `factory` overrides the backend's robot factory and `loader` the policy loader (tests inject robot and inference
+    faults this way, through the same seams the real parts use); `control` lets a supervisor stop
     the rollout (checked every step) or abandon it; `progress` receives (fraction, message) as the rollout goes.
     """
     control = control or RolloutControl()
@@ -154,7 +160,7 @@ def vla_infer(
     control.attach(lock=lock)
     rollout = _Rollout(request, settings, chosen, factory or robot_factory(backend, settings),
                        eval_root or settings.eval_datasets_dir,
-                       control, progress or _log_progress)
+                       control, progress or _log_progress, loader or load_policy)
     try:
         return rollout.run()
     except (RolloutRefused, SceneError) as e:  # refusals a user acts on: the message is the whole story
@@ -182,6 +188,7 @@ class _Rollout:
     eval_root: Path
     control: RolloutControl
     progress: ProgressFn
+    loader: "PolicyLoader"
 
     def __post_init__(self) -> None:
         self.notes: list[str] = []
@@ -271,7 +278,7 @@ class _Rollout:
         checkpoint = checkpoint_location(req.checkpoint_path, self.settings.home)
         self.check_digest(checkpoint)
         self.progress(0.03, f"loading {req.policy} policy from {checkpoint}")
-        policy = load_policy(checkpoint, req.policy, device)
+        policy = self.loader(checkpoint, req.policy, device)
         self.progress(0.05, "first forward pass")
         return scene, policy, req.task_prompt or scene.task
 

@@ -22,6 +22,10 @@ from tatbot_pipeline.evaluation.offline import evaluate_checkpoint
 from tests.inference.checkpoints import with_action_bias
 from tests.inference.conftest import act_checkpoint, checkpoint_home  # noqa: F401  (shared session fixtures)
 
+# Beside the daemon test in `make test`'s second worker (tests/conftest.py): self-contained (its own servers or
+# simulated controllers on free loopback addresses), and the daemon test mostly waits for cron ticks.
+pytestmark = pytest.mark.xdist_group("daemon")
+
 # Limits between what the mean policy does on the synthetic strokes (tip p95 ~45 mm) and what a policy biased by 3
 # standard deviations does (~100 mm): the tip criteria separate the two; the contact and stop ones pass for both.
 TIP_LIMITS = SimGateLimits(tip_deviation_mm=75.0, min_share_within=0.8, max_tip_error_p95_mm=75.0)

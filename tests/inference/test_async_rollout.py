@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.inference import rollout
 from tatbot_pipeline.inference.chunks import WORKER_THREAD_NAME as WORKER, ChunkQueue
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import INFERENCE_KEY, INFERENCE_NAMES
@@ -60,28 +59,24 @@ def eval_steps(eval_dir: str) -> dict[str, np.ndarray]:
     return dict(zip(INFERENCE_NAMES, values.T))
 
 
-@pytest.fixture
-def faulty_worker(monkeypatch):
-    """Make the loaded policy's chunk inference misbehave, in the worker thread only: `fault(chunk_fn, call)`
-    returns the chunk (or raises); `call` counts the worker's calls from 1."""
+def faulty_worker(fault):
+    """A policy loader (vla_infer's `loader`) whose chunk inference misbehaves in the worker thread only:
+    `fault(chunk_fn, call)` returns the chunk (or raises); `call` counts the worker's calls from 1."""
 
-    def install(fault):
-        def load(*args, **kwargs):
-            loaded = load_policy(*args, **kwargs)
-            compute, calls = loaded.chunk, [0]
+    def load(*args, **kwargs):
+        loaded = load_policy(*args, **kwargs)
+        compute, calls = loaded.chunk, [0]
 
-            def chunk(*a, **kw):
-                if threading.current_thread().name != WORKER:
-                    return compute(*a, **kw)
-                calls[0] += 1
-                return fault(lambda: compute(*a, **kw), calls[0])
+        def chunk(*a, **kw):
+            if threading.current_thread().name != WORKER:
+                return compute(*a, **kw)
+            calls[0] += 1
+            return fault(lambda: compute(*a, **kw), calls[0])
 
-            loaded.chunk = chunk
-            return loaded
+        loaded.chunk = chunk
+        return loaded
 
-        monkeypatch.setattr(rollout, "load_policy", load)
-
-    return install
+    return load
 
 
 # --- the loop --------------------------------------------------------------------------------------------------------
@@ -166,13 +161,13 @@ def test_cancel_stops_the_worker_and_parks(act_checkpoint, tmp_path):
     assert workers_gone()
 
 
-def test_a_worker_error_stops_the_rollout_with_its_reason(act_checkpoint, tmp_path, faulty_worker):
+def test_a_worker_error_stops_the_rollout_with_its_reason(act_checkpoint, tmp_path):
     def fail(compute, call):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    faulty_worker(fail)
+    loader = faulty_worker(fail)
     sim = FaultySim()
-    out = vla_infer(request(act_checkpoint, max_steps=100), settings(tmp_path), factory=sim)
+    out = vla_infer(request(act_checkpoint, max_steps=100), settings(tmp_path), factory=sim, loader=loader)
     assert not out.success and 4 <= out.num_steps < 8, out.message  # the first chunk ran out, nothing after it
     assert out.stop_reason == ("chunk inference failed (RuntimeError: CUDA error: an illegal memory access was "
                                "encountered)")
@@ -180,7 +175,7 @@ def test_a_worker_error_stops_the_rollout_with_its_reason(act_checkpoint, tmp_pa
     assert workers_gone()
 
 
-def test_a_late_chunk_is_a_stop_not_a_hold_or_a_burst(act_checkpoint, tmp_path, faulty_worker):
+def test_a_late_chunk_is_a_stop_not_a_hold_or_a_burst(act_checkpoint, tmp_path):
     release, landed = threading.Event(), threading.Event()
 
     def late(compute, call):
@@ -191,9 +186,10 @@ def test_a_late_chunk_is_a_stop_not_a_hold_or_a_burst(act_checkpoint, tmp_path, 
         landed.set()
         return chunk
 
-    faulty_worker(late)
+    loader = faulty_worker(late)
     sim = FaultySim()
-    out = vla_infer(request(act_checkpoint, max_steps=100, record_eval=True), settings(tmp_path), factory=sim)
+    out = vla_infer(request(act_checkpoint, max_steps=100, record_eval=True), settings(tmp_path), factory=sim,
+                    loader=loader)
     release.set()
     assert landed.wait(timeout=60) and workers_gone()
     assert not out.success and out.num_steps == 8, out.message
@@ -225,14 +221,14 @@ def test_every_async_action_passes_the_envelope(wild_checkpoint, tmp_path):
     assert_parked(sim.robots[-1])
 
 
-def test_a_non_finite_chunk_from_the_worker_is_never_sent(act_checkpoint, tmp_path, faulty_worker):
+def test_a_non_finite_chunk_from_the_worker_is_never_sent(act_checkpoint, tmp_path):
     def poison(compute, call):
         chunk = compute()
         return Chunk(chunk.original, np.full_like(chunk.actions, np.nan), chunk.rtc_merged)
 
-    faulty_worker(poison)
+    loader = faulty_worker(poison)
     sim = FaultySim()
-    out = vla_infer(request(act_checkpoint, max_steps=100), settings(tmp_path), factory=sim)
+    out = vla_infer(request(act_checkpoint, max_steps=100), settings(tmp_path), factory=sim, loader=loader)
     assert not out.success and "non-finite action" in out.stop_reason
     assert 4 <= out.num_steps < 8
     assert_within_envelope(sim.robots[-1], fps=10)

@@ -249,7 +249,7 @@ def test_the_wall_clock_cap_stops_a_rollout(act_checkpoint, checkpoint_home, tmp
     settings = PipelineSettings(home=checkpoint_home, robot_state_dir=tmp_path,
                                 rollout_limits=RolloutLimits(max_seconds=0.5))
     result = vla_infer(VLAInferInput(**act_args(act_checkpoint, max_steps=1000)), settings)
-    assert not result.success and 3 <= result.num_steps <= 7
+    assert not result.success and result.num_steps < 1000  # stopped by the clock long before its 1000 steps
     assert "reached the server's wall-clock cap (0.5 s" in result.stop_reason
 
 

@@ -26,6 +26,10 @@ from tatbot_pipeline.inference.local_node import free_port
 from tests.inference.checkpoints import save_tiny_act_checkpoint
 from tests.inference.conftest import server_process
 
+# Beside the daemon test in `make test`'s second worker (tests/conftest.py): self-contained (its own servers or
+# simulated controllers on free loopback addresses), and the daemon test mostly waits for cron ticks.
+pytestmark = pytest.mark.xdist_group("daemon")
+
 SSHD = Path("/usr/sbin/sshd")
 
 
