@@ -15,6 +15,7 @@ from dagster._utils.schedules import cron_string_iterator
 
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.definitions import build_definitions
+from tatbot_pipeline.defs.evaluation import policy_evaluation
 from tatbot_pipeline.defs.ingestion import recording_validation, stroke_recording
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.splits import training_splits
@@ -25,7 +26,8 @@ SETTINGS = PipelineSettings.from_env()
 defs = build_definitions(SETTINGS)
 SPLIT_CRON, RETRAIN_CRON = SETTINGS.split_cron, SETTINGS.retrain_cron
 
-LOOP = ("training_splits", "trained_policy", "policy_evaluation")
+LOOP = ("training_splits", "trained_policy", "policy_evaluation", "sim_evaluation")
+OPEN = {"max_mae": 1e9, "max_joint_mae": 1e9, "latency_budget_ms": 1e9, "max_episodes": 1}  # an open-loop pass
 NAMES = ["stroke-tatbotlogo-2025y-08m-09d-17h-02m-10s", "stroke-flower-2025y-08m-10d-09h-00m-00s"]
 
 
@@ -117,6 +119,14 @@ def test_the_loop_closes_tick_by_tick(loop: Loop, recordings_root: Path):
     again = trained.asset_materializations_for_node("trained_policy")[0].metadata
     assert again["new_episodes"].value == 0 and again["new_recordings"].value == []  # same split as the last one
     assert loop.tick() == {"policy_evaluation": 1}
+    assert loop.tick() == {}
+
+    # The open-loop gate fails: nothing is simulated. It passes: the simulation follows by itself (no operator, nothing
+    # real moves), and it is what promotes.
+    loop.materialize(policy_evaluation, {**OPEN, "max_mae": 0.0})
+    assert loop.tick() == {}, "a checkpoint that failed the open-loop gate is never simulated"
+    loop.materialize(policy_evaluation, OPEN)
+    assert loop.tick() == {"sim_evaluation": 1}
     assert loop.tick() == {}
 
     # Nothing new: a whole day of split and retrain ticks requests nothing.

@@ -22,6 +22,10 @@ import pytest
 from tatbot_pipeline.inference.client import call_vla_infer
 from tests.inference.conftest import server_process
 
+# Beside the daemon test in `make test`'s second worker (tests/conftest.py): self-contained (its own servers or
+# simulated controllers on free loopback addresses), and the daemon test mostly waits for cron ticks.
+pytestmark = pytest.mark.xdist_group("daemon")
+
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = ["sdk", "session"]
 # The client in a process of its own, printing each progress message and then the result: `python -c CLIENT_SCRIPT
@@ -31,9 +35,6 @@ import json, sys
 import anyio
 from tests.inference.test_clients import call_tool
 
-# Beside the daemon test in `make test`'s second worker (tests/conftest.py): self-contained (its own servers or
-# simulated controllers on free loopback addresses), and the daemon test mostly waits for cron ticks.
-pytestmark = pytest.mark.xdist_group("daemon")
 kind, url, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 def printed(fraction, message):
     print(message, flush=True)
