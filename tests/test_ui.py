@@ -7,12 +7,15 @@ what the test saw.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -80,13 +83,30 @@ def browse(url: str, screenshot: str, window: str = "2400,1400") -> str:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.fail("Debian's chromium is missing: run ./scripts/setup.sh --with-test-deps (what `make test` does)")
-    base = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            f"--window-size={window}", "--virtual-time-budget=30000"]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    subprocess.run([*base, f"--screenshot={ARTIFACTS / screenshot}", url], capture_output=True, timeout=180,
-                   cwd=ARTIFACTS)
-    dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+    _chromium([chromium, f"--window-size={window}", f"--screenshot={ARTIFACTS / screenshot}", url])
+    dom = _chromium([chromium, f"--window-size={window}", "--dump-dom", url])
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)))
+
+
+def _chromium(argv: list[str], timeout_s: float = 180) -> str:
+    """Headless Chromium with a fresh profile each time (a profile left locked by an earlier run must not stall this
+    one) and no background traffic; on a timeout its whole process group goes, so no renderer outlives the test."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+             "--no-first-run", "--disable-component-update", "--disable-sync", "--virtual-time-budget=30000"]
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        proc = subprocess.Popen([argv[0], *flags, f"--user-data-dir={profile}", *argv[1:]], cwd=ARTIFACTS,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            pytest.fail(f"chromium did not finish {argv[1:]} within {timeout_s:g} s")
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # helpers (zygote, renderers) that outlived the browser
+    return out
 
 
 def test_the_ui_shows_failures_thresholds_and_rollout_quality(demo, tmp_path):

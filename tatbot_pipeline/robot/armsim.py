@@ -34,6 +34,7 @@ _CONTACT = (
     mujoco.mjtConstraint.mjCNSTR_CONTACT_PYRAMIDAL,
     mujoco.mjtConstraint.mjCNSTR_CONTACT_ELLIPTIC,
 )
+STOP_TIMEOUT_S = 3.0
 FAULT = ErrorState.JOINT_OVERHEATED
 FAULT_REASON = "joint 2 overheated (injected by SIGUSR1)"
 
@@ -67,11 +68,12 @@ class ContactEffortSim(WidowXSim):
 
 
 def stop_with_parent() -> None:
-    """SIGTERM this process when its parent dies (Linux): a launcher killed with SIGKILL leaves no simulator behind."""
+    """SIGKILL this process when its parent dies (Linux): a launcher killed with SIGKILL leaves no simulator behind,
+    and a simulator has nothing to save that a clean exit would."""
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent died before the request was in place
         sys.exit(0)
 
@@ -107,9 +109,13 @@ def main() -> None:
         while not stop.wait(0.5):  # timed, as a second guard: an untimed wait could sleep through a handler
             pass
     finally:
-        contacts.stop()
-        server.stop()
-        sim.stop()
+        # The servers' stop joins their threads, which can wait on a client that is still connected: bounded, then
+        # out, so a simulator never keeps stepping MuJoCo after its launcher asked it to stop.
+        stopper = threading.Thread(target=lambda: (contacts.stop(), server.stop(), sim.stop()), daemon=True)
+        stopper.start()
+        stopper.join(STOP_TIMEOUT_S)
+        sys.stdout.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":
