@@ -163,7 +163,7 @@ def rollout_tags(node: str, plan: RolloutPlan) -> dict[str, str]:
     """Tag values Dagster accepts (<= 63 characters of [A-Za-z0-9_.-])."""
     clean = lambda v: "".join(c if c.isalnum() or c in "_.-" else "_" for c in str(v))[:63]  # noqa: E731
     return {"tatbot/robot": clean(node), "tatbot/scene": clean(plan.scene), "tatbot/checkpoint": clean(plan.run_name),
-            "tatbot/checkpoint_sha256": plan.sha256[:16], "tatbot/evaluated": "yes" if plan.evaluation else "no",
+            "tatbot/checkpoint_sha256": plan.sha256[:16], "tatbot/evaluated": "yes" if plan.judged else "no",
             "tatbot/simulated": "yes" if simulated(plan.evaluation) else
             ("no-allow_unsimulated" if plan.allow_unsimulated else "no")}
 

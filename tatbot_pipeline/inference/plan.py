@@ -71,10 +71,15 @@ class RolloutPlan:
         return f"NOT SIMULATED ({why}){': rolled out with allow_unsimulated' if self.allow_unsimulated else ''}"
 
     @property
+    def judged(self) -> bool:
+        """Whether a policy_evaluation judged these bytes (a sim-only leaderboard entry is not a judgement)."""
+        return self.evaluation is not None and self.evaluation.get("mae") is not None
+
+    @property
     def evaluated(self) -> str:
         """One line for metadata and summaries: what judged these bytes, or that nothing did."""
         e = self.evaluation
-        if e is None:
+        if not self.judged:
             return "NOT EVALUATED: no policy_evaluation judged these bytes"
         mae = f", MAE {e['mae']:.4g} rad" if isinstance(e.get("mae"), float) else ""
         return f"evaluated {e.get('evaluated_at', '(date unknown)')}{mae}, {'promoted' if e.get('promoted') else 'not promoted'}"
@@ -150,7 +155,7 @@ class RolloutResult:
         """'OK — 40/40 steps of <run> on hog (default); 0 clamped, 0 rate-limited; <quality>'."""
         out, plan = self.output, self.plan
         verdict = "OK" if out.success else f"STOPPED at step {out.num_steps}: {out.stop_reason or out.message}"
-        judged = "" if plan.evaluation is not None else " (NOT EVALUATED)"
+        judged = "" if plan.judged else " (NOT EVALUATED)"
         judged += "" if simulated(plan.evaluation) else " (NOT SIMULATED)"
         return (f"{verdict} — {out.num_steps}/{plan.max_steps} steps of {plan.run_name}{judged} on {self.node} "
                 f"({plan.scene}); {out.actions_clamped} clamped, {out.actions_rate_limited} rate-limited; {quality}")
