@@ -204,7 +204,8 @@ class StrokeResult:
         contacts = [c for c in self.contacts if outside_needle(c, limits)]
         touched = "".join(f"; touched {c['body2']} with {c['body1']} ({c['peak_force_n']:.1f} N)" for c in contacts)
         stopped = f"; STOPPED at step {self.steps}: {self.stop_reason}" if self.stop_reason else ""
-        ok = self.tip_error_p95_mm <= limits.tip_deviation_mm and not self.stop_reason and not contacts
+        too_hard = [c for c in contacts if c["peak_force_n"] > limits.max_contact_force_n]  # the gate's own rule
+        ok = self.tip_error_p95_mm <= limits.tip_deviation_mm and not self.stop_reason and not too_hard
         return (f"stroke {self.episode}: {'ok' if ok else 'FAIL'} — tip deviation p95 {self.tip_error_p95_mm:.2f} mm "
                 f"(max {self.tip_error_max_mm:.2f}), joints p95 {self.joint_error_p95_rad:.3f} rad, "
                 f"{self.steps}/{self.planned_steps} steps, {self.missed_ticks} missed ticks, "

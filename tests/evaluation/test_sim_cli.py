@@ -12,10 +12,6 @@ import pytest
 
 from tests.inference.conftest import act_checkpoint, checkpoint_home  # noqa: F401  (shared session fixtures)
 
-# Beside the daemon test in `make test`'s second worker (tests/conftest.py): self-contained (its own servers or
-# simulated controllers on free loopback addresses), and the daemon test mostly waits for cron ticks.
-pytestmark = pytest.mark.xdist_group("daemon")
-
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -42,11 +43,19 @@ def test_checkpoint_problems_name_missing_files_and_a_blown_latency_budget(act_c
     assert check_plan(plan_rollout(str(tmp_path / "nope"), PipelineSettings(home=tmp_path)), PipelineSettings(home=tmp_path))[1][0].endswith("does not exist "
         "— pass a pretrained_model dir (outputs/train/<run>/checkpoints/last/pretrained_model)")
     _, problems, note = check_plan(plan, PipelineSettings(home=tmp_path))
-    assert problems == [] and "not evaluated offline" in note
+    assert problems == ["the configured checkpoint tiny-act-last has no passing sim_evaluation (NOT SIMULATED (no "
+                        "sim_evaluation)): it has never run closed-loop on the simulated arms — materialize "
+                        "sim_evaluation for it, or set allow_unsimulated: true in resolve_checkpoint's config "
+                        "(recorded in the eval dataset and the run's tags)"]
+    plan = replace(plan, allow_unsimulated=True)
+    _, problems, note = check_plan(plan, PipelineSettings(home=tmp_path))
+    assert problems == [] and note.startswith("NOT EVALUATED") and "latency budget unchecked" in note
     board = tmp_path / "outputs" / "eval" / "leaderboard.json"
     board.parent.mkdir(parents=True)
     board.write_text(json.dumps([{"checkpoint": str(act_checkpoint), "latency_p95_ms": 150.0, "device": "cpu",
                                   "thresholds": {"latency_budget_s": 0.0}}]))
+    plan = replace(plan_rollout(str(act_checkpoint), PipelineSettings(home=tmp_path), device="cpu", fps=10),
+                   allow_unsimulated=True)  # planned again: the plan carries the evaluation it found
     _, problems, _ = check_plan(plan, PipelineSettings(home=tmp_path))
     assert problems == ["p95 latency 150.0 ms measured on cpu exceeds the 100 ms budget at 10 Hz"]
 
