@@ -1,4 +1,4 @@
-"""`tatbot-pipeline` console script: synth, validate, demo, mcp, arm."""
+"""`tatbot-pipeline` console script: synth, validate, demo, mcp, arm, sim-eval, digest."""
 
 from __future__ import annotations
 
