@@ -149,7 +149,7 @@ def _sim_eval(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint).resolve()
     try:
         val = Path(args.val) if args.val else val_split_for(checkpoint)
-        out_dir = settings.home / "outputs" / "sim" / checkpoint_sha256(checkpoint)[:16]
+        out_dir = settings.sim_dir(checkpoint_sha256(checkpoint))
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -185,6 +185,10 @@ class PipelineSettings:
         """Where rollout scenes live: TATBOT_SCENES_DIR, else <home>/scenes (a recording's scene.yaml, copied as is)."""
         return Path(self.scenes) if self.scenes is not None else self.home / "scenes"
 
+    def sim_dir(self, checkpoint_sha256: str) -> Path:
+        """A checkpoint's sim evaluation (rollouts, plots, sim_evaluation.json), by content: one per checkpoint."""
+        return self.home / "outputs" / "sim" / checkpoint_sha256[:16]
+
     @property
     def eval_datasets_dir(self) -> Path:
         """Rollouts recorded by vla_infer (vla-eval-<scene>-<timestamp>)."""

@@ -73,7 +73,7 @@ def sim_evaluation(context: dg.AssetExecutionContext, config: SimEvaluationConfi
                    pipeline: PipelineResource) -> dg.MaterializeResult:
     settings = pipeline.settings
     judged = judged_checkpoint(context.instance)
-    out_dir = settings.home / "outputs" / "sim" / judged["checkpoint_sha256"][:16]  # by content: one per checkpoint
+    out_dir = settings.sim_dir(judged["checkpoint_sha256"])
     context.log.info(f"simulating {judged['checkpoint']} on {judged['val_split']} -> {out_dir}")
     result = evaluate_in_sim(Path(judged["checkpoint"]), Path(judged["val_split"]), out_dir,
                              episodes=config.episodes or settings.sim_episodes, limits=config.limits(settings),

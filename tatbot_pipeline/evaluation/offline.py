@@ -55,7 +55,7 @@ class OfflineEval:
         }
 
 
-def _frame_to_observation(item: dict) -> dict[str, np.ndarray]:
+def frame_to_observation(item: dict) -> dict[str, np.ndarray]:
     """A LeRobotDataset item (CHW float images) back into what the robot hands the policy (HWC uint8 images)."""
     obs = {STATE: item[STATE].numpy().astype(np.float32)}
     for key, value in item.items():
@@ -126,7 +126,7 @@ def _replay_episode(policy: LoadedPolicy, dataset, indices: range, times: list[f
     for t, idx in enumerate(indices):
         item = dataset[idx]
         if t % every == 0:
-            obs = _frame_to_observation(item)
+            obs = frame_to_observation(item)
             started = time.perf_counter()
             chunk = policy.chunk(obs, item["task"]).actions if every > 1 else policy.act(obs, item["task"])[None]
             times.append(time.perf_counter() - started)

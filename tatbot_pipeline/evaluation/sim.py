@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from tatbot_pipeline.datasets.build import MANIFEST
-from tatbot_pipeline.evaluation.offline import _frame_to_observation
+from tatbot_pipeline.evaluation.offline import frame_to_observation
 from tatbot_pipeline.evaluation.sim_gate import SimGateDecision, SimGateLimits, decide_sim, outside_needle
 from tatbot_pipeline.evaluation.sim_plot import save_png, tip_paths
 from tatbot_pipeline.inference.control import RolloutControl
@@ -96,7 +96,7 @@ def read_strokes(val_root: Path, max_episodes: int | None = DEFAULT_EPISODES) ->
         start = int(dataset.meta.episodes["dataset_from_index"][ep])
         end = int(dataset.meta.episodes["dataset_to_index"][ep])
         items = [dataset[i] for i in range(start, end)]
-        observations = [_frame_to_observation(item) for item in items]
+        observations = [frame_to_observation(item) for item in items]
         strokes.append(RecordedStroke(
             episode=ep, task=items[0]["task"],
             states=np.stack([o[STATE] for o in observations]),

@@ -94,7 +94,7 @@ def test_chunk_replay_predicts_what_select_action_replays(tmp_path: Path, pristi
     select_action (the robot's sync path) gives frame by frame."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from tatbot_pipeline.evaluation.offline import _frame_to_observation
+    from tatbot_pipeline.evaluation.offline import frame_to_observation
     from tatbot_pipeline.policy.loading import load_policy
     from tests.inference.checkpoints import save_tiny_act_checkpoint
 
@@ -104,7 +104,7 @@ def test_chunk_replay_predicts_what_select_action_replays(tmp_path: Path, pristi
 
     policy = load_policy(ckpt, "act", "cpu")
     ds = LeRobotDataset("x", root=pristine_recording, video_backend="pyav")
-    stepwise = np.stack([policy.act(_frame_to_observation(ds[i]), ds[i]["task"]) for i in range(8)])
+    stepwise = np.stack([policy.act(frame_to_observation(ds[i]), ds[i]["task"]) for i in range(8)])
     np.testing.assert_allclose(result.traces[0].predicted, stepwise, atol=1e-5)
 
 
