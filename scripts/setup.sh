@@ -14,9 +14,21 @@ for arg in "$@"; do
 done
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-python="${PYTHON:-python3.11}"
-command -v "$python" >/dev/null || python=python3
-"$python" -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 required, found {sys.version}"'
+# lerobot 0.6 requires Python 3.12. Take the machine's own build: $PYTHON, python3.12 on PATH (a pyenv shim on PATH
+# exists even when 3.12 is not the selected version, so each candidate is run, not just looked up), a pyenv or
+# uv-managed install. Never download one: uv's own interpreters come from GitHub, which a lab's node may not reach.
+is_312() { "$1" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; }
+python=""
+for candidate in ${PYTHON:-} python3.12 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 \
+    "$HOME"/.local/share/uv/python/cpython-3.12*/bin/python3.12 python3; do
+  if is_312 "$candidate"; then python="$(command -v "$candidate")"; break; fi
+done
+if [ -z "$python" ]; then
+  echo "Python 3.12 required (lerobot 0.6): install it (apt, pyenv install 3.12, or your distribution's build)," \
+    "or point PYTHON at one" >&2
+  exit 1
+fi
+echo "==> Python: $python"
 
 uv_version="0.13.9"
 if ! "$python" -m uv --version 2>/dev/null | grep -q "$uv_version"; then

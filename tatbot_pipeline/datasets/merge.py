@@ -330,7 +330,7 @@ class _Merge:
 
     def finish(self) -> MergedDataset:
         """Flush the data, then write meta/: episodes, tasks, stats and info (LeRobot's own writers)."""
-        from lerobot.datasets.utils import write_info, write_stats, write_tasks
+        from lerobot.datasets.io_utils import write_info, write_stats, write_tasks
 
         self.writer.flush()
         episodes = self._write_episodes()

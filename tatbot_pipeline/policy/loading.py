@@ -114,7 +114,7 @@ class LoadedPolicy:
     def act(self, frame: dict[str, np.ndarray], task: str) -> np.ndarray:
         """One action (14,) for one observation frame (`observation.state` + `observation.images.*`)."""
         import torch
-        from lerobot.utils.control_utils import predict_action
+        from lerobot.common.control_utils import predict_action
 
         inputs = {k: v for k, v in frame.items() if k in self.config.input_features}
         action = predict_action(

@@ -1,6 +1,6 @@
 """LeRobot v2.1 recordings (tatbot before 2025-09-15) converted to v3.0 copies under the pipeline home.
 
-lerobot's own converter (`lerobot.datasets.v30.convert_dataset_v21_to_v30.convert_dataset`) works in place and
+lerobot's own converter (`lerobot.scripts.convert_dataset_v21_to_v30.convert_dataset`) works in place and
 only knows the LeRobot parts (meta/, data/, videos/), so the recording is copied to a scratch dir under
 `converted_dir`, converted there (offline: a local root never reaches the Hub), and tatbot's side files (scene.yaml,
 strokes.yaml, arrays/, strokebatch.safetensors, logs/, episode_NNNNNN/) are copied next to the result. The
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 CONVERTIBLE = "v2.1"
 LINEAGE_FILE = "conversion.json"
-CONVERTER = "lerobot.datasets.v30.convert_dataset_v21_to_v30.convert_dataset"
+CONVERTER = "lerobot.scripts.convert_dataset_v21_to_v30.convert_dataset"
 _LEROBOT_PARTS = {"meta", "data", "videos", "images"}
 
 
@@ -90,7 +90,7 @@ def converted_copy(source: Path, converted_dir: Path) -> Conversion:
 
 def _convert(source: Path, work: Path) -> Path:
     """Copy, convert with lerobot (in place, inside `work`), add tatbot's side files; returns the v3.0 dir."""
-    from lerobot.datasets.v30.convert_dataset_v21_to_v30 import convert_dataset
+    from lerobot.scripts.convert_dataset_v21_to_v30 import convert_dataset
 
     root = work / "tatbot" / source.name
     shutil.copytree(source, root, ignore=shutil.ignore_patterns("images"))  # the image writer's scratch dir

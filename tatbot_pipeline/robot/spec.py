@@ -43,7 +43,7 @@ SLEEP_POSE = np.array([-0.66, 0, 0, 0, 0, 1.0, 0] + [0.66, 0, 0, 0, 0, -1.0, 0],
 
 def dataset_features(cameras: bool, image_shape: tuple[int, int]) -> dict:
     """The LeRobot features stroke_tool derives from the tatbot robot via `hw_to_dataset_features`."""
-    from lerobot.datasets.utils import hw_to_dataset_features
+    from lerobot.utils.feature_utils import hw_to_dataset_features
 
     joints = {name: float for name in JOINT_NAMES}
     observation = dict(joints)

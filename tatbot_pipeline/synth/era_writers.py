@@ -49,7 +49,8 @@ class _ForkBase:
     image_path = "images/{image_key}/episode-{episode_index:06d}/frame-{frame_index:06d}.png"
 
     def __init__(self, root: Path, features: dict, fps: int, robot_type: str, vcodec: str, resume: bool) -> None:
-        from lerobot.datasets.utils import DEFAULT_FEATURES, load_info
+        from lerobot.datasets.io_utils import load_info
+        from lerobot.utils.constants import DEFAULT_FEATURES
 
         self.root = Path(root)
         self.fps = fps
@@ -71,14 +72,14 @@ class _ForkBase:
         return int(self.info["total_episodes"])
 
     def _write_info(self) -> None:
-        from lerobot.datasets.utils import write_info
+        from lerobot.datasets.io_utils import write_info
 
         write_info(self.info, self.root)
 
     def add_frame(self, frame: dict) -> None:
         """`LeRobotDataset.add_frame`: validate, buffer, and write camera frames as PNGs under images/."""
         from lerobot.datasets.image_writer import write_image
-        from lerobot.datasets.utils import validate_frame
+        from lerobot.datasets.feature_utils import validate_frame
 
         validate_frame(frame, self.features)
         t = len(self.buffer.get("frame_index", []))
@@ -126,7 +127,7 @@ class _ForkBase:
     def _table(self, arrays: dict):
         """The frames as the HF dataset the fork builds (`Dataset.from_dict(..., features=hf_features)`)."""
         import datasets
-        from lerobot.datasets.utils import get_hf_features_from_features
+        from lerobot.datasets.feature_utils import get_hf_features_from_features
 
         hf_features = get_hf_features_from_features(self.features)
         return datasets.Dataset.from_dict({k: arrays[k] for k in hf_features}, features=hf_features, split="train")
@@ -147,12 +148,12 @@ class ForkV30Writer(_ForkBase):
     """hu-po/lerobot `LeRobotDataset.save_episode` since the v3.0 merge of 2025-09-15 (see module docstring)."""
 
     def _new_info(self, features: dict, fps: int, robot_type: str) -> dict:
-        from lerobot.datasets.utils import create_empty_dataset_info
+        from lerobot.datasets.feature_utils import create_empty_dataset_info
 
         return create_empty_dataset_info("v3.0", fps, features, True, robot_type, video_files_size_in_mb=500)
 
     def save_episode(self, episode_cond: dict) -> None:  # noqa: ARG002 - the v3.0 fork accepts and drops it
-        from lerobot.datasets.utils import flatten_dict
+        from lerobot.utils.utils import flatten_dict
 
         tasks = self._update_tasks()
         ep = self.num_episodes
@@ -174,7 +175,7 @@ class ForkV30Writer(_ForkBase):
     def _update_tasks(self) -> dict[str, int]:
         """meta/tasks.parquet gains the new task strings (index = task, column task_index), rewritten in place."""
         import pandas as pd
-        from lerobot.datasets.utils import write_tasks
+        from lerobot.datasets.io_utils import write_tasks
 
         path = self.root / "meta" / "tasks.parquet"
         tasks = pd.read_parquet(path) if path.exists() else pd.DataFrame({"task_index": []}, index=[])
@@ -232,7 +233,7 @@ class ForkV30Writer(_ForkBase):
 
     def _write_stats(self, episode: dict) -> None:
         from lerobot.datasets.compute_stats import aggregate_stats
-        from lerobot.datasets.utils import load_stats, write_stats
+        from lerobot.datasets.io_utils import load_stats, write_stats
 
         old = load_stats(self.root)
         write_stats(aggregate_stats([old, episode]) if old else episode, self.root)

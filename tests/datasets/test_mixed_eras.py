@@ -81,7 +81,7 @@ def test_an_upstream_first_merge_casts_the_fork_rows_to_its_schema(recording_cop
 def test_a_v21_copy_converted_by_lerobot_alone_shares_a_split_with_a_fork_recording(
         settings, recording_copy, pristine_v21, pristine_recording_nocams, tmp_path):
     """Without `recorder_layout`: what lerobot's converter leaves (copies converted before it existed are reused)."""
-    from lerobot.datasets.v30.convert_dataset_v21_to_v30 import convert_dataset
+    from lerobot.scripts.convert_dataset_v21_to_v30 import convert_dataset
 
     work = tmp_path / "converted"
     copy = work / "tatbot" / pristine_v21.name
