@@ -331,6 +331,7 @@ class _Merge:
     def finish(self) -> MergedDataset:
         """Flush the data, then write meta/: episodes, tasks, stats and info (LeRobot's own writers)."""
         from lerobot.datasets.io_utils import write_info, write_stats, write_tasks
+        from lerobot.datasets.utils import DatasetInfo
 
         self.writer.flush()
         episodes = self._write_episodes()
@@ -340,7 +341,7 @@ class _Merge:
         n_eps, n_frames = self.next_episode, self.next_index
         self.info.update(total_episodes=n_eps, total_frames=n_frames, total_tasks=len(tasks),
                          splits={"train": f"0:{n_eps}"})
-        write_info(self.info, self.out)
+        write_info(DatasetInfo.from_dict(self.info), self.out)
         return MergedDataset(root=self.out, episodes=n_eps, frames=n_frames, tasks=len(tasks), lineage=self.lineage)
 
     def _write_episodes(self) -> pa.Table:

@@ -95,7 +95,7 @@ def _convert(source: Path, work: Path) -> Path:
     root = work / "tatbot" / source.name
     shutil.copytree(source, root, ignore=shutil.ignore_patterns("images"))  # the image writer's scratch dir
     with _converter_output_to_log(source.name):
-        convert_dataset(repo_id=f"tatbot/{source.name}", root=work, push_to_hub=False, force_conversion=True)
+        convert_dataset(repo_id=f"tatbot/{source.name}", root=root, push_to_hub=False, force_conversion=True)
     recorder_layout(root)
     for entry in source.iterdir():
         if entry.name in _LEROBOT_PARTS:

@@ -1,9 +1,11 @@
 """Dataset writers for synthetic recordings, one per recorder era, all fed the same frames by `synth`.
 
 tatbot records with its own LeRobot fork (hu-po/lerobot, lerobot 0.3.4), which cannot be installed next to the
-lerobot 0.4.4 this project runs on. Its writing steps are reproduced here on top of lerobot 0.4.4's own building
-blocks (feature validation, stats, video encoding and concatenation, info/stats/tasks writers), following the fork's
+lerobot 0.6.1 this project runs on. Its writing steps are reproduced here on top of lerobot 0.6.1's own building
+blocks (feature validation, stats, video encoding and concatenation, stats/tasks writers), following the fork's
 `save_episode` line by line; tests/fixtures holds small recordings written by the fork itself to compare against.
+info.json stays a plain dict written as the fork writes it: 0.6.1's typed `DatasetInfo` drops the v2.1 keys
+(`total_videos`, `total_chunks`) the fork wrote.
 
 - `ForkV30Writer` — the fork since 2025-09-15 (LeRobot v3.0). No `finalize()`: after *every* episode it rewrites the
   data parquet, the episodes parquet, info.json and stats.json completely (pandas `to_parquet`, so list columns are
@@ -11,7 +13,7 @@ blocks (feature validation, stats, video encoding and concatenation, info/stats/
   stopped after k strokes is therefore a complete k-episode dataset, and a resumed session appends to the same files.
 - `ForkV21Writer` — the fork before 2025-09-15 (LeRobot v2.1): one parquet and one mp4 per episode, jsonl metadata;
   `episodes.jsonl` carries stroke_tool's `episode_cond` as `condition`.
-- `LeRobotWriter` — upstream lerobot 0.4.4 itself (buffered parquet writers, complete only after `finalize()`).
+- `LeRobotWriter` — upstream lerobot itself (buffered parquet writers, complete only after `finalize()`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ import numpy as np
 
 V21_DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 V21_VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
+
+
+def fork_video_info(info: dict) -> dict:
+    """lerobot's video info as the fork (0.3.4) names it: `video.is_depth_map`, which 0.6.1 calls `is_depth_map`."""
+    return {("video.is_depth_map" if k == "is_depth_map" else k): v for k, v in info.items()}
 
 
 class DatasetWriter(Protocol):
@@ -44,12 +51,11 @@ class DatasetWriter(Protocol):
 class _ForkBase:
     """Shared by both fork eras: the info.json of a new dataset, the episode buffer and per-frame images."""
 
-    # The image writer's scratch files (lerobot 0.4.4's naming, which its encoder globs for; the v2.1 fork used
+    # The image writer's scratch files (upstream lerobot's naming, which its encoder globs for; the v2.1 fork used
     # `episode_NNNNNN/frame_NNNNNN.png`). Both eras leave the emptied images/<camera>/ dirs behind.
     image_path = "images/{image_key}/episode-{episode_index:06d}/frame-{frame_index:06d}.png"
 
     def __init__(self, root: Path, features: dict, fps: int, robot_type: str, vcodec: str, resume: bool) -> None:
-        from lerobot.datasets.io_utils import load_info
         from lerobot.utils.constants import DEFAULT_FEATURES
 
         self.root = Path(root)
@@ -59,7 +65,9 @@ class _ForkBase:
             self.root.mkdir(parents=True, exist_ok=True)
             self.info = self._new_info({**features, **DEFAULT_FEATURES}, fps, robot_type)
             self._write_info()
-        self.info = load_info(self.root)  # shapes as tuples, the way LeRobotDatasetMetadata holds them
+        self.info = json.loads((self.root / "meta" / "info.json").read_text())
+        for ft in self.info["features"].values():  # shapes as tuples, the way LeRobotDatasetMetadata holds them
+            ft["shape"] = tuple(ft["shape"])
         self.features = self.info["features"]
         self.video_keys = [k for k, f in self.features.items() if f["dtype"] == "video"]
         self.buffer: dict[str, list] = {}
@@ -72,9 +80,11 @@ class _ForkBase:
         return int(self.info["total_episodes"])
 
     def _write_info(self) -> None:
-        from lerobot.datasets.io_utils import write_info
-
-        write_info(self.info, self.root)
+        """The fork's `write_info`: the dict as JSON, indent 4, shapes as lists."""
+        info = {**self.info, "features": {k: {**ft, "shape": list(ft["shape"])} for k, ft in self.info["features"].items()}}
+        path = self.root / "meta" / "info.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(info, indent=4, ensure_ascii=False))
 
     def add_frame(self, frame: dict) -> None:
         """`LeRobotDataset.add_frame`: validate, buffer, and write camera frames as PNGs under images/."""
@@ -133,11 +143,12 @@ class _ForkBase:
         return datasets.Dataset.from_dict({k: arrays[k] for k in hf_features}, features=hf_features, split="train")
 
     def _encode(self, key: str, episode: int, out: Path) -> None:
+        from lerobot.configs.video import RGBEncoderConfig
         from lerobot.datasets.video_utils import encode_video_frames
 
         img_dir = (self.root / self.image_path.format(image_key=key, episode_index=episode, frame_index=0)).parent
         out.parent.mkdir(parents=True, exist_ok=True)
-        encode_video_frames(img_dir, out, self.fps, vcodec=self.vcodec, overwrite=True)
+        encode_video_frames(img_dir, out, self.fps, RGBEncoderConfig(vcodec=self.vcodec), overwrite=True)
         shutil.rmtree(img_dir)
 
     def close(self) -> None:
@@ -150,7 +161,7 @@ class ForkV30Writer(_ForkBase):
     def _new_info(self, features: dict, fps: int, robot_type: str) -> dict:
         from lerobot.datasets.feature_utils import create_empty_dataset_info
 
-        return create_empty_dataset_info("v3.0", fps, features, True, robot_type, video_files_size_in_mb=500)
+        return create_empty_dataset_info("v3.0", fps, features, True, robot_type, video_files_size_in_mb=500).to_dict()
 
     def save_episode(self, episode_cond: dict) -> None:  # noqa: ARG002 - the v3.0 fork accepts and drops it
         from lerobot.utils.utils import flatten_dict
@@ -214,7 +225,7 @@ class ForkV30Writer(_ForkBase):
             shutil.move(str(tmp), str(video))
         shutil.rmtree(tmp.parent)
         if ep == 0:
-            self.info["features"][key]["info"] = get_video_info(video)
+            self.info["features"][key]["info"] = fork_video_info(get_video_info(video))
         prefix = f"videos/{key}/"
         return {f"{prefix}chunk_index": 0, f"{prefix}file_index": 0, f"{prefix}from_timestamp": start,
                 f"{prefix}to_timestamp": start + duration}
@@ -264,7 +275,7 @@ class ForkV21Writer(_ForkBase):
 
             for key in self.video_keys:
                 video = self.root / V21_VIDEO_PATH.format(episode_chunk=0, video_key=key, episode_index=0)
-                self.info["features"][key]["info"] = get_video_info(video)
+                self.info["features"][key]["info"] = fork_video_info(get_video_info(video))
         self.info.update(total_episodes=ep + 1, total_frames=self.info["total_frames"] + n, total_tasks=len(tasks),
                          total_chunks=1, total_videos=self.info["total_videos"] + len(self.video_keys),
                          splits={"train": f"0:{ep + 1}"})
@@ -288,7 +299,7 @@ class ForkV21Writer(_ForkBase):
 
 
 class LeRobotWriter:
-    """Upstream lerobot 0.4.4 as the pipeline's own recorders use it; complete only after `close()` (finalize)."""
+    """Upstream lerobot as the pipeline's own recorders use it; complete only after `close()` (finalize)."""
 
     def __init__(self, root: Path, features: dict, fps: int, robot_type: str, vcodec: str, resume: bool,
                  finalize: bool = True) -> None:

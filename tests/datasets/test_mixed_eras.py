@@ -86,7 +86,7 @@ def test_a_v21_copy_converted_by_lerobot_alone_shares_a_split_with_a_fork_record
     work = tmp_path / "converted"
     copy = work / "tatbot" / pristine_v21.name
     shutil.copytree(pristine_v21, copy)
-    convert_dataset(repo_id=f"tatbot/{copy.name}", root=work, push_to_hub=False, force_conversion=True)
+    convert_dataset(repo_id=f"tatbot/{copy.name}", root=copy, push_to_hub=False, force_conversion=True)
     assert read_info(copy)["features"]["action"]["fps"] == 10
     assert "condition" in pq.read_schema(copy / EPISODES).names
     fork = recording_copy(source=pristine_recording_nocams)
