@@ -112,16 +112,21 @@ def _convert(source: Path, work: Path) -> Path:
 def _converter_output_to_log(name: str):
     """The converter prints and draws its own tqdm bars (and HF datasets' `Map`/`Generating train split` ones) on
     stdout/stderr, which are the CLI's (`validate --json` owns stdout): they go to this module's log at debug level
-    instead, and HF datasets draws none while it runs."""
+    instead, and HF datasets draws none while it runs. lerobot warns that a v2.1 info.json has keys v3.0 drops
+    (`total_chunks`, `total_videos`): true of every v2.1 recording, so not worth a warning line per validation."""
     import datasets
 
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
+    info_log = logging.getLogger("lerobot.datasets.utils")
+    info_level = info_log.level
+    info_log.setLevel(logging.ERROR)
     captured = io.StringIO()
     try:
         with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
             yield
     finally:
+        info_log.setLevel(info_level)
         if bars_were_on:
             datasets.enable_progress_bars()
         if captured.getvalue().strip():

@@ -303,6 +303,7 @@ class LeRobotWriter:
 
     def __init__(self, root: Path, features: dict, fps: int, robot_type: str, vcodec: str, resume: bool,
                  finalize: bool = True) -> None:
+        from lerobot.configs.video import RGBEncoderConfig
         from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
         repo_id = f"tatbot/{Path(root).name}"
@@ -310,7 +311,8 @@ class LeRobotWriter:
             self.dataset = LeRobotDataset(repo_id, root=root)
         else:
             self.dataset = LeRobotDataset.create(repo_id, fps=fps, root=root, robot_type=robot_type,
-                                                 features=features, use_videos=True, vcodec=vcodec)
+                                                 features=features, use_videos=True,
+                                                 rgb_encoder=RGBEncoderConfig(vcodec=vcodec))
         self.finalize = finalize
 
     @property
