@@ -124,8 +124,7 @@ class EvalRecorder:
             return
         self.info.update(outcome)
         if not self.frames:
-            self._dataset.stop_image_writer()
-            self._dataset.finalize()
+            self._dataset.finalize()  # also stops the image writer's threads
             self._dataset = None
             shutil.rmtree(self.path, ignore_errors=True)  # our own empty skeleton, never a recording
             log.info("eval dataset %s: no frame recorded, nothing kept", self.path)
@@ -133,8 +132,7 @@ class EvalRecorder:
         try:
             self._dataset.save_episode()
         finally:
-            self._dataset.stop_image_writer()
-            self._dataset.finalize()
+            self._dataset.finalize()  # also stops the image writer's threads
             self._dataset = None
             self._write_meta()
 
