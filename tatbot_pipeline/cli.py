@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stroke-length", type=int, default=16, help="frames per episode (scene.stroke_length)")
     p.add_argument("--format", choices=["v3.0", "v2.1", "lerobot"], default="v3.0",
                    help="recorder era: v3.0 = tatbot's fork since 2025-09-15 (default), v2.1 = the fork before, "
-                        "lerobot = upstream lerobot 0.4.4 (finalize() at the end)")
+                        "lerobot = upstream lerobot 0.6.1 (finalize() at the end)")
     p.add_argument("--strokebatch-joints", type=int, choices=[14, 16], default=14,
                    help="16: the strokebatch layout before 2025-07-24 (8 URDF joints per arm, plus dt)")
     p.add_argument("--no-cameras", dest="cameras", action="store_false",

@@ -84,7 +84,7 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """`table` with exactly `schema`'s columns, order and types (extra columns dropped).
 
     Recordings of different eras store the same feature differently: tatbot's fork writes `action` as list<double>
-    and `timestamp` as double, upstream lerobot 0.4.4 writes fixed_size_list<float>[14] and float. Values are
+    and `timestamp` as double, upstream lerobot (0.4.4, 0.6.1) writes fixed_size_list<float>[14] and float. Values are
     float32 either way, so casting one to the other is exact; a list of the wrong length raises ArrowInvalid.
     """
     if table.schema.names == schema.names and table.schema.equals(schema):

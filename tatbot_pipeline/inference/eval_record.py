@@ -34,7 +34,7 @@ EVAL_META = "meta/vla_eval.json"
 # the chunk that produced it (0 = the first), how long computing that chunk took, 1.0 when RTC merged it into the
 # previous chunk (inpainting), how many of that chunk's first actions were skipped (executed from the previous chunk
 # while it was computed), and how late the command went out after its tick. One float32 vector with named
-# entries, like `action`: LeRobot 0.4.4 stores a shape-(1,) feature as a scalar column, which numpy 2 cannot fill.
+# entries, like `action`: LeRobot stores a shape-(1,) feature as a scalar column, which numpy 2 cannot fill.
 INFERENCE_KEY = "inference"
 INFERENCE_NAMES = ["chunk_index", "chunk_latency_s", "rtc_merged", "chunk_skipped_steps", "send_late_s"]
 

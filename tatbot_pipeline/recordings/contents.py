@@ -68,7 +68,7 @@ class Recording:
 
 
 LEGACY_LAYOUT = (
-    "legacy LeRobot layout (meta_data/, LeRobot before v2.0): lerobot 0.4.4 has no converter for it — convert a copy "
+    "legacy LeRobot layout (meta_data/, LeRobot before v2.0): lerobot has no converter for it — convert a copy "
     "outside the recordings root with an older lerobot (to v2.1, which the pipeline converts itself) or re-record"
 )
 
@@ -82,7 +82,7 @@ def unsupported_version_message(path: Path, version: str) -> str:
 
 
 def parquet_has_footer(path: Path) -> bool:
-    """A parquet file ends with the magic bytes PAR1 only once its writer closed it (lerobot 0.4.4: finalize())."""
+    """A parquet file ends with the magic bytes PAR1 only once its writer closed it (upstream lerobot: finalize())."""
     try:
         with open(path, "rb") as f:
             f.seek(-4, 2)

@@ -1,7 +1,7 @@
 """Where the tatbot backend's camera frames come from: the scene's RealSense cameras, or the project's renderer.
 
 `TATBOT_CAMERA_SOURCE=realsense` (the default) reads the cameras listed under the scene's `cams.realsenses` through
-lerobot 0.4.4's own `RealSenseCamera` (pyrealsense2, from the `hardware` extra). `TATBOT_CAMERA_SOURCE=sim` renders
+lerobot's own `RealSenseCamera` (pyrealsense2, from the `hardware` extra). `TATBOT_CAMERA_SOURCE=sim` renders
 the same cameras (same names, same shapes) with `robot/render.py: render_camera` from the arms' measured joints, as the sim
 backend does, so a camera policy can roll out through the real arm driver (or trossen-arm-sim) with no camera
 attached. The source never changes which cameras there are, only where their frames come from.

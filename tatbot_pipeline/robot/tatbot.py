@@ -1,7 +1,7 @@
 """The real tatbot: two Trossen WidowX AI arms through their driver `trossen_arm`, cameras from robot/cameras.py.
 
 This is tatbot's LeRobot robot (the fork's `lerobot.robots.tatbot`) redone on the driver directly, because the fork
-cannot live next to lerobot 0.4.4 (DESIGN.md §5). Kept from the fork: one driver per arm configured from the
+cannot live next to lerobot 0.6.1 (DESIGN.md §5). Kept from the fork: one driver per arm configured from the
 scene's `arms:` (IPs, config files, connection timeout), position mode, the home (sleep) pose on connect and on
 disconnect at `goal_time_slow`. Changed: every failure raises (robot/arm.py), connecting checks both controllers
 before either arm moves, every move passes `guard.check_command`, and external efforts above

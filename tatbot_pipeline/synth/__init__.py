@@ -6,7 +6,7 @@ joystick may move a depth offset, the observation is read, `StrokeBatch.offset_j
 is sent, and the frame holds the observation and the sent action; after the stroke its root-logger lines go to
 `logs/episode_NNNNNN.txt` and the episode is saved. The dataset files come from an era writer (`synth/era_writers.py`):
 by default the current fork (LeRobot v3.0, metadata rewritten after every episode, no finalize), optionally the
-v2.1-era fork or upstream lerobot 0.4.4. The tatbot side files come from `synth/side_files.py`. Deterministic per seed.
+v2.1-era fork or upstream lerobot 0.6.1. The tatbot side files come from `synth/side_files.py`. Deterministic per seed.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from tatbot_pipeline.synth.era_writers import WRITERS, DatasetWriter
 log = logging.getLogger(__name__)
 
 DESIGNS = ("tatbotlogo", "flower", "zorya", "snail")
-FORMATS = tuple(WRITERS)  # "v3.0" (fork, current), "v2.1" (fork, before 2025-09-15), "lerobot" (upstream 0.4.4)
+FORMATS = tuple(WRITERS)  # "v3.0" (fork, current), "v2.1" (fork, before 2025-09-15), "lerobot" (upstream lerobot)
 # When each era recorded: recordings get names (timestamps) from their era.
 _ERA_START = {"v3.0": datetime(2025, 9, 20, 14, 31, 7), "v2.1": datetime(2025, 8, 9, 17, 2, 10),
               "lerobot": datetime(2025, 11, 3, 10, 0, 0)}

@@ -119,7 +119,7 @@ class _ForkBase:
         return out, n, list(dict.fromkeys(tasks))
 
     def _episode_stats(self, arrays: dict) -> dict:
-        """The fork's `compute_episode_stats`: plain numpy min/max/mean/std/count (lerobot 0.4.4 adds quantiles and
+        """The fork's `compute_episode_stats`: plain numpy min/max/mean/std/count (upstream lerobot adds quantiles and
         computes std through a running histogram), images sampled as lerobot samples them and scaled to [0, 1]."""
         from lerobot.datasets.compute_stats import sample_images
 

@@ -6,7 +6,7 @@ split's stroke length unless overridden, no push to the Hub, outputs in the run 
 warmup/decay set explicitly so that LeRobot's auto-rescaling to `--steps` cannot change it between a run and its
 resume.
 
-pi0 has no tiny variant: LeRobot 0.4.4 hard-codes its PaliGemma sizes (`gemma_2b` + `gemma_300m`, ~3 B params),
+pi0 has no tiny variant: LeRobot (0.4.4 to 0.6.1) hard-codes its PaliGemma sizes (`gemma_2b` + `gemma_300m`, ~3 B params),
 needs a patched transformers build and loads its tokenizer (`google/paligemma-3b-pt-224`) from the Hub, so nothing
 of it can be built offline. Its preset is checked by its command line and by `validate_argv`.
 """
@@ -249,7 +249,7 @@ def _argv(argv: list[str]):
 def launcher_argv(num_gpus: int | None = None) -> list[str]:
     """The program that runs `lerobot-train`'s arguments: itself, or LeRobot's documented multi-GPU path.
 
-    LeRobot 0.4.4 trains through Hugging Face Accelerate (docs: multi_gpu_training); with N GPUs it is
+    LeRobot trains through Hugging Face Accelerate (docs: multi_gpu_training); with N GPUs it is
     `accelerate launch --multi_gpu --num_processes=N` around the same module, each process taking `--batch_size`.
     """
     n = 1 if num_gpus is None else num_gpus

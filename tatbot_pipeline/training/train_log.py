@@ -1,6 +1,6 @@
 """Training metrics parsed from `lerobot-train`'s log lines.
 
-LeRobot 0.4.4 logs one line per `log_freq` steps, e.g.
+LeRobot (0.4.4 to 0.6.1) logs one line per `log_freq` steps, e.g.
 `INFO ... lerobot_train.py:435 step:2 smpl:8 ep:1 epch:0.25 loss:1.713 grdn:1.848 lr:9.9e-05 updt_s:0.531 data_s:0.057`.
 The log is the only channel that exists with wandb off, so the health checks and the loss curve read it.
 `step` and `smpl` are printed rounded (`format_big_number`: 1500 -> "2K"), so a rounded step is replaced by the

@@ -126,7 +126,7 @@ def test_val_and_train_share_one_copy_of_each_video(settings, validated):
 
 
 def test_check_merged_flags_the_known_gap_of_lerobot_aggregate(settings, validated, tmp_path):
-    """`aggregate_datasets` (lerobot 0.4.4) keeps the source index stats: check_merged refuses such a dataset."""
+    """`aggregate_datasets` (lerobot 0.4.4, still in 0.6.1) keeps the source index stats: check_merged refuses such a dataset."""
     from lerobot.datasets.aggregate import aggregate_datasets
 
     out = tmp_path / "aggregated"

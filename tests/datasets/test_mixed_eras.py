@@ -1,4 +1,4 @@
-"""One split over recordings of different eras: tatbot's fork (v3.0, list<double> columns), upstream lerobot 0.4.4
+"""One split over recordings of different eras: tatbot's fork (v3.0, list<double> columns), upstream lerobot 0.6.1
 (fixed-size list<float> columns, quantile stats in meta/episodes) and a v2.1 recording converted by lerobot alone
 (per-feature `fps` in info.json, a `condition` episodes column). Same features, stored differently."""
 
@@ -22,7 +22,7 @@ from tests.datasets.reports import write_report
 
 DATA = "data/chunk-000/file-000.parquet"
 EPISODES = "meta/episodes/chunk-000/file-000.parquet"
-# Upstream lerobot 0.4.4 as the pipeline's own recorders use it (finalized), with the fork recording's features.
+# Upstream lerobot 0.6.1 as the pipeline's own recorders use it (finalized), with the fork recording's features.
 UPSTREAM = SynthSpec(recordings=1, episodes=4, stroke_length=8, cameras=True, image_shape=(48, 64), seed=11,
                      format="lerobot")
 

@@ -56,7 +56,7 @@ def test_materialize_trains_a_loadable_checkpoint_with_lineage(home_with_split: 
     assert 0 < md["final_loss"].value < 100
     assert md["split_version"].value == "v7"
     assert md["split_fingerprints"].value == {pristine_recording.name: "fp-123"}
-    assert "lerobot 0.4.4" in md["code_version"].value
+    assert "lerobot 0.6.1" in md["code_version"].value
     assert md["loss_curve"].value.startswith("![loss](data:image/png;base64,")
     assert "--policy.type=smolvla" in md["command"].value
     scene_json = json.dumps(md["scene"].value)

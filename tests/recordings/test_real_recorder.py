@@ -153,7 +153,7 @@ def test_fork_session_stopped_early_is_complete_and_resumed_session_revalidated(
 
 @pytest.fixture
 def live_lerobot_session(tmp_path):
-    """A lerobot 0.4.4 recording caught mid-session: 11 strokes saved, parquet writers still open (no footers)."""
+    """An upstream lerobot recording caught mid-session: 11 strokes saved, parquet writers still open (no footers)."""
     spec = SynthSpec(episodes=12, stroke_length=4, cameras=False, seed=14, format="lerobot")
     path = tmp_path / "recordings" / "stroke-default-2025y-11m-03d-10h-00m-00s"
     session = RecordingSession(path, spec, design="snail", seed=1, at=spec.started)

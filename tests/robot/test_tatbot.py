@@ -26,7 +26,7 @@ def hil_scene(**arms):
 
 
 def test_the_backend_needs_no_lerobot_fork():
-    # This environment has stock lerobot 0.4.4, as the robot node now does: the fork's robot is not there.
+    # This environment has stock lerobot 0.6.1, as the robot node now does: the fork's robot is not there.
     assert importlib.util.find_spec("lerobot.robots.tatbot") is None
     robot = TatbotRobot(hil_scene(), enable_realsense=False)
     assert robot.cameras == {} and not robot.is_connected
