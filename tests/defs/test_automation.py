@@ -114,7 +114,9 @@ def test_the_loop_closes_tick_by_tick(loop: Loop, recordings_root: Path):
     assert new["new_episodes"].value == split_meta["train_episodes"].value + split_meta["val_episodes"].value
     assert new["new_since_previous_checkpoint"].value.startswith("first checkpoint")
 
-    trained = loop.materialize(trained_policy, {"preset": "tiny_smolvla", "steps": 12})
+    # The preset's own 20 steps: lerobot 0.6.1's SmolVLA loss averages only the unpadded actions, so with chunks as
+    # long as the strokes a 12-step curve is mostly batch-to-batch padding noise (it rose here: 2.10 -> 2.11).
+    trained = loop.materialize(trained_policy, {"preset": "tiny_smolvla", "steps": 20})
     assert all(c.passed for c in trained.get_asset_check_evaluations())
     again = trained.asset_materializations_for_node("trained_policy")[0].metadata
     assert again["new_episodes"].value == 0 and again["new_recordings"].value == []  # same split as the last one
