@@ -7,8 +7,8 @@ ceil(n * eval_split) episodes *of each task* of the training root; ours scores t
 dataset. To compare the numbers, ours is run here on upstream's held-out episodes of the same root.
 
 Printed:
-- the episodes upstream holds out, on this recording and on the stroke-per-task layout tatbot records (one task
-  string per stroke description): how much of the training data `eval_split` takes away;
+- the episodes upstream holds out, on this recording and when every stroke has its own task string (tatbot's task
+  is "left: <description>, right: <description>" per stroke): how much of the training data `eval_split` takes;
 - per checkpoint: upstream's `eval_loss` (as lerobot-train logs it, 4 decimals), ours on the same episodes, and ours
   again with another noise seed (how much a flow-matching loss moves with its noise draws alone);
 - the headline: the largest |upstream - ours|, against the 1e-6 required for adopting upstream.
@@ -33,6 +33,7 @@ from tatbot_pipeline.training.val_loss import _checkpoint_loss, saved_checkpoint
 
 apply_offline_defaults()  # before anything imports lerobot
 
+BATCH = 4  # the tiny preset's
 EVAL_LINE = re.compile(r"step (\d+): eval_loss=([0-9.]+)")
 
 
@@ -44,9 +45,11 @@ def held_out(tasks: list[str], fraction: float) -> list[int]:
     return sorted(e for eps in by_task.values() for e in eps[len(eps) - math.ceil(len(eps) * fraction):])
 
 
-def ours_on(root: Path, episodes: list[int], checkpoint: Path, seed: int) -> float:
-    """Our val loss on `episodes` of `root`: every frame, in order, batches of 8 (upstream's eval batches differ in
-    size only; the mean is over samples here and over batches there, equal when the batches are equal-sized)."""
+def ours_on(root: Path, episodes: list[int], checkpoint: Path, seed: int, batch_size: int) -> float:
+    """Our val loss on `episodes` of `root`: every frame, in order, in upstream's eval batches (its training batch
+    size: since 0.6.1 SmolVLA's loss is a ratio over a batch's unpadded actions, so the batching changes the value).
+    The mean is over samples here and over batches there, equal for equal-sized batches."""
+    import lerobot.policies  # noqa: F401 - registers the policy config classes `from_pretrained` dispatches to
     import torch
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.datasets.factory import resolve_delta_timestamps
@@ -56,8 +59,8 @@ def ours_on(root: Path, episodes: list[int], checkpoint: Path, seed: int) -> flo
     meta = LeRobotDatasetMetadata("local/bench", root=root)
     dataset = LeRobotDataset("local/bench", root=root, episodes=episodes,
                              delta_timestamps=resolve_delta_timestamps(cfg, meta), video_backend="pyav")
-    batches = [torch.utils.data.default_collate([dataset[i] for i in range(k, min(k + 8, len(dataset)))])
-               for k in range(0, len(dataset), 8)]
+    batches = [torch.utils.data.default_collate([dataset[i] for i in range(k, min(k + batch_size, len(dataset)))])
+               for k in range(0, len(dataset), batch_size)]
     return _checkpoint_loss(checkpoint, batches, "cpu", seed)
 
 
@@ -80,17 +83,17 @@ def main() -> None:
         upstream_eval = held_out(tasks, args.eval_split)
         per_stroke = held_out([f"stroke {i}" for i in range(len(tasks))], args.eval_split)
         print(f"held out by eval_split={args.eval_split}: {len(upstream_eval)}/{len(tasks)} episodes of this recording "
-              f"({len(set(tasks))} task strings); with one task string per stroke, as tatbot records: "
+              f"({len(set(tasks))} task strings); when every stroke's description differs (one task per episode): "
               f"{len(per_stroke)}/{len(tasks)} (lerobot-train then refuses: no training episode left)")
 
         run = train_policy("tiny_smolvla", root, tmp / "outputs" / "run", tmp / "hf",
-                           TrainOptions(steps=args.steps, save_freq=freq, log_freq=freq,
+                           TrainOptions(steps=args.steps, save_freq=freq, log_freq=freq, batch_size=BATCH,
                                         extra_args=(f"--dataset.eval_split={args.eval_split}", f"--eval_steps={freq}")),
                            models_home=tmp, on_line=lambda line: None)
         upstream = {int(s): float(v) for s, v in EVAL_LINE.findall(run.log_path.read_text())}
         worst = 0.0
         for step, checkpoint in saved_checkpoints(run.run_dir).items():
-            mine, other_seed = ours_on(root, upstream_eval, checkpoint, 0), ours_on(root, upstream_eval, checkpoint, 1)
+            mine, other_seed = (ours_on(root, upstream_eval, checkpoint, seed, BATCH) for seed in (0, 1))
             up = upstream.get(step, float("nan"))
             worst = max(worst, abs(up - mine))
             print(f"step {step:4d}: upstream eval_loss {up:.4f}   ours {mine:.6f}   ours, other noise seed {other_seed:.6f}"
