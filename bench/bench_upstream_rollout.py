@@ -11,6 +11,7 @@ what adopting it would give the arms. Ours is `vla_infer` in async mode (guard, 
 Printed per loop, from the time of every command actually sent:
 - send jitter: |interval between two sends - period| (p50, p99, max), and the drift from the ideal tick grid;
 - missed ticks: periods with no command (upstream sends nothing when its queue is empty; ours stops the rollout);
+- upstream's chunk merges whose delay (estimated from latency) differs from the actions executed meanwhile;
 Nothing is asserted; the last line is the headline.
 
 Run: .venv/bin/python bench/bench_upstream_rollout.py [--steps 150] [--fps 10] [--stroke-length 16]
@@ -19,6 +20,7 @@ Run: .venv/bin/python bench/bench_upstream_rollout.py [--steps 150] [--fps 10] [
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import tempfile
 import time
@@ -93,6 +95,8 @@ def upstream(checkpoint: Path, steps: int, fps: int, shape: tuple[int, int]) -> 
     hw_features = {k: v for k, v in dataset_features(True, shape).items() if k.startswith("observation")}
     engine = RTCInferenceEngine(loaded.policy, loaded.preprocessor, loaded.postprocessor, Wrapper(), rtc, hw_features,
                                 task="left: stroke, right: stroke", fps=fps, device="cpu")
+    mismatches = DelayMismatches()
+    logging.getLogger("lerobot.policies.rtc.action_queue").addHandler(mismatches)
     period, missed = 1 / fps, 0
     engine.start()
     engine.resume()
@@ -113,7 +117,20 @@ def upstream(checkpoint: Path, steps: int, fps: int, shape: tuple[int, int]) -> 
     finally:
         engine.stop()
         robot.disconnect()
+    print(f"upstream: {mismatches.count} of its chunk merges used a delay other than the actions executed meanwhile "
+          f"(ActionQueue's 'Indexes diff is not equal to real delay'); ours counts the delay exactly")
     return jitter(robot.sent_at, period), missed
+
+
+class DelayMismatches(logging.Handler):
+    """Counts ActionQueue's warning that a merge's delay (from the measured latency) differs from the actions popped."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += "real delay" in record.getMessage()
 
 
 def main() -> None:
