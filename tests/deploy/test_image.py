@@ -47,3 +47,12 @@ def test_production_workspace_points_at_the_images_code_server(monkeypatch):
     [entry] = result.value["load_from"]
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["dagster"]
     assert entry["grpc_server"] == {"host": "dagster-host", "port": 4000, "location_name": project["code_location_name"]}
+
+
+def test_image_python_is_the_one_the_project_requires():
+    """lerobot 0.6 needs Python 3.12: an image on another minor version fails at `uv sync`, on a machine with Docker."""
+    from packaging.specifiers import SpecifierSet
+
+    image = re.search(r"^FROM python:(\d+\.\d+)", DOCKERFILE, re.M).group(1)
+    required = SpecifierSet(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"])
+    assert f"{image}.0" in required, f"deploy/Dockerfile uses Python {image}, pyproject requires {required}"
