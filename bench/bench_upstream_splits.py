@@ -7,14 +7,14 @@ every recording's train part (and of the val parts), which aggregates and recomp
 is taken from our own manifest, so both sides select exactly the same episodes.
 
 Printed per tool (same sources as bench_splits.py: textured H.264 videos, one mp4 per camera per session, as
-tatbot records; median of `--repeat` interleaved runs):
+tatbot records; median of `--repeat` interleaved runs, 1 by default):
 - build time as a ratio to `cp -r` of the sources' meta/, data/ and videos/;
 - bytes re-encoded: video bytes written that are not a byte copy of a source file (must be 0: re-encoding is lossy);
 - stats correctness: the largest difference between `meta/stats.json` (mean/std/min/max of action,
   observation.state, index, episode_index) and the same statistics computed exactly from the written data parquet.
 Nothing is asserted; the last line is the headline ratio.
 
-Run: .venv/bin/python bench/bench_upstream_splits.py [--recordings 4] [--episodes 16] [--stroke-length 64] [--repeat 3]
+Run: .venv/bin/python bench/bench_upstream_splits.py [--recordings 4] [--episodes 16] [--stroke-length 64] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=16)
     parser.add_argument("--stroke-length", type=int, default=64)
     parser.add_argument("--kb-per-frame", type=float, default=25.0)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=1, help="upstream takes ~2 min a run here")
     parser.add_argument("--raw", action="store_true", help="keep the tiny synthetic videos")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # lerobot's per-file info lines; the figures are what this prints
