@@ -130,7 +130,9 @@ class EvalRecorder:
             log.info("eval dataset %s: no frame recorded, nothing kept", self.path)
             return
         try:
-            self._dataset.save_episode()
+            # Cameras one after the other: lerobot's parallel encoding forks a process pool from this process, whose
+            # server, chunk and image-writer threads make a fork unsafe (Python 3.12 warns: "may lead to deadlocks").
+            self._dataset.save_episode(parallel_encoding=False)
         finally:
             self._dataset.finalize()  # also stops the image writer's threads
             self._dataset = None
