@@ -144,14 +144,19 @@ def bench_scaling(tmp: Path, counts: list[int], repeat: int) -> None:
           "vary by ~0.1; the merge before issue 16 measured x1.32 here)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_source_arguments(parser: argparse.ArgumentParser, repeat: int) -> None:
+    """The sources' shape and the run count (shared with bench_upstream_splits.py)."""
     parser.add_argument("--recordings", type=int, default=4)
     parser.add_argument("--episodes", type=int, default=16)
     parser.add_argument("--stroke-length", type=int, default=64)
     parser.add_argument("--kb-per-frame", type=float, default=25.0)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=repeat)
     parser.add_argument("--raw", action="store_true", help="keep the tiny synthetic videos")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_source_arguments(parser, repeat=3)
     parser.add_argument("--scale", default="50,100,200,400", help="recording counts for the scaling figure")
     args = parser.parse_args()
 

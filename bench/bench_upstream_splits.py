@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench_splits import make_sources, source_bytes, time_cp
+from bench_splits import add_source_arguments, make_sources, source_bytes, time_cp
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.datasets.build import build_splits
 from tatbot_pipeline.datasets.split import SplitConfig
@@ -104,12 +104,7 @@ def worst(errors: dict[str, float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recordings", type=int, default=4)
-    parser.add_argument("--episodes", type=int, default=16)
-    parser.add_argument("--stroke-length", type=int, default=64)
-    parser.add_argument("--kb-per-frame", type=float, default=25.0)
-    parser.add_argument("--repeat", type=int, default=1, help="upstream takes ~2 min a run here")
-    parser.add_argument("--raw", action="store_true", help="keep the tiny synthetic videos")
+    add_source_arguments(parser, repeat=1)  # upstream takes ~2 min a run here
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # lerobot's per-file info lines; the figures are what this prints
 
