@@ -146,7 +146,7 @@ def test_a_failed_recording_rebuilds_at_most_once_and_never_retrains(loop: Loop,
 
     broken = recording_copy("stroke-zorya-2025y-08m-11d-09h-00m-00s")
     (broken / "strokebatch.safetensors").unlink()
-    assert loop.ingest(broken.name) == [False]  # its blocking check fails the run; the validation still lands
+    assert loop.ingest(broken.name) == [True]  # a FAIL verdict: the report lands, its ERROR check fails
     assert loop.tick() == {}
     requested = [loop.tick(loop.until(SPLIT_CRON)) for _ in range(5)]
     assert [r.get("training_splits", 0) for r in requested].count(1) <= 1, requested
