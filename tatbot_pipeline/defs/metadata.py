@@ -31,3 +31,27 @@ def to_metadata(entries: dict[str, tuple[str, Any]]) -> dict[str, Any]:
              "path": dg.MetadataValue.path, "md": dg.MetadataValue.md, "json": dg.MetadataValue.json,
              "url": dg.MetadataValue.url}
     return {name: kinds[kind](value) for name, (kind, value) in entries.items()}
+
+
+def gate_table(criteria) -> dg.MetadataValue:
+    """A gate's criteria as one table (criterion, measured, limit, verdict): read at a glance, no wide keys."""
+    rows = ["| criterion | measured | limit | |", "|---|---|---|---|"]
+    for c in criteria:
+        unit = f" {c.unit}" if c.unit else ""
+        measured = "—" if c.measured is None else f"{c.measured:.4g}{unit}"
+        limit = "—" if c.limit is None else f"≤ {c.limit:.4g}{unit}"
+        rows.append(f"| {c.name}{f' ({c.detail})' if c.detail else ''} | {measured} | {limit} | "
+                    f"{'pass' if c.passed else '**FAIL**'} |")
+    return dg.MetadataValue.md("\n".join(rows))
+
+
+def named_gate(headline: str, gate_name: str) -> str:
+    """'OPEN-LOOP GATE PASSED (the demo's relaxed gate): …': limits set for one run say whose they are."""
+    if not gate_name:
+        return headline
+    verdict, _, rest = headline.partition(":")
+    return f"{verdict} ({gate_name}):{rest}"
+
+
+GATE_NAME_HELP = ("a name for the limits set here, shown with the verdict (e.g. \"the demo's relaxed gate\"); "
+                  "empty: the lab's gate")

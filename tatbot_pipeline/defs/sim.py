@@ -15,10 +15,11 @@ from pydantic import Field
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.automation import sim_condition
-from tatbot_pipeline.defs.metadata import headline_first, number
+from tatbot_pipeline.defs.metadata import GATE_NAME_HELP, gate_table, headline_first, named_gate, number
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.evaluation.sim import SimEvaluation, evaluate_in_sim
 from tatbot_pipeline.evaluation.sim_gate import SimGateLimits
+from tatbot_pipeline.inference.delivery import deployed_name
 from tatbot_pipeline.promotion import leaderboard_markdown, read_leaderboard, record_sim
 
 EVALUATED = dg.AssetKey("policy_evaluation")
@@ -36,9 +37,10 @@ class SimEvaluationConfig(dg.Config):
     max_tip_error_p95_mm: float | None = Field(None, description="p95 needle-tip deviation over all steps (mm)")
     max_contact_force_n: float | None = Field(None, description="peak force of any contact outside the needle (N)")
     max_stops: int | None = Field(None, description="strokes a safety monitor may stop (default 0)")
+    gate_name: str = Field("", description=GATE_NAME_HELP)
 
     def limits(self, settings: PipelineSettings) -> SimGateLimits:
-        chosen = self.model_dump(exclude={"episodes", "device"})
+        chosen = self.model_dump(exclude={"episodes", "device", "gate_name"})
         return SimGateLimits.for_lab(settings, **chosen)
 
 
@@ -79,13 +81,23 @@ def sim_evaluation(context: dg.AssetExecutionContext, config: SimEvaluationConfi
                              episodes=config.episodes or settings.sim_episodes, limits=config.limits(settings),
                              rollout_limits=settings.rollout_limits, device=config.device, progress=context.log.info)
     entry = record_sim(settings, judged["checkpoint"], judged["checkpoint_sha256"], sim_summary(result))
-    context.log.info(result.decision.headline() + (" — PROMOTED" if entry["promoted"] else ""))
+    headline = named_gate(result.decision.headline(), config.gate_name)
+    verdict = promotion_line(entry, judged["checkpoint"])
+    context.log.info(f"{verdict} — {headline}")
+    # On the run too: the Runs list and the job's page say which checkpoint is promoted without opening anything.
+    context.instance.add_run_tags(context.run_id, {"tatbot/promotion": verdict[:200]})
     return dg.MaterializeResult(
-        metadata=sim_metadata(result, entry, judged, read_leaderboard(settings)),
+        metadata=sim_metadata(result, entry, judged, read_leaderboard(settings), f"{verdict} — {headline}"),
         check_results=[dg.AssetCheckResult(check_name="sim_gate", passed=result.passed,
-                                           severity=dg.AssetCheckSeverity.WARN,
-                                           description=result.decision.headline())],
+                                           severity=dg.AssetCheckSeverity.WARN, description=f"{verdict} — {headline}")],
     )
+
+
+def promotion_line(entry: dict, checkpoint: str) -> str:
+    """'PROMOTED tiny_smolvla-…-000200' or 'NOT PROMOTED: <reasons>': the decision first, then the figures."""
+    if entry["promoted"]:
+        return f"PROMOTED {deployed_name(checkpoint)}"
+    return "NOT PROMOTED: " + "; ".join(entry["reasons"])[:300]
 
 
 def sim_summary(result: SimEvaluation) -> dict:
@@ -95,14 +107,12 @@ def sim_summary(result: SimEvaluation) -> dict:
                                  "out_dir")} | {"limits": data["limits"]}
 
 
-def sim_metadata(result: SimEvaluation, entry: dict, judged: dict, board: list[dict]) -> dict:
+def sim_metadata(result: SimEvaluation, entry: dict, judged: dict, board: list[dict], summary: str) -> dict:
     limits = result.limits
-    promoted = "PROMOTED" if entry["promoted"] else "not promoted: " + "; ".join(entry["reasons"])[:300]
     entries = {
         "promoted": entry["promoted"],
         "sim_gate_passed": result.passed,
-        **{f"gate_{c.name.lower().replace(' ', '_').replace('%', 'pct')}": number(c.measured)
-           for c in result.decision.criteria if c.measured is not None},
+        "gate": gate_table(result.decision.criteria),
         "tip_error_p95_mm": number(result.tip_error_mm_p95),
         "strokes": number(result.strokes),
         "stops": number(sum(1 for r in result.records if r.stop_reason)),
@@ -121,7 +131,7 @@ def sim_metadata(result: SimEvaluation, entry: dict, judged: dict, board: list[d
         "drawn_vs_planned": dg.MetadataValue.md(plots_markdown(result)),
         "leaderboard": dg.MetadataValue.md(leaderboard_markdown(board)),
     }
-    return headline_first(f"{result.decision.headline()}; {promoted}", entries, last)
+    return headline_first(summary, entries, last)
 
 
 def strokes_markdown(result: SimEvaluation) -> str:

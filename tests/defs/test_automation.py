@@ -112,7 +112,7 @@ def test_the_loop_closes_tick_by_tick(loop: Loop, recordings_root: Path):
     split_meta = split.asset_materializations_for_node("training_splits")[0].metadata
     assert new["new_recordings"].value == sorted(NAMES)
     assert new["new_episodes"].value == split_meta["train_episodes"].value + split_meta["val_episodes"].value
-    assert new["new_since_previous_checkpoint"].value.startswith("first checkpoint")
+    assert new["new_data"].value.startswith("first checkpoint")
 
     trained = loop.materialize(trained_policy, {"preset": "tiny_smolvla", "steps": 12})
     assert all(c.passed for c in trained.get_asset_check_evaluations())
@@ -182,7 +182,7 @@ def test_the_loop_is_on_without_a_click_and_rollouts_stay_manual():
     graph = defs.resolve_asset_graph()
     conditions = {key.to_user_string(): graph.get(key).automation_condition for key in graph.get_all_asset_keys()}
     assert {k for k, c in conditions.items() if c is not None} == set(LOOP)
-    assert conditions["trained_policy"].get_label().startswith("Retrain at the next tick of")
+    assert conditions["trained_policy"].get_label() == "Retrain on a new split (cron)"
     repo = defs.get_repository_def()
     assert not repo.schedule_defs  # nothing launches robot_eval (or anything else) on a timer
     assert all(t.job_name != "robot_eval" for s in repo.sensor_defs for t in s.targets)
