@@ -4,6 +4,7 @@ real webserver and daemon: the UI test and the closed-loop daemon test."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,15 +28,25 @@ def fresh_instance(dagster_home: Path) -> Path:
     return dagster_home
 
 
+def project_dir(directory: Path) -> Path:
+    """A directory laid out like the repo root for `dagster dev` (its workspace.yaml), without the repo's `.env`:
+    a developer's `make demo` settings must not leak into a test's server."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "workspace.yaml", directory / "workspace.yaml")
+    return directory
+
+
 @contextmanager
-def dagster_dev(dagster_home: Path, env: dict[str, str], log: Path) -> Iterator[str]:
-    """Serve `dagster dev` on a free loopback port; yields its URL. `env` replaces every TATBOT_* variable."""
+def dagster_dev(dagster_home: Path, env: dict[str, str], log: Path, cwd: Path | None = None) -> Iterator[str]:
+    """Serve `dagster dev` on a free loopback port, run in `cwd` (a project dir: its `.env` is loaded, as a user's
+    is); yields its URL. `env` replaces every TATBOT_* variable."""
     full = {k: v for k, v in os.environ.items() if k != "DAGSTER_MODULE_NAME" and not k.startswith("TATBOT_")}
     full.update(DAGSTER_HOME=str(dagster_home), HF_HUB_OFFLINE="1", **env)
     port = free_port()
+    cwd = cwd or project_dir(log.parent / f"{log.stem}-project")
     with open(log, "w") as out:
         proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p",
-                                 str(port)], cwd=REPO, env=full, stdout=out, stderr=subprocess.STDOUT,
+                                 str(port)], cwd=cwd, env=full, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
