@@ -47,18 +47,31 @@ def dagster_dev(dagster_home: Path, env: dict[str, str], log: Path, cwd: Path | 
     with open(log, "w") as out:
         proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p",
                                  str(port)], cwd=cwd, env=full, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_ctrl_c_as_in_a_terminal)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for_server(f"{url}/server_info", proc, log)
         yield url
-    finally:  # dagster dev 1.13 often does not exit on SIGTERM/SIGINT; the instance is a temp dir, so do not wait long
-        os.killpg(proc.pid, signal.SIGTERM)
+    finally:  # Ctrl-C, as a user stops it: the whole group gets SIGINT, and dagster dev shuts its services down
+        os.killpg(proc.pid, signal.SIGINT)
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=CTRL_C_S)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+            pytest.fail(f"dagster dev ignored Ctrl-C for {CTRL_C_S} s: {log.read_text()[-2000:]}")
+
+
+# dagster dev stops its webserver and daemon within seconds of Ctrl-C; a minute is the bound of "it stopped".
+CTRL_C_S = 60
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT back to its default in the server. A test run started in the background (a CI runner, nohup, `&` in
+    a script) hands SIGINT down ignored; Python then installs no KeyboardInterrupt handler, and dagster dev maps
+    SIGTERM onto that ignored handler too, so neither stops it (seen here: a `dagster dev` started from a background
+    job ran on after both; the old teardown hid it with a SIGKILL after 15 s)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_server(url: str, proc: subprocess.Popen, log: Path) -> None:

@@ -104,9 +104,11 @@ def loop_sensor(settings: PipelineSettings) -> dg.AutomationConditionSensorDefin
         target=dg.AssetSelection.assets("training_splits", "policy_evaluation", "sim_evaluation"),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=30,
-        description=f"Rebuilds `training_splits` after new validations (at most once per `{settings.split_cron}`, "
+        # Sensor and job descriptions show as plain text (no markdown, unlike asset descriptions): no backticks.
+        description=f"Rebuilds training_splits after new validations (at most once per {settings.split_cron}, "
         "never while recordings are being ingested), evaluates every new healthy checkpoint and simulates every one "
-        "that passed the open-loop gate. Turn it off to pause the loop; `training_automation` retrains, `robot_eval` stays manual.",
+        "that passed the open-loop gate. Turn it off to pause the loop; training_automation retrains, robot_eval stays "
+        "manual.",
     )
 
 

@@ -154,12 +154,12 @@ INGESTION = [dg.AssetKey("stroke_recording"), dg.AssetKey("recording_validation"
 SPLITS = dg.AssetKey("training_splits")
 ingest_job = dg.define_asset_job(
     "ingest_recordings", selection=INGESTION,
-    description="Describe and validate one recording (a `recordings` partition); the recordings sensor launches it.")
+    description="Describe and validate one recording (a recordings partition); the recordings sensor launches it.")
 
 
 @dg.sensor(
     name="recordings_sensor",
-    description=f"Adds a `recordings` partition for every settled stroke-* dir under the recordings root and requests "
+    description=f"Adds a recordings partition for every settled stroke-* dir under the recordings root and requests "
     f"ingestion of new or changed ones ({PER_TICK} per tick, a backlog takes a few ticks). Half-written recordings "
     "wait until they settle; a removed recording's partition is deleted and the split rebuilt without it. A missing, "
     "unreadable or suddenly empty root skips the tick with one line saying so (RECORDINGS ROOT UNUSABLE): it is "

@@ -261,7 +261,7 @@ def build(settings: PipelineSettings) -> dg.Definitions:
         name="robot_eval",
         description="MANUAL ONLY — moves a robot next to a person, so no sensor or schedule starts it. Rolls a "
         "checkpoint (default: the promoted one) out on the robot node with vla_infer and records the rollout as an "
-        "eval_dataset partition. One rollout per robot at a time (run tag `robot`, and a lock on the node).",
+        "eval_dataset partition. One rollout per robot at a time (run tag robot, and a lock on the node).",
         tags={"robot": settings.robot_node},
         # One op after the other anyway; in-process keeps the embedded node and the robot lock in one process and
         # spares each step a fresh import of torch + lerobot.

@@ -131,7 +131,7 @@ def build(settings: PipelineSettings) -> dg.Definitions:
         default_status=dg.DefaultSensorStatus.RUNNING,
         run_tags=tags,
         minimum_interval_seconds=30,
-        description=f"Retrains `trained_policy` at the first tick of `{settings.retrain_cron}` (TATBOT_RETRAIN_CRON) "
+        description=f"Retrains trained_policy at the first tick of {settings.retrain_cron} (TATBOT_RETRAIN_CRON) "
         "after the split's version changed. Never two trainings at once (run tag limit + a file lock). Turn it off "
         "to pause retraining.",
     )
