@@ -175,8 +175,8 @@ def register_eval_dataset(context: dg.OpExecutionContext, rollout: RolloutResult
     if name:
         context.instance.add_dynamic_partitions(eval_runs.name, [name])
         quality = rollout_quality(out)
-        # The verdict on the run as well: the Runs list and robot_eval's page show how each rollout went.
-        context.instance.add_run_tags(context.run_id, {"tatbot/rollout": rollout.summary(quality.describe())[:200]})
+        # The verdict on the run as well, short enough for the Runs list's tag chips: how each rollout went.
+        context.instance.add_run_tags(context.run_id, {"tatbot/rollout": rollout.verdict()})
         tags = rollout_tags(rollout.node, rollout.plan)
         context.log_event(dg.AssetMaterialization(asset_key=EVAL_DATASET, partition=name, tags=tags,
                                                   metadata=rollout_metadata(rollout, quality.describe())))
@@ -188,7 +188,7 @@ def register_eval_dataset(context: dg.OpExecutionContext, rollout: RolloutResult
                       "max_tracking_error_rad": number(out.max_tracking_error_rad)}))
     if not out.success:
         if not name:
-            context.instance.add_run_tags(context.run_id, {"tatbot/rollout": f"FAILED: {out.message}"[:200]})
+            context.instance.add_run_tags(context.run_id, {"tatbot/rollout": "FAILED"})
         raise dg.Failure(f"rollout failed on {rollout.node}: {out.message}",
                          metadata={"steps": out.num_steps, "eval_dir": str(out.eval_dir)})
     context.log.info(f"rollout ok: {out.num_steps} steps — {out.message}")

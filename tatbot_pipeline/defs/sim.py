@@ -84,8 +84,9 @@ def sim_evaluation(context: dg.AssetExecutionContext, config: SimEvaluationConfi
     headline = named_gate(result.decision.headline(), config.gate_name)
     verdict = promotion_line(entry, judged["checkpoint"])
     context.log.info(f"{verdict} — {headline}")
-    # On the run too: the Runs list and the job's page say which checkpoint is promoted without opening anything.
-    context.instance.add_run_tags(context.run_id, {"tatbot/promotion": verdict[:200]})
+    # On the run too, short enough for the Runs list's tag chips: which checkpoint is in the run's other tags.
+    context.instance.add_run_tags(context.run_id, {"tatbot/promotion": "PROMOTED" if entry["promoted"] else
+                                                   "NOT PROMOTED"})
     return dg.MaterializeResult(
         metadata=sim_metadata(result, entry, judged, read_leaderboard(settings), f"{verdict} — {headline}"),
         check_results=[dg.AssetCheckResult(check_name="sim_gate", passed=result.passed,

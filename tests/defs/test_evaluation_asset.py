@@ -146,7 +146,8 @@ def test_only_both_gates_promote_and_promotion_carries_the_sim_figures(home, tmp
         [mat] = relaxed.get_asset_materialization_events()
         meta = mat.materialization.metadata
         [check] = relaxed.get_asset_check_evaluations()
-        assert instance.get_run_by_id(relaxed.run_id).tags["tatbot/promotion"] == f"PROMOTED {deployed_name(ckpt)}"
+        assert instance.get_run_by_id(relaxed.run_id).tags["tatbot/promotion"] == "PROMOTED"
+        assert instance.get_run_by_id(strict.run_id).tags["tatbot/promotion"] == "NOT PROMOTED"
     assert check.passed and meta["promoted"].value is True
     assert meta["summary"].value.startswith(f"PROMOTED {deployed_name(ckpt)} — SIM GATE PASSED: ")
     assert meta["strokes"].value == 2 and meta["tip_error_p95_mm"].value > 0
