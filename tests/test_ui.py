@@ -150,7 +150,7 @@ class Ui:
     def open(self, path: str, waiting_for: str) -> str:
         """The page at `path` once `waiting_for` shows; its text."""
         self.page.goto(self.url + path)
-        self.page.get_by_text(waiting_for).first.wait_for()
+        self.page.get_by_text(waiting_for).first.wait_for(state="attached")  # graph nodes may be off screen
         self.page.wait_for_load_state("networkidle")
         return self.page.inner_text("body")
 
@@ -242,8 +242,13 @@ def test_nothing_is_clipped_at_1600_by_1000(ui, demo):
 
 
 def test_the_lineage_runs_from_recording_to_rollout(ui):
-    lineage = ui.open("/assets/eval_dataset?view=lineage&lineageScope=upstream&lineageDepth=7", "stroke_recording")
-    ui.shot("eval_dataset_lineage")
+    # The graph renders only the nodes on screen: seven assets in a row need a wide window.
+    ui.page.set_viewport_size({"width": 2400, "height": 1400})
+    try:
+        lineage = ui.open("/assets/eval_dataset?view=lineage&lineageScope=upstream&lineageDepth=7", "stroke_recording")
+        ui.shot("eval_dataset_lineage")
+    finally:
+        ui.page.set_viewport_size(VIEWPORT)
     assert not [name for name in LINEAGE if name not in lineage]
 
 

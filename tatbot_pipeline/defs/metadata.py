@@ -1,5 +1,7 @@
 """How every asset's metadata reads in the UI: a one-line `summary` first, numbers to 4 significant figures with
-their unit in the key (`_rad`, `_ms`, `_s`, `_frames`), long JSON last. Numbers stay numbers, so Dagster's Plots tab
+their unit in the key (`_rad`, `_ms`, `_s`, `_frames`), long JSON last. Keys stay short (about 18 characters) and
+tables narrow: the asset page's metadata table is as wide as its widest row, and at 1600 px the pane has no room to
+spare beside a checkpoint's 64-hex digest. Numbers stay numbers, so Dagster's Plots tab
 trends them across materializations."""
 
 from __future__ import annotations

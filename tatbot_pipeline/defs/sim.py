@@ -119,7 +119,7 @@ def sim_metadata(result: SimEvaluation, entry: dict, judged: dict, board: list[d
         "stops": number(sum(1 for r in result.records if r.stop_reason)),
         "missed_ticks": number(sum(r.missed_ticks for r in result.records)),
         "actions_clamped": number(sum(r.actions_clamped for r in result.records)),
-        "peak_contact_force_n": number(max((r.peak_contact_force_n for r in result.records), default=0.0)),
+        "peak_force_n": number(max((r.peak_contact_force_n for r in result.records), default=0.0)),
         "inference": result.inference,
         "checkpoint": dg.MetadataValue.path(judged["checkpoint"]),
         "checkpoint_sha256": judged["checkpoint_sha256"],
