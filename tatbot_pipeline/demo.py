@@ -117,7 +117,12 @@ CODE_LOCATION = "tatbot_pipeline"
 
 class LinkedRuns:
     """Runs of the code location's jobs, created in the instance against the location (their origin is the one
-    `dagster dev` loads, so the UI's timeline, job and asset pages link them) and executed in this process, quietly."""
+    `dagster dev` loads, so the UI's timeline, job and asset pages link them) and executed in this process, quietly.
+
+    Dagster 1.13 has no public call for this: `execute_in_process` and `dagster job execute` leave a run's origin
+    empty (unlinked), and `dagster job launch` starts a process per run that imports torch and lerobot again. So this
+    does what `dagster job launch` does to create the run (dagster/_cli/job.py) and what `execute_job` does to run it.
+    """
 
     def __init__(self, instance, location) -> None:
         self.instance, self.location = instance, location

@@ -150,7 +150,8 @@ class Ui:
     def open(self, path: str, waiting_for: str) -> str:
         """The page at `path` once `waiting_for` shows; its text."""
         self.page.goto(self.url + path)
-        self.page.get_by_text(waiting_for).first.wait_for(state="attached")  # graph nodes may be off screen
+        self.page.wait_for_function("text => document.body && document.body.innerText.includes(text)",
+                                    arg=waiting_for)
         self.page.wait_for_load_state("networkidle")
         return self.page.inner_text("body")
 

@@ -27,7 +27,7 @@ TRAINED = dg.AssetKey("trained_policy")
 
 
 class EvaluationConfig(dg.Config):
-    """Launchpad config of `policy_evaluation`: evaluation device and the promotion thresholds."""
+    """Launchpad config of policy_evaluation: evaluation device and the promotion thresholds."""
 
     device: str = "cpu"
     max_episodes: int = 0  # 0: every val episode

@@ -48,7 +48,7 @@ eval_dataset = dg.AssetSpec(
 
 
 class RobotNode(dg.ConfigurableResource):
-    """The robot node that runs `vla_infer`. An empty `mcp_url` starts an embedded local node with the sim robot.
+    """The robot node that runs vla_infer. An empty mcp_url starts an embedded local node with the sim robot.
 
     The bearer token is never configuration: it comes from TATBOT_MCP_TOKEN in the environment of the process that
     runs the job, so it never lands in a run's stored config."""

@@ -26,7 +26,7 @@ EVALUATED = dg.AssetKey("policy_evaluation")
 
 
 class SimEvaluationConfig(dg.Config):
-    """Launchpad config of `sim_evaluation`. Empty limits: the lab's sim gate (TATBOT_SIM_GATE_*), else the defaults
+    """Launchpad config of sim_evaluation. Empty limits: the lab's sim gate (TATBOT_SIM_GATE_*), else the defaults
     of evaluation/sim_gate.py: SimGateLimits."""
 
     episodes: int = Field(0, description="held-out strokes to roll out (0: TATBOT_SIM_EPISODES, default 8)")

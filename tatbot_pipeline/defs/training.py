@@ -31,7 +31,7 @@ def training_run_tags(settings: PipelineSettings) -> dict[str, str]:
 
 
 class TrainingRunConfig(dg.Config):
-    """Launchpad config of `trained_policy`; an empty field keeps the preset's default (training/presets.py)."""
+    """Launchpad config of trained_policy; an empty field keeps the preset's default (training/presets.py)."""
 
     preset: str | None = Field(None, description=f"one of {', '.join(PRESETS)}; empty: TATBOT_TRAIN_PRESET, else "
                                "tiny_smolvla (CPU, seconds, for tests and the demo)")
