@@ -1,8 +1,11 @@
 """`tatbot-pipeline demo`: the whole loop on synthetic recordings, recorded in the real Dagster instance.
 
 Runs every step through Dagster (the same sensor, assets and jobs a user triggers from the UI) against
-$DAGSTER_HOME, so the UI opened at the end shows the runs, the verdicts and the lineage. Idempotent: a second run
-reuses the synthetic recordings and re-materializes.
+$DAGSTER_HOME. Each run is created against the code location `dagster dev` serves (workspace.yaml's
+`tatbot_pipeline`), as a click on Materialize would, and executed in this process: the UI opened at the end shows
+the runs on the Overview timeline and the Jobs page, the verdicts and the lineage. The demo's settings go to `.env`
+in the working directory, which `dagster dev` loads, so the UI sees the same recordings and home. Idempotent: a
+second run reuses the synthetic recordings and re-materializes.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tatbot_pipeline.config import PipelineSettings
@@ -66,23 +70,24 @@ def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1].rsplit(" ", 1)[0] + " …"
 
 
-def ingest(defs, instance, settings: PipelineSettings, console: Console) -> None:
-    """One tick of the recordings sensor, applied as the daemon would, then the runs it requested."""
+def ingest(runs: "LinkedRuns", settings: PipelineSettings, console: Console) -> None:
+    """One tick of the recordings sensor, applied as the daemon would, then the runs it requested (tagged with the
+    sensor and its run keys, so the daemon of a later `dagster dev` sees them as done and does not ingest again)."""
     import dagster as dg
 
     from tatbot_pipeline.defs.ingestion import recordings_sensor
     from tatbot_pipeline.defs.resources import PipelineResource
 
+    instance = runs.instance
     resource = PipelineResource.of(settings, settle_seconds=0.0)
     result = recordings_sensor(dg.build_sensor_context(instance=instance, resources={"pipeline": resource}))
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    job = defs.resolve_job_def("ingest_recordings")
     for n, request in enumerate(result.run_requests, 1):
-        job.execute_in_process(
-            partition_key=request.partition_key, instance=instance, raise_on_error=False,
+        runs.execute(
+            "ingest_recordings", partition_key=request.partition_key,
             run_config={"resources": {"pipeline": {"config": pipeline_config(settings, settle_seconds=0.0)}}, **QUIET},
-            tags={"dagster/sensor_name": "recordings_sensor", "demo": "true"},
+            tags={"dagster/sensor_name": "recordings_sensor", "dagster/run_key": request.run_key, "demo": "true"},
         )
         report_progress("ingestion", n, len(result.run_requests))
         verdict = ValidationReport.load(settings.report_path(request.partition_key))
@@ -93,12 +98,12 @@ def ingest(defs, instance, settings: PipelineSettings, console: Console) -> None
 # A tiny model learns enough in a few hundred CPU steps to draw a falling loss curve; the demo's gate is set for it.
 DEMO_TRAIN_STEPS = 200
 # Its latency budget is loose too: on a busy 2-core machine a CPU forward pass can take a few hundred ms.
-DEMO_GATE = {"max_mae": 0.5, "max_joint_mae": 1.0, "latency_budget_ms": 2000.0}
+DEMO_GATE = {"max_mae": 0.5, "max_joint_mae": 1.0, "latency_budget_ms": 2000.0, "gate_name": "the demo's relaxed gate"}
 # The sim gate relaxed the same way, and said so: 200 CPU steps of a tiny model draw its strokes tens of mm off the
 # recorded path and now and then bump a link hard enough for the external-effort monitor to stop a stroke (a real
 # checkpoint is held to TATBOT_SIM_GATE_*: 3 mm, 2 N, no stop). 6 of the 7 held-out strokes.
 DEMO_SIM_GATE = {"episodes": 6, "tip_deviation_mm": 100.0, "max_tip_error_p95_mm": 100.0, "max_contact_force_n": 100.0,
-                 "max_stops": 6}
+                 "max_stops": 6, "gate_name": "the demo's relaxed gate"}
 
 
 def pipeline_config(settings: PipelineSettings, **fields) -> dict:
@@ -106,16 +111,98 @@ def pipeline_config(settings: PipelineSettings, **fields) -> dict:
     return {"recordings_dir": str(settings.recordings_dir), "home": str(settings.home), **fields}
 
 
-def run_job(defs, instance, name: str, op_config: dict | None = None, settings: PipelineSettings | None = None) -> dict:
+# workspace.yaml's location name: runs created against it link to the jobs and assets `dagster dev` serves.
+CODE_LOCATION = "tatbot_pipeline"
+
+
+class LinkedRuns:
+    """Runs of the code location's jobs, created in the instance against the location (their origin is the one
+    `dagster dev` loads, so the UI's timeline, job and asset pages link them) and executed in this process, quietly.
+
+    Dagster 1.13 has no public call for this: `execute_in_process` and `dagster job execute` leave a run's origin
+    empty (unlinked), and `dagster job launch` starts a process per run that imports torch and lerobot again. So this
+    does what `dagster job launch` does to create the run (dagster/_cli/job.py) and what `execute_job` does to run it.
+    """
+
+    def __init__(self, instance, location) -> None:
+        self.instance, self.location = instance, location
+
+    def execute(self, job_name: str, run_config: dict, tags: dict[str, str], partition_key: str | None = None):
+        from dagster._utils.hosted_user_process import recon_job_from_origin
+        from dagster._core.execution.api import execute_run
+
+        [repository] = self.location.get_repositories().values()
+        remote_job = repository.get_full_job(job_name)
+        job = recon_job_from_origin(remote_job.get_python_origin())
+        job_def = job.get_definition()
+        if partition_key is not None:
+            tags = {**tags, **job_def.get_tags_for_partition_key(partition_key, selected_asset_keys=None)}
+        run = self.instance.create_run_for_job(
+            job_def, run_config=run_config, tags={**remote_job.tags, **tags},
+            remote_job_origin=remote_job.get_remote_origin(), job_code_origin=remote_job.get_python_origin())
+        return execute_run(job, run, self.instance)
+
+
+@contextlib.contextmanager
+def linked_runs(instance) -> Iterator[LinkedRuns]:
+    """The code location of workspace.yaml (`python_module: tatbot_pipeline.definitions`), loaded in this process."""
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    origin = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(executable_path=sys.executable, module_name="tatbot_pipeline.definitions",
+                             working_directory=os.getcwd()), location_name=CODE_LOCATION)
+    with origin.create_location(instance) as location:
+        yield LinkedRuns(instance, location)
+
+
+def run_job(runs: LinkedRuns, name: str, op_config: dict | None = None,
+            settings: PipelineSettings | None = None) -> dict:
     """Run one of the code location's named jobs in the real instance; return the materialization's metadata as plain
     values (the last asset materialized). Failing steps raise."""
-    job = defs.resolve_job_def(name)
     run_config = {"ops": {op: {"config": cfg} for op, cfg in (op_config or {}).items()}, **QUIET}
     if settings is not None:
         run_config["resources"] = {"pipeline": {"config": pipeline_config(settings)}}
-    result = job.execute_in_process(run_config=run_config, instance=instance, tags={"demo": "true"})
+    result = runs.execute(name, run_config, tags={"demo": "true"})
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        raise RuntimeError(f"{name} failed: {failure.step_failure_data.error.message.strip() if failure else '?'}")
     events = result.get_asset_materialization_events()
     return {k: v.value for k, v in events[-1].materialization.metadata.items()} if events else {}
+
+
+def save_settings(settings: PipelineSettings, directory: Path) -> Path:
+    """The demo's settings in `directory/.env` (other lines kept), where `dagster dev` loads them from: a plain
+    `dagster dev` after the demo reads the same recordings, home and crons."""
+    from dotenv import set_key
+
+    path = directory / ".env"
+    path.touch(mode=0o600, exist_ok=True)
+    values = {**{k: v for k, v in os.environ.items() if k.startswith("TATBOT_") and k not in SECRETS},
+              "TATBOT_RECORDINGS_DIR": settings.recordings_dir, "TATBOT_PIPELINE_HOME": settings.home,
+              "TATBOT_SPLIT_CRON": settings.split_cron, "TATBOT_RETRAIN_CRON": settings.retrain_cron}
+    for key, value in values.items():
+        set_key(path, key, str(value))
+    return path
+
+
+# Never copied into .env: a bearer token stays where the user put it.
+SECRETS = {"TATBOT_MCP_TOKEN"}
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """`values` in os.environ for the block (the code location reads its settings there, as under `dagster dev`)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def watch_the_loop(demo_root: Path, retrain_cron: str) -> str:
@@ -135,9 +222,12 @@ def run_demo(ui: bool = True, port: int = 3000) -> int:
     # The demo never touches the real recordings root: it points the pipeline at its own synthetic one, in the
     # settings it hands to every run and to the UI's process (never by changing this process's environment).
     settings = PipelineSettings.from_env(recordings_dir=home / "demo" / "recordings")
+    dotenv = save_settings(settings, Path.cwd())
     log_path = settings.logs_dir / f"demo-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    with quiet_console(log_path) as console:
-        code = _demo_steps(settings, console)
+    from dotenv import dotenv_values
+
+    with quiet_console(log_path) as console, environment(dotenv_values(dotenv)):
+        code = _demo_steps(settings, console, dotenv)
     if code != 0:
         return code
     if not ui:
@@ -146,50 +236,51 @@ def run_demo(ui: bool = True, port: int = 3000) -> int:
     dagster = Path(sys.executable).parent / "dagster"
     # workspace.yaml names the code location; DAGSTER_MODULE_NAME (exported for `dagster job execute`) hangs `dagster dev`.
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_MODULE_NAME"}
-    env.update(TATBOT_RECORDINGS_DIR=str(settings.recordings_dir), TATBOT_PIPELINE_HOME=str(settings.home))
     return subprocess.call([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)], env=env)
 
 
-def _demo_steps(settings: PipelineSettings, console: Console) -> int:
+def _demo_steps(settings: PipelineSettings, console: Console, dotenv: Path) -> int:
     """The seven steps, one headline each; returns the exit code."""
     import dagster as dg
 
-    from tatbot_pipeline.definitions import build_definitions
+    started = time.perf_counter()
+    with dg.DagsterInstance.get() as instance, linked_runs(instance) as runs:
+        code, trained = _seven_steps(runs, settings, console)
+    if code == 0:
+        _where_to_look(console, settings, trained, dotenv, time.perf_counter() - started)
+    return code
 
-    from tatbot_pipeline.defs.resources import PipelineResource
 
-    started, instance = time.perf_counter(), dg.DagsterInstance.get()
-    defs = build_definitions(settings, resources={"pipeline": PipelineResource.of(settings)})
+def _seven_steps(runs: LinkedRuns, settings: PipelineSettings, console: Console) -> tuple[int, dict]:
     demo_root = settings.recordings_dir
     step = _stepper(console)
     with step(f"1/7 synthetic recordings as tatbot's recorder writes them (fork v3.0, one v2.1) in {demo_root}"):
         make_demo_recordings(demo_root)
     with step("2/7 recordings sensor + ingest_recordings: stroke_recording, recording_validation"):
-        ingest(defs, instance, settings, console)
+        ingest(runs, settings, console)
     with step("3/7 build_splits: usable episodes -> train/val LeRobot datasets") as done:
-        done(run_job(defs, instance, "build_splits", settings=settings)["summary"])
+        done(run_job(runs, "build_splits", settings=settings)["summary"])
     with step(f"4/7 train_policy_job: lerobot-train, tiny_smolvla, {DEMO_TRAIN_STEPS} steps on CPU") as done:
-        trained = run_job(defs, instance, "train_policy_job",
+        trained = run_job(runs, "train_policy_job",
                           {"trained_policy": {"preset": "tiny_smolvla", "steps": DEMO_TRAIN_STEPS}}, settings)
         done(trained["summary"])
     with step("5/7 evaluate_policy: open-loop replay of the val split + open-loop gate (the demo's relaxed "
               "limits)") as done:
-        evaluation = run_job(defs, instance, "evaluate_policy", {"policy_evaluation": DEMO_GATE}, settings)
+        evaluation = run_job(runs, "evaluate_policy", {"policy_evaluation": DEMO_GATE}, settings)
         done(evaluation["summary"])
     with step("6/7 simulate_policy: closed loop on two simulated arm controllers + sim gate (the demo's relaxed "
               "limits)") as done:
-        simulation = run_job(defs, instance, "simulate_policy", {"sim_evaluation": DEMO_SIM_GATE}, settings)
+        simulation = run_job(runs, "simulate_policy", {"sim_evaluation": DEMO_SIM_GATE}, settings)
         done(simulation["summary"])
     if not simulation["promoted"]:
         console.line("error: the checkpoint was not promoted, and robot_eval rolls out the promoted checkpoint "
                      "only; see policy_evaluation and sim_evaluation in the UI")
-        return 1
+        return 1, trained
     with step("7/7 robot_eval: deploy the promoted checkpoint, vla_infer on the sim robot over MCP") as done:
-        rollout = run_job(defs, instance, "robot_eval", {"resolve_checkpoint": {"device": "cpu", "max_steps": 40}},
+        rollout = run_job(runs, "robot_eval", {"resolve_checkpoint": {"device": "cpu", "max_steps": 40}},
                           settings)
         done(rollout["summary"])
-    _where_to_look(console, settings, trained, time.perf_counter() - started)
-    return 0
+    return 0, trained
 
 
 def _stepper(console: Console):
@@ -204,7 +295,7 @@ def _stepper(console: Console):
     return step
 
 
-def _where_to_look(console: Console, settings: PipelineSettings, trained: dict, seconds: float) -> None:
+def _where_to_look(console: Console, settings: PipelineSettings, trained: dict, dotenv: Path, seconds: float) -> None:
     console.line(f"\nDemo finished in {seconds:.0f} s. Where to look:")
     console.line(f"  recordings:         {settings.recordings_dir}")
     console.line(f"  validation reports: {settings.validation_dir}")
@@ -213,4 +304,6 @@ def _where_to_look(console: Console, settings: PipelineSettings, trained: dict, 
     console.line(f"  eval datasets:      {settings.eval_datasets_dir}")
     console.line(f"  Dagster instance:   {os.environ['DAGSTER_HOME']}")
     console.line(f"  full logs:          {console.log_path} (this run), {settings.train_dir / 'logs'} (lerobot-train)")
+    console.line(f"  settings:           {dotenv}: `dagster dev` run here reads the demo's recordings and home from it "
+                 "(remove its TATBOT_ lines to point it back at your own)")
     console.line(watch_the_loop(settings.recordings_dir, settings.retrain_cron))

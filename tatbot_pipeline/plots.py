@@ -64,7 +64,8 @@ def joint_ranges(ranges: dict[int, tuple[np.ndarray, np.ndarray]], excluded: set
     ax.set_xlim(-0.1, 1.1)
     ax.set_xlabel("recorded action range per episode (0 = lower URDF limit, 1 = upper)")
     ax.set_ylabel("joint")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+    # Below the axes, inside the image's width: a legend to the right widened it past what the UI shows.
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), fontsize=7, ncol=2, frameon=False)
     return fig
 
 
@@ -85,7 +86,9 @@ def loss_curve(steps, loss, grad_norm=None, val_loss: dict[int, float] | None = 
         twin = ax.twinx()
         twin.plot(list(steps), list(grad_norm), color="tab:orange", lw=1.0, alpha=0.6, label="gradient norm (L2)")
         twin.set_ylabel("gradient norm (L2)")
-    fig.legend(loc="upper right", fontsize="small")
+    # Under the plot, never over the data, the title or the right axis.
+    fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize="small", frameon=False)
+    fig.tight_layout()
     return fig
 
 
@@ -108,9 +111,9 @@ def trajectories(recorded: np.ndarray, predicted: np.ndarray, title: str, comman
         if j >= 7:
             ax.set_xlabel("control step", fontsize=7)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper right", fontsize=7, ncol=2)
     fig.suptitle(title, fontsize=9, x=0.02, ha="left")
     fig.tight_layout()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=7, ncol=2, frameon=False)
     return fig
 
 
@@ -125,13 +128,13 @@ def error_summary(abs_errors: np.ndarray, mae_per_chunk_step: list[float]):
     half = len(JOINT_NAMES) // 2
     ax2.barh(np.arange(half), mae[:half], color="tab:blue", label="left arm")
     ax2.barh(np.arange(half, len(JOINT_NAMES)), mae[half:], color="tab:green", label="right arm")
-    ax2.legend(fontsize=7, loc="lower right")
+    ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.24), ncol=2, frameon=False)
     ax2.set_yticks(np.arange(len(JOINT_NAMES)), [n.removesuffix(".pos") for n in JOINT_NAMES], fontsize=7)
     ax2.invert_yaxis()
     ax2.set_xlabel("MAE (rad; grippers in m)")
     ax2.set_title("per-joint error", fontsize=9)
     ax3.plot(np.arange(len(mae_per_chunk_step)), mae_per_chunk_step, marker="o", color="tab:blue", label="all joints")
-    ax3.legend(fontsize=7)
+    ax3.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.24), frameon=False)
     ax3.set_xlabel("step inside action chunk")
     ax3.set_ylabel("MAE (rad)")
     ax3.set_title("error vs chunk step", fontsize=9)

@@ -4,6 +4,7 @@ real webserver and daemon: the UI test and the closed-loop daemon test."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,27 +28,50 @@ def fresh_instance(dagster_home: Path) -> Path:
     return dagster_home
 
 
+def project_dir(directory: Path) -> Path:
+    """A directory laid out like the repo root for `dagster dev` (its workspace.yaml), without the repo's `.env`:
+    a developer's `make demo` settings must not leak into a test's server."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "workspace.yaml", directory / "workspace.yaml")
+    return directory
+
+
 @contextmanager
-def dagster_dev(dagster_home: Path, env: dict[str, str], log: Path) -> Iterator[str]:
-    """Serve `dagster dev` on a free loopback port; yields its URL. `env` replaces every TATBOT_* variable."""
+def dagster_dev(dagster_home: Path, env: dict[str, str], log: Path, cwd: Path | None = None) -> Iterator[str]:
+    """Serve `dagster dev` on a free loopback port, run in `cwd` (a project dir: its `.env` is loaded, as a user's
+    is); yields its URL. `env` replaces every TATBOT_* variable."""
     full = {k: v for k, v in os.environ.items() if k != "DAGSTER_MODULE_NAME" and not k.startswith("TATBOT_")}
     full.update(DAGSTER_HOME=str(dagster_home), HF_HUB_OFFLINE="1", **env)
     port = free_port()
+    cwd = cwd or project_dir(log.parent / f"{log.stem}-project")
     with open(log, "w") as out:
         proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p",
-                                 str(port)], cwd=REPO, env=full, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                 str(port)], cwd=cwd, env=full, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=_ctrl_c_as_in_a_terminal)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for_server(f"{url}/server_info", proc, log)
         yield url
-    finally:  # dagster dev 1.13 often does not exit on SIGTERM/SIGINT; the instance is a temp dir, so do not wait long
-        os.killpg(proc.pid, signal.SIGTERM)
+    finally:  # Ctrl-C, as a user stops it: the whole group gets SIGINT, and dagster dev shuts its services down
+        os.killpg(proc.pid, signal.SIGINT)
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=CTRL_C_S)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+            pytest.fail(f"dagster dev ignored Ctrl-C for {CTRL_C_S} s: {log.read_text()[-2000:]}")
+
+
+# dagster dev stops its webserver and daemon within seconds of Ctrl-C; a minute is the bound of "it stopped".
+CTRL_C_S = 60
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT back to its default in the server. A test run started in the background (a CI runner, nohup, `&` in
+    a script) hands SIGINT down ignored; Python then installs no KeyboardInterrupt handler, and dagster dev maps
+    SIGTERM onto that ignored handler too, so neither stops it (seen here: a `dagster dev` started from a background
+    job ran on after both; the old teardown hid it with a SIGKILL after 15 s)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_server(url: str, proc: subprocess.Popen, log: Path) -> None:

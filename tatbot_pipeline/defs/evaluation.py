@@ -13,7 +13,7 @@ from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.automation import evaluate_condition
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.datasets.build import resolve_latest
-from tatbot_pipeline.defs.metadata import headline_first, number, sig
+from tatbot_pipeline.defs.metadata import GATE_NAME_HELP, gate_table, headline_first, named_gate, number, sig
 from tatbot_pipeline.evaluation.gate import GateDecision, Thresholds, decide, record
 from tatbot_pipeline.evaluation.action_errors import ActionErrors
 from tatbot_pipeline.evaluation.offline import OfflineEval, evaluate_checkpoint
@@ -27,7 +27,7 @@ TRAINED = dg.AssetKey("trained_policy")
 
 
 class EvaluationConfig(dg.Config):
-    """Launchpad config of `policy_evaluation`: evaluation device and the promotion thresholds."""
+    """Launchpad config of policy_evaluation: evaluation device and the promotion thresholds."""
 
     device: str = "cpu"
     max_episodes: int = 0  # 0: every val episode
@@ -37,6 +37,7 @@ class EvaluationConfig(dg.Config):
     max_joint_mae: float | None = Field(None, description="... and below this error on the worst joint (rad)")
     latency_budget_ms: float | None = Field(None, description="chunk latency budget (ms); empty: the budget of the "
                                             "inference mode the measured chunk latency calls for")
+    gate_name: str = Field("", description=GATE_NAME_HELP)
 
     def thresholds(self, settings: PipelineSettings) -> Thresholds:
         budget_s = self.latency_budget_ms / 1000 if self.latency_budget_ms is not None else None
@@ -102,13 +103,14 @@ def policy_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfi
     thresholds = config.thresholds(settings)
     decision = decide(result, thresholds, healthy, health_note, health_count=f"{len(HEALTH_CHECKS)}/{len(HEALTH_CHECKS)}")
     board = record(settings, result, decision, thresholds, {**lineage, "train_run": train_run})
-    context.log.info(decision.headline())
+    headline = named_gate(decision.headline(), config.gate_name)
+    context.log.info(headline)
     return dg.MaterializeResult(
         metadata=evaluation_metadata(result, decision, board, loop_entries_of(context.instance, train_run),
-                                     lineage["checkpoint_sha256"]),
+                                     lineage["checkpoint_sha256"], headline),
         check_results=[dg.AssetCheckResult(
             check_name="promotion_gate", passed=decision.passed, severity=dg.AssetCheckSeverity.WARN,
-            description=decision.headline(), metadata=criteria_metadata(decision),
+            description=headline, metadata=criteria_metadata(decision),
         )],
     )
 
@@ -158,24 +160,27 @@ def joint_table(errors: ActionErrors) -> str:
 
 
 def evaluation_metadata(result: OfflineEval, decision: GateDecision, board: list[dict], loop: dict,
-                        sha256: str) -> dict:
+                        sha256: str, headline: str) -> dict:
     e, lat = result.errors, result.latency
-    worst = e.worst_joint[0]
+    worst, worst_mae = e.worst_joint
     abs_err = np.abs(np.concatenate([t.predicted - t.recorded for t in result.traces]))
     plots = [png_markdown(error_summary(abs_err, e.mae_per_chunk_step), "errors")]
     plots += [png_markdown(trajectories(t.recorded, t.predicted, f"val episode {t.episode}: recorded vs predicted"),
                            f"episode {t.episode}") for t in result.traces[:2]]
     entries = {
         "open_loop_passed": decision.passed,
-        **criteria_metadata(decision),
+        "gate": gate_table(decision.criteria),
+        "mae_rad": number(e.mae),
+        "worst_mae_rad": number(worst_mae),
+        "inference_mode": decision.latency.mode if decision.latency is not None else "n/a",
         "mse_rad2": number(e.mse),
         "mae_left_arm_rad": number(e.mae_per_arm["left"]),
         "mae_right_arm_rad": number(e.mae_per_arm["right"]),
         "worst_joint": worst,
         "not_predicted": ", ".join(e.not_predicted) or "none",
-        "chunk_latency_mean_ms": number(lat.mean_s * 1000),
-        "chunk_latency_p95_ms": number(lat.p95_s * 1000),
-        "chunk_latency_max_ms": number(lat.max_s * 1000),
+        "chunk_mean_ms": number(lat.mean_s * 1000),
+        "chunk_p95_ms": number(lat.p95_s * 1000),
+        "chunk_max_ms": number(lat.max_s * 1000),
         "val_episodes": number(result.episodes),
         "val_frames": number(result.frames),
         "policy_type": result.policy_type,
@@ -190,7 +195,7 @@ def evaluation_metadata(result: OfflineEval, decision: GateDecision, board: list
         "plots": dg.MetadataValue.md("\n\n".join(plots)),
         "leaderboard": dg.MetadataValue.md(leaderboard_markdown(board)),
     }
-    return headline_first(decision.headline(), entries, last)
+    return headline_first(headline, entries, last)
 
 
 evaluate_job = dg.define_asset_job(

@@ -63,16 +63,18 @@ def recording_metadata(path: Path, info: dict) -> dict:
     return headline_first(summary, entries, last)
 
 
-# Checks on each recording, evaluated per partition (so the UI's check history names the recording).
+# Checks on each recording, evaluated per partition (so the UI's check history names the recording). Each verdict
+# looks different: PASS passes both, WARN fails the WARN-severity one, FAIL and INCOMPLETE fail the ERROR one.
 USABLE, ALL_EPISODES = "recording_usable", "all_episodes_usable"
 with partitioned_checks():
     VALIDATION_CHECKS = [
-        dg.AssetCheckSpec(USABLE, asset="recording_validation", blocking=True, partitions_def=recordings_partitions,
-                          description="Fails when the recording is unusable (`fail`) or still being written "
-                          "(`incomplete`); the recording's partition is then marked failed. An `empty` session (no meta/: the "
-                          "robot never connected) passes: nothing was recorded, nothing is wrong."),
+        dg.AssetCheckSpec(USABLE, asset="recording_validation", partitions_def=recordings_partitions,
+                          description="Fails (error) when the recording is unusable (FAIL) or still being written "
+                          "(INCOMPLETE); the split leaves it out. An EMPTY session (no meta/: the robot never "
+                          "connected) passes: nothing was recorded, nothing is wrong."),
         dg.AssetCheckSpec(ALL_EPISODES, asset="recording_validation", partitions_def=recordings_partitions,
-                          description="Warns when episodes were excluded or anomalies were logged."),
+                          description="Warns when episodes were excluded or anomalies were logged (WARN); the split "
+                          "takes the usable episodes."),
     ]
 
 
@@ -82,9 +84,10 @@ with partitioned_checks():
     group_name="recordings",
     kinds={"python"},
     owners=OWNERS,
-    description="Validation report of one recording: status (`pass` / `warn` / `fail` / `incomplete`), every "
-    "finding, and which episodes are usable. An unusable recording's partition is marked failed, with its verdict "
-    "in the run and the check history. Excluded episodes are never deleted; the split simply leaves them out.",
+    description="Validation report of one recording: PASS, WARN (some episodes excluded), FAIL (unusable) or "
+    "INCOMPLETE (still being written), every finding, and which episodes are usable. Materialized for every verdict "
+    "(the report is the asset); the verdict is the summary and the two checks. Excluded episodes are never deleted; "
+    "the split leaves them out.",
     check_specs=VALIDATION_CHECKS,
 )
 def recording_validation(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
@@ -92,17 +95,10 @@ def recording_validation(context: dg.AssetExecutionContext, pipeline: PipelineRe
     report = validate_recording(settings.recordings_dir / context.partition_key, settle_seconds=settings.settle_seconds,
                                 converted_dir=settings.converted_dir)
     report_path = report.save(settings.report_path(report.recording))
-    context.log.info(f"{report.recording}: {report.headline()}")
-    metadata = report_metadata(report, report_path)
-    checks = validation_checks(report)
-    if not report.failed:  # usable, or an empty session (nothing recorded, nothing wrong)
-        return dg.MaterializeResult(metadata=metadata, check_results=checks)
-    # The report (which the split reads) is saved; the partition is marked failed so the UI counts it as such.
-    for check in checks:
-        context.log_event(dg.AssetCheckEvaluation(
-            asset_key=context.asset_key, check_name=check.check_name, passed=check.passed, severity=check.severity,
-            description=check.description, metadata=check.metadata, partition=context.partition_key))
-    raise dg.Failure(description=f"{report.recording}: {report.headline()}", metadata=metadata)
+    # An unusable recording is an expected outcome with a verdict, not a crash: a warning line, no stack trace.
+    (context.log.warning if report.failed else context.log.info)(f"{report.recording}: {report.headline()}")
+    return dg.MaterializeResult(metadata=report_metadata(report, report_path), check_results=validation_checks(report),
+                                tags={"tatbot/verdict": report.status.value})
 
 
 def validation_checks(report: ValidationReport) -> list[dg.AssetCheckResult]:
@@ -110,14 +106,14 @@ def validation_checks(report: ValidationReport) -> list[dg.AssetCheckResult]:
     return [
         dg.AssetCheckResult(
             check_name=USABLE, passed=not report.failed, severity=dg.AssetCheckSeverity.ERROR,
-            description=f"{report.recording}: {report.status.value}" + (
+            description=f"{report.status.value.upper()}: {report.recording}" + (
                 "" if report.usable else f" — {report.first_reason[:300]}"),
             metadata={"status": report.status.value},
         ),
         dg.AssetCheckResult(
             check_name=ALL_EPISODES, passed=report.status in (Status.PASS, Status.EMPTY), severity=dg.AssetCheckSeverity.WARN,
-            description=f"{report.recording}: {report.headline()}",
-            metadata={"episodes_excluded": dg.MetadataValue.json({str(k): v for k, v in excluded.items()})},
+            description=f"{report.headline()} ({report.recording})",
+            metadata={"episodes_excluded": number(len(excluded))},
         ),
     ]
 
@@ -158,15 +154,16 @@ INGESTION = [dg.AssetKey("stroke_recording"), dg.AssetKey("recording_validation"
 SPLITS = dg.AssetKey("training_splits")
 ingest_job = dg.define_asset_job(
     "ingest_recordings", selection=INGESTION,
-    description="Describe and validate one recording (a `recordings` partition); the recordings sensor launches it.")
+    description="Describe and validate one recording (a recordings partition); the recordings sensor launches it.")
 
 
 @dg.sensor(
     name="recordings_sensor",
-    description=f"Adds a `recordings` partition for every settled stroke-* dir under the recordings root and requests "
+    description=f"Adds a recordings partition for every settled stroke-* dir under the recordings root and requests "
     f"ingestion of new or changed ones ({PER_TICK} per tick, a backlog takes a few ticks). Half-written recordings "
     "wait until they settle; a removed recording's partition is deleted and the split rebuilt without it. A missing, "
-    "unreadable or suddenly empty root fails the tick: it is never read as \"every recording was removed\".",
+    "unreadable or suddenly empty root skips the tick with one line saying so (RECORDINGS ROOT UNUSABLE): it is "
+    "never read as \"every recording was removed\".",
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     jobs=[ingest_job, build_splits_job],
@@ -175,12 +172,16 @@ def recordings_sensor(context: dg.SensorEvaluationContext,
                       pipeline: PipelineResource) -> dg.SensorResult | dg.SkipReason:
     settings = pipeline.settings
     previous = load_seen(settings.intake_dir, context.cursor)
-    states = scan_root(settings.recordings_dir)  # RecordingsRootError fails the tick
-    if not states and previous.seen:
-        raise RecordingsRootError(
-            f"{settings.recordings_dir}: empty, but {len(previous.seen)} recordings were ingested from it — is the "
-            "mount missing? Nothing is treated as removed. If every recording really was removed, reset this "
-            "sensor's cursor.")
+    try:
+        states = scan_root(settings.recordings_dir)
+        if not states and previous.seen:
+            raise RecordingsRootError(
+                f"{settings.recordings_dir}: empty, but {len(previous.seen)} recordings were ingested from it — is "
+                "the mount missing? Nothing is treated as removed. If every recording really was removed, reset this "
+                "sensor's cursor.")
+    except RecordingsRootError as e:  # the tick's one line says what to fix; a stack trace would bury it
+        context.log.error(str(e))
+        return dg.SkipReason(f"RECORDINGS ROOT UNUSABLE: {e}")
     plan = plan_ingestion(states, previous.seen, settings.settle_seconds, time.time(), limit=PER_TICK)
     if plan.settling:
         context.log.info(f"waiting for {len(plan.settling)} recording(s) to settle: {', '.join(plan.settling[:5])}")

@@ -1,5 +1,7 @@
 """How every asset's metadata reads in the UI: a one-line `summary` first, numbers to 4 significant figures with
-their unit in the key (`_rad`, `_ms`, `_s`, `_frames`), long JSON last. Numbers stay numbers, so Dagster's Plots tab
+their unit in the key (`_rad`, `_ms`, `_s`, `_frames`), long JSON last. Keys stay short (about 18 characters) and
+tables narrow: the asset page's metadata table is as wide as its widest row, and at 1600 px the pane has no room to
+spare beside a checkpoint's 64-hex digest. Numbers stay numbers, so Dagster's Plots tab
 trends them across materializations."""
 
 from __future__ import annotations
@@ -31,3 +33,27 @@ def to_metadata(entries: dict[str, tuple[str, Any]]) -> dict[str, Any]:
              "path": dg.MetadataValue.path, "md": dg.MetadataValue.md, "json": dg.MetadataValue.json,
              "url": dg.MetadataValue.url}
     return {name: kinds[kind](value) for name, (kind, value) in entries.items()}
+
+
+def gate_table(criteria) -> dg.MetadataValue:
+    """A gate's criteria as one table (criterion, measured, limit, verdict): read at a glance, no wide keys."""
+    rows = ["| criterion | measured | limit | |", "|---|---|---|---|"]
+    for c in criteria:
+        unit = f" {c.unit}" if c.unit else ""
+        measured = "—" if c.measured is None else f"{c.measured:.4g}{unit}"
+        limit = "—" if c.limit is None else f"≤ {c.limit:.4g}{unit}"
+        rows.append(f"| {c.name}{f' ({c.detail})' if c.detail else ''} | {measured} | {limit} | "
+                    f"{'pass' if c.passed else '**FAIL**'} |")
+    return dg.MetadataValue.md("\n".join(rows))
+
+
+def named_gate(headline: str, gate_name: str) -> str:
+    """'OPEN-LOOP GATE PASSED (the demo's relaxed gate): …': limits set for one run say whose they are."""
+    if not gate_name:
+        return headline
+    verdict, _, rest = headline.partition(":")
+    return f"{verdict} ({gate_name}):{rest}"
+
+
+GATE_NAME_HELP = ("a name for the limits set here, shown with the verdict (e.g. \"the demo's relaxed gate\"); "
+                  "empty: the lab's gate")

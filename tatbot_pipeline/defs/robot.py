@@ -48,7 +48,7 @@ eval_dataset = dg.AssetSpec(
 
 
 class RobotNode(dg.ConfigurableResource):
-    """The robot node that runs `vla_infer`. An empty `mcp_url` starts an embedded local node with the sim robot.
+    """The robot node that runs vla_infer. An empty mcp_url starts an embedded local node with the sim robot.
 
     The bearer token is never configuration: it comes from TATBOT_MCP_TOKEN in the environment of the process that
     runs the job, so it never lands in a run's stored config."""
@@ -175,6 +175,8 @@ def register_eval_dataset(context: dg.OpExecutionContext, rollout: RolloutResult
     if name:
         context.instance.add_dynamic_partitions(eval_runs.name, [name])
         quality = rollout_quality(out)
+        # The verdict on the run as well, short enough for the Runs list's tag chips: how each rollout went.
+        context.instance.add_run_tags(context.run_id, {"tatbot/rollout": rollout.verdict()})
         tags = rollout_tags(rollout.node, rollout.plan)
         context.log_event(dg.AssetMaterialization(asset_key=EVAL_DATASET, partition=name, tags=tags,
                                                   metadata=rollout_metadata(rollout, quality.describe())))
@@ -185,6 +187,8 @@ def register_eval_dataset(context: dg.OpExecutionContext, rollout: RolloutResult
                       "rate_limited_fraction": number(quality.rate_limited_fraction),
                       "max_tracking_error_rad": number(out.max_tracking_error_rad)}))
     if not out.success:
+        if not name:
+            context.instance.add_run_tags(context.run_id, {"tatbot/rollout": "FAILED"})
         raise dg.Failure(f"rollout failed on {rollout.node}: {out.message}",
                          metadata={"steps": out.num_steps, "eval_dir": str(out.eval_dir)})
     context.log.info(f"rollout ok: {out.num_steps} steps — {out.message}")
@@ -257,7 +261,7 @@ def build(settings: PipelineSettings) -> dg.Definitions:
         name="robot_eval",
         description="MANUAL ONLY — moves a robot next to a person, so no sensor or schedule starts it. Rolls a "
         "checkpoint (default: the promoted one) out on the robot node with vla_infer and records the rollout as an "
-        "eval_dataset partition. One rollout per robot at a time (run tag `robot`, and a lock on the node).",
+        "eval_dataset partition. One rollout per robot at a time (run tag robot, and a lock on the node).",
         tags={"robot": settings.robot_node},
         # One op after the other anyway; in-process keeps the embedded node and the robot lock in one process and
         # spares each step a fresh import of torch + lerobot.

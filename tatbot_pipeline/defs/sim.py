@@ -15,17 +15,18 @@ from pydantic import Field
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.defs import OWNERS
 from tatbot_pipeline.defs.automation import sim_condition
-from tatbot_pipeline.defs.metadata import headline_first, number
+from tatbot_pipeline.defs.metadata import GATE_NAME_HELP, gate_table, headline_first, named_gate, number
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.evaluation.sim import SimEvaluation, evaluate_in_sim
 from tatbot_pipeline.evaluation.sim_gate import SimGateLimits
+from tatbot_pipeline.inference.delivery import deployed_name
 from tatbot_pipeline.promotion import leaderboard_markdown, read_leaderboard, record_sim
 
 EVALUATED = dg.AssetKey("policy_evaluation")
 
 
 class SimEvaluationConfig(dg.Config):
-    """Launchpad config of `sim_evaluation`. Empty limits: the lab's sim gate (TATBOT_SIM_GATE_*), else the defaults
+    """Launchpad config of sim_evaluation. Empty limits: the lab's sim gate (TATBOT_SIM_GATE_*), else the defaults
     of evaluation/sim_gate.py: SimGateLimits."""
 
     episodes: int = Field(0, description="held-out strokes to roll out (0: TATBOT_SIM_EPISODES, default 8)")
@@ -36,9 +37,10 @@ class SimEvaluationConfig(dg.Config):
     max_tip_error_p95_mm: float | None = Field(None, description="p95 needle-tip deviation over all steps (mm)")
     max_contact_force_n: float | None = Field(None, description="peak force of any contact outside the needle (N)")
     max_stops: int | None = Field(None, description="strokes a safety monitor may stop (default 0)")
+    gate_name: str = Field("", description=GATE_NAME_HELP)
 
     def limits(self, settings: PipelineSettings) -> SimGateLimits:
-        chosen = self.model_dump(exclude={"episodes", "device"})
+        chosen = self.model_dump(exclude={"episodes", "device", "gate_name"})
         return SimGateLimits.for_lab(settings, **chosen)
 
 
@@ -79,13 +81,24 @@ def sim_evaluation(context: dg.AssetExecutionContext, config: SimEvaluationConfi
                              episodes=config.episodes or settings.sim_episodes, limits=config.limits(settings),
                              rollout_limits=settings.rollout_limits, device=config.device, progress=context.log.info)
     entry = record_sim(settings, judged["checkpoint"], judged["checkpoint_sha256"], sim_summary(result))
-    context.log.info(result.decision.headline() + (" — PROMOTED" if entry["promoted"] else ""))
+    headline = named_gate(result.decision.headline(), config.gate_name)
+    verdict = promotion_line(entry, judged["checkpoint"])
+    context.log.info(f"{verdict} — {headline}")
+    # On the run too, short enough for the Runs list's tag chips: which checkpoint is in the run's other tags.
+    context.instance.add_run_tags(context.run_id, {"tatbot/promotion": "PROMOTED" if entry["promoted"] else
+                                                   "NOT PROMOTED"})
     return dg.MaterializeResult(
-        metadata=sim_metadata(result, entry, judged, read_leaderboard(settings)),
+        metadata=sim_metadata(result, entry, judged, read_leaderboard(settings), f"{verdict} — {headline}"),
         check_results=[dg.AssetCheckResult(check_name="sim_gate", passed=result.passed,
-                                           severity=dg.AssetCheckSeverity.WARN,
-                                           description=result.decision.headline())],
+                                           severity=dg.AssetCheckSeverity.WARN, description=f"{verdict} — {headline}")],
     )
+
+
+def promotion_line(entry: dict, checkpoint: str) -> str:
+    """'PROMOTED tiny_smolvla-…-000200' or 'NOT PROMOTED: <reasons>': the decision first, then the figures."""
+    if entry["promoted"]:
+        return f"PROMOTED {deployed_name(checkpoint)}"
+    return "NOT PROMOTED: " + "; ".join(entry["reasons"])[:300]
 
 
 def sim_summary(result: SimEvaluation) -> dict:
@@ -95,20 +108,18 @@ def sim_summary(result: SimEvaluation) -> dict:
                                  "out_dir")} | {"limits": data["limits"]}
 
 
-def sim_metadata(result: SimEvaluation, entry: dict, judged: dict, board: list[dict]) -> dict:
+def sim_metadata(result: SimEvaluation, entry: dict, judged: dict, board: list[dict], summary: str) -> dict:
     limits = result.limits
-    promoted = "PROMOTED" if entry["promoted"] else "not promoted: " + "; ".join(entry["reasons"])[:300]
     entries = {
         "promoted": entry["promoted"],
         "sim_gate_passed": result.passed,
-        **{f"gate_{c.name.lower().replace(' ', '_').replace('%', 'pct')}": number(c.measured)
-           for c in result.decision.criteria if c.measured is not None},
+        "gate": gate_table(result.decision.criteria),
         "tip_error_p95_mm": number(result.tip_error_mm_p95),
         "strokes": number(result.strokes),
         "stops": number(sum(1 for r in result.records if r.stop_reason)),
         "missed_ticks": number(sum(r.missed_ticks for r in result.records)),
         "actions_clamped": number(sum(r.actions_clamped for r in result.records)),
-        "peak_contact_force_n": number(max((r.peak_contact_force_n for r in result.records), default=0.0)),
+        "peak_force_n": number(max((r.peak_contact_force_n for r in result.records), default=0.0)),
         "inference": result.inference,
         "checkpoint": dg.MetadataValue.path(judged["checkpoint"]),
         "checkpoint_sha256": judged["checkpoint_sha256"],
@@ -121,7 +132,7 @@ def sim_metadata(result: SimEvaluation, entry: dict, judged: dict, board: list[d
         "drawn_vs_planned": dg.MetadataValue.md(plots_markdown(result)),
         "leaderboard": dg.MetadataValue.md(leaderboard_markdown(board)),
     }
-    return headline_first(f"{result.decision.headline()}; {promoted}", entries, last)
+    return headline_first(summary, entries, last)
 
 
 def strokes_markdown(result: SimEvaluation) -> str:

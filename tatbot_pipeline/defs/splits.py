@@ -19,7 +19,7 @@ _CORE = SplitConfig()
 
 
 class SplitRunConfig(dg.Config):
-    """Run config of `training_splits` (launchpad); defaults are datasets.split.SplitConfig's."""
+    """Run config of training_splits (launchpad); defaults are datasets.split.SplitConfig's."""
 
     val_fraction: float = Field(_CORE.val_fraction, description="share of units (episodes, recordings or designs) "
                                 "held out for validation")

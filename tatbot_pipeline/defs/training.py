@@ -31,7 +31,7 @@ def training_run_tags(settings: PipelineSettings) -> dict[str, str]:
 
 
 class TrainingRunConfig(dg.Config):
-    """Launchpad config of `trained_policy`; an empty field keeps the preset's default (training/presets.py)."""
+    """Launchpad config of trained_policy; an empty field keeps the preset's default (training/presets.py)."""
 
     preset: str | None = Field(None, description=f"one of {', '.join(PRESETS)}; empty: TATBOT_TRAIN_PRESET, else "
                                "tiny_smolvla (CPU, seconds, for tests and the demo)")
@@ -131,7 +131,7 @@ def build(settings: PipelineSettings) -> dg.Definitions:
         default_status=dg.DefaultSensorStatus.RUNNING,
         run_tags=tags,
         minimum_interval_seconds=30,
-        description=f"Retrains `trained_policy` at the first tick of `{settings.retrain_cron}` (TATBOT_RETRAIN_CRON) "
+        description=f"Retrains trained_policy at the first tick of {settings.retrain_cron} (TATBOT_RETRAIN_CRON) "
         "after the split's version changed. Never two trainings at once (run tag limit + a file lock). Turn it off "
         "to pause retraining.",
     )

@@ -151,6 +151,10 @@ class RolloutResult:
         """The recorded eval dataset's dir name (`vla-eval-<scene>-<ts>`): its `eval_dataset` partition."""
         return Path(self.output.eval_dir).name if self.output.eval_dir else None
 
+    def verdict(self) -> str:
+        """'OK 40/40' or 'STOPPED 12/40': the rollout in a word and its steps."""
+        return f"{'OK' if self.output.success else 'STOPPED'} {self.output.num_steps}/{self.plan.max_steps}"
+
     def summary(self, quality: str) -> str:
         """'OK — 40/40 steps of <run> on hog (default); 0 clamped, 0 rate-limited; <quality>'."""
         out, plan = self.output, self.plan

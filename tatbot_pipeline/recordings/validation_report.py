@@ -40,6 +40,23 @@ class Finding:
     def to_dict(self) -> dict:
         return {"check": self.check, "severity": self.severity.value, "episode": self.episode, "message": self.message}
 
+    @property
+    def name(self) -> str:
+        """What a person calls this finding in a one-line summary ("dead arm"); the check id stays in the table."""
+        if self.check == "cameras" and "black" in self.message:
+            return "black camera"
+        return FINDING_NAMES.get(self.check, self.check.replace("_", " "))
+
+
+# The checks' findings by what they mean on the robot; the recorder's own log lines back up a specific finding.
+LOG_FINDING = "recorder error logged"
+FINDING_NAMES = {
+    "cameras": "camera failure", "dead_arm": "dead arm", "episode_logs": LOG_FINDING, "finite": "NaN/inf values",
+    "fps": "timestamp gaps", "metadata": "broken frame index", "stroke_length": "wrong stroke length",
+    "strokebatch": "stroke plan mismatch", "urdf_limits": "joints past their limits",
+    "orphans": "stroke dir never saved",
+}
+
 
 @dataclass
 class ValidationReport:
@@ -78,18 +95,21 @@ class ValidationReport:
         return blocking[0].message if blocking else ""
 
     def headline(self) -> str:
-        """One line for the UI: 'WARN 4/6 usable: ep 1 dead_arm, ep 4 cameras' or 'FAIL: <first reason>'."""
+        """One line for the UI: 'WARN 4/6 usable: ep 1 dead arm, ep 4 black camera' or 'FAIL: <first reason>'."""
         verdict = self.status.value.upper()
         if self.status is Status.EMPTY:
             return f"{verdict}: {self.first_reason}"
         if not self.usable:
             return f"{verdict} 0/{self.episodes_total} usable: {self.first_reason[:200]}"
         head = f"{verdict} {len(self.episodes_usable)}/{self.episodes_total} usable"
-        excluded = {f.episode: f.check for f in self.findings if f.severity is Severity.EXCLUDE and f.episode is not None}
-        if excluded:
-            return head + ": " + ", ".join(f"ep {ep} {check}" for ep, check in sorted(excluded.items()))
+        names: dict[int, list[str]] = {}
+        for f in self.findings:
+            if f.severity is Severity.EXCLUDE and f.episode is not None and f.name not in names.get(f.episode, []):
+                names.setdefault(f.episode, []).append(f.name)
+        if names:
+            return head + ": " + ", ".join(f"ep {ep} {' + '.join(_specific(n))}" for ep, n in sorted(names.items()))
         warning = next((f for f in self.findings if f.severity is Severity.WARNING), None)
-        return head if warning is None else f"{head}: {warning.check}: {warning.message[:120]}"
+        return head if warning is None else f"{head}: {warning.name}: {warning.message[:120]}"
 
     def findings_markdown(self) -> str:
         """The findings as a markdown table for the Dagster UI."""
@@ -147,3 +167,8 @@ def verdict(findings: list[Finding], episodes_total: int) -> tuple[Status, list[
     if excluded or Severity.WARNING in severities:
         return Status.WARN, usable
     return Status.PASS, usable
+
+
+def _specific(names: list[str]) -> list[str]:
+    """An episode's finding names without the log line when a specific finding says what failed."""
+    return [n for n in names if n != LOG_FINDING] or names

@@ -233,15 +233,16 @@ def sim_controllers(log_dir: Path, scenes: dict[str, Path | None] | None = None,
 class ContactStream:
     """Every message of a simulator's contact WebSocket, collected on a thread from connect to `close()`."""
 
-    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
-        self.url = url
+    # The simulator answers the handshake from its physics process: on a loaded 2-core machine that took over 5 s.
+    def __init__(self, url: str, timeout_s: float = 30.0) -> None:
+        self.url, self.timeout_s = url, timeout_s
         self.events: list[dict] = []
         self._ws = None
         self._error: BaseException | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._collect, daemon=True, name=f"contacts-{url}")
         self._thread.start()
-        if not self._ready.wait(timeout_s) or self._ws is None:
+        if not self._ready.wait(timeout_s + 1) or self._ws is None:
             raise SimControllerError(f"no contact stream at {url} ({self._error or 'timed out'})")
 
     def _collect(self) -> None:
@@ -249,7 +250,7 @@ class ContactStream:
         from websockets.sync.client import connect
 
         try:
-            ws = connect(self.url, open_timeout=5)
+            ws = connect(self.url, open_timeout=self.timeout_s)
         except (OSError, TimeoutError) as e:
             self._error = e
             self._ready.set()

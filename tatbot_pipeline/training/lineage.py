@@ -75,7 +75,7 @@ def code_version() -> str:
 
 
 # What the loop brought in since the previous checkpoint: trained_policy's entries, shown by policy_evaluation too.
-LOOP_ENTRIES = ("new_since_previous_checkpoint", "new_recordings", "new_episodes")
+LOOP_ENTRIES = ("new_data", "new_recordings", "new_episodes")
 
 
 def new_since_previous(splits_dir: Path, train_root: Path, previous_version: str | None,

@@ -268,10 +268,11 @@ def check_multi_gpu(options: TrainOptions) -> None:
 
 
 def command_line(argv: list[str], num_gpus: int | None = None) -> str:
-    """The shell command a user can paste to run the same training by hand."""
+    """The shell command a user can paste to run the same training by hand: one flag per line (`\\` continued), so
+    it reads, and fits a narrow pane, as well as it pastes."""
     import shlex
 
-    return shlex.join([*launcher_argv(num_gpus), *argv])
+    return " \\\n  ".join([shlex.join(launcher_argv(num_gpus)), *(shlex.quote(a) for a in argv)])
 
 
 __all__ = [

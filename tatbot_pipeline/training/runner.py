@@ -29,7 +29,15 @@ from tatbot_pipeline.config import apply_offline_defaults
 from tatbot_pipeline.console import report_progress
 from tatbot_pipeline.checkpoints import last_checkpoint
 from tatbot_pipeline.training.train_log import MetricsParser, MetricsSeries
-from tatbot_pipeline.training.presets import TrainOptions, check_multi_gpu, get_preset, launcher_argv, resume_argv, train_argv
+from tatbot_pipeline.training.presets import (
+    TrainOptions,
+    check_multi_gpu,
+    command_line,
+    get_preset,
+    launcher_argv,
+    resume_argv,
+    train_argv,
+)
 from tatbot_pipeline.training.tiny import ensure_tiny_smolvlm, episode_length, tiny_smolvlm_dir
 
 log = logging.getLogger(__name__)
@@ -157,6 +165,7 @@ def train_policy(
         start = time.perf_counter()
         parser = MetricsParser(opts.log_freq, start_step=done or 0)
         summary = TrainingConsole(emit, parser, total_steps=opts.steps)
+        write_command(command_path(log_path), argv, opts.num_gpus)
         _stream(lerobot_train_command(opts.num_gpus) + argv, training_env(hf_home), log_path, parser, summary)
         wall = time.perf_counter() - start
 
@@ -214,6 +223,18 @@ class TrainingConsole:
             self.emit(f"checkpoint saved at step {m.group(1)}")
         elif _PROBLEM_RE.search(line):
             self.emit(line)
+
+
+def command_path(log_path: Path) -> Path:
+    """The training's command as a script beside its log."""
+    return log_path.with_suffix(".sh")
+
+
+def write_command(path: Path, argv: list[str], num_gpus: int | None) -> None:
+    """The exact command, runnable by hand (`bash <run>.sh`): the UI links the file instead of a line too wide to
+    read."""
+    path.write_text(f"#!/usr/bin/env bash\n# written by tatbot_pipeline for this training run\n"
+                    f"{command_line(argv, num_gpus)}\n")
 
 
 def _stream(cmd: list[str], env: dict[str, str], log_path: Path, parser: MetricsParser,

@@ -19,8 +19,7 @@ from tatbot_pipeline.display import sig
 from tatbot_pipeline.plots import loss_curve, png_markdown
 from tatbot_pipeline.training.health import HealthResult, run_health
 from tatbot_pipeline.training.lineage import code_version, scene_snapshot, split_identity
-from tatbot_pipeline.training.presets import command_line
-from tatbot_pipeline.training.runner import TrainingRun
+from tatbot_pipeline.training.runner import TrainingRun, command_path
 from tatbot_pipeline.training.val_loss import validation_losses
 
 Entries = dict[str, tuple[str, Any]]
@@ -80,9 +79,9 @@ def training_entries(run: TrainingRun, train_root: Path, val_loss: dict[int, flo
     }
     if m.wandb_url:
         first["wandb"] = ("url", m.wandb_url)
-    command = command_line(list(run.argv), run.num_gpus) if run.argv else None
+    script = command_path(run.log_path)
     last: Entries = {
-        "command": ("md", f"```\n{command}\n```" if command else "not retrained"),
+        "command": ("path", str(script)) if run.argv and script.is_file() else ("text", "not retrained"),
         "train_config": ("json", _train_config(run.checkpoint_dir)),
         "split_fingerprints": ("json", split["fingerprints"]),
         "scene": ("json", json.loads(json.dumps(scene_snapshot(train_root) or {}, default=str))),

@@ -112,7 +112,7 @@ def test_the_loop_closes_tick_by_tick(loop: Loop, recordings_root: Path):
     split_meta = split.asset_materializations_for_node("training_splits")[0].metadata
     assert new["new_recordings"].value == sorted(NAMES)
     assert new["new_episodes"].value == split_meta["train_episodes"].value + split_meta["val_episodes"].value
-    assert new["new_since_previous_checkpoint"].value.startswith("first checkpoint")
+    assert new["new_data"].value.startswith("first checkpoint")
 
     # The preset's own 20 steps: lerobot 0.6.1's SmolVLA loss averages only the unpadded actions, so with chunks as
     # long as the strokes a 12-step curve is mostly batch-to-batch padding noise (it rose here: 2.10 -> 2.11).
@@ -148,7 +148,7 @@ def test_a_failed_recording_rebuilds_at_most_once_and_never_retrains(loop: Loop,
 
     broken = recording_copy("stroke-zorya-2025y-08m-11d-09h-00m-00s")
     (broken / "strokebatch.safetensors").unlink()
-    assert loop.ingest(broken.name) == [False]  # its blocking check fails the run; the validation still lands
+    assert loop.ingest(broken.name) == [True]  # a FAIL verdict: the report lands, its ERROR check fails
     assert loop.tick() == {}
     requested = [loop.tick(loop.until(SPLIT_CRON)) for _ in range(5)]
     assert [r.get("training_splits", 0) for r in requested].count(1) <= 1, requested
@@ -184,7 +184,7 @@ def test_the_loop_is_on_without_a_click_and_rollouts_stay_manual():
     graph = defs.resolve_asset_graph()
     conditions = {key.to_user_string(): graph.get(key).automation_condition for key in graph.get_all_asset_keys()}
     assert {k for k, c in conditions.items() if c is not None} == set(LOOP)
-    assert conditions["trained_policy"].get_label().startswith("Retrain at the next tick of")
+    assert conditions["trained_policy"].get_label() == "Retrain on a new split (cron)"
     repo = defs.get_repository_def()
     assert not repo.schedule_defs  # nothing launches robot_eval (or anything else) on a timer
     assert all(t.job_name != "robot_eval" for s in repo.sensor_defs for t in s.targets)

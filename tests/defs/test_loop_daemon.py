@@ -25,7 +25,7 @@ SPEC = SynthSpec(recordings=3, episodes=4, stroke_length=8, cameras=True, image_
 GATE_ENV = {"TATBOT_GATE_MAX_MAE": DEMO_GATE["max_mae"], "TATBOT_GATE_MAX_JOINT_MAE": DEMO_GATE["max_joint_mae"],
             "TATBOT_GATE_LATENCY_MS": DEMO_GATE["latency_budget_ms"],
             # the demo's relaxed sim gate, as a lab sets its own: the daemon's runs have no launchpad
-            **{f"TATBOT_SIM_GATE_{k.upper()}": v for k, v in DEMO_SIM_GATE.items() if k != "episodes"},
+            **{f"TATBOT_SIM_GATE_{k.upper()}": v for k, v in DEMO_SIM_GATE.items() if k not in ("episodes", "gate_name")},
             "TATBOT_SIM_EPISODES": 3}
 
 

@@ -118,6 +118,7 @@ def test_failed_rollout_fails_the_run_with_the_tools_message(home: Path, pristin
         assert "rollout failed on hog" in message and "non-finite action" in message
         assert "refused before connecting to the robot" in message
         assert instance.get_dynamic_partitions("eval_runs") == []
+        assert instance.get_run_by_id(result.run_id).tags["tatbot/rollout"] == "FAILED"  # said in the Runs list
 
 
 def test_dagster_job_execute_from_the_repo_root(home: Path, tmp_path: Path):

@@ -85,7 +85,7 @@ def test_only_a_checkpoint_that_passes_both_gates_is_promoted(smolvla_eval, tmp_
     board = json.loads(settings.leaderboard_path.read_text())
     assert [e["promoted"] for e in board] == [True, False]
     table = leaderboard_markdown(board)
-    assert table.count("\n") == 3 and "no: training health checks did not pass" in table and "pass: 9.00, 8" in table
+    assert table.count("\n") == 3 and "no: training health checks did not pass" in table and "pass 9.0 (8 strokes)" in table
     assert json.loads((tmp_path / "outputs/eval/leaderboard.json").read_text()) == board
 
 

@@ -143,7 +143,7 @@ def test_fork_session_stopped_early_is_complete_and_resumed_session_revalidated(
     assert any(f.severity is Severity.INFO and "2 of 4 strokes recorded" in f.message for f in stopped.findings)
     (rec / "episode_000002").mkdir()  # stroke_tool makes a stroke's dir before recording it: stopped mid-stroke
     aborted = validate_recording(rec, settle_seconds=0)
-    assert aborted.status is Status.WARN and aborted.headline().startswith("WARN 2/2 usable: orphans: episode_000002/")
+    assert aborted.status is Status.WARN and aborted.headline().startswith("WARN 2/2 usable: stroke dir never saved: episode_000002/")
     (rec / "episode_000002").rmdir()
     resume_recording(rec, spec, design=load_scene(rec / "scene.yaml")["design_name"], seed=13000)
     resumed = validate_recording(rec, settle_seconds=0)

@@ -19,10 +19,12 @@ RUN = Path("/data/home/outputs/train/smolvla-abc")
 def test_multi_gpu_command_line_is_exact():
     argv = train_argv("smolvla", SPLIT, RUN, chunk_size=16, options=TrainOptions(num_gpus=4, device="cuda"))
     assert "--policy.device=cuda" in argv and "--batch_size=64" in argv  # per GPU: 4 x 64 in total
+    # one flag per line, continued with backslashes: the shell reads it back as the same words
     assert command_line(argv, num_gpus=4) == (
-        "accelerate launch --multi_gpu --num_processes=4 -m lerobot.scripts.lerobot_train " + shlex.join(argv)
+        "accelerate launch --multi_gpu --num_processes=4 -m lerobot.scripts.lerobot_train \\\n  "
+        + " \\\n  ".join(shlex.quote(a) for a in argv)
     )
-    assert command_line(argv) == "lerobot-train " + shlex.join(argv)
+    assert shlex.split(command_line(argv).replace("\\\n", "")) == ["lerobot-train", *argv]
     validate_argv(argv, policy_type="smolvla")  # the trainer's own arguments are unchanged by the launcher
 
 
