@@ -150,8 +150,12 @@ class Ui:
     def open(self, path: str, waiting_for: str) -> str:
         """The page at `path` once `waiting_for` shows; its text."""
         self.page.goto(self.url + path)
-        self.page.wait_for_function("text => document.body && document.body.innerText.includes(text)",
-                                    arg=waiting_for)
+        try:
+            self.page.wait_for_function("text => document.body && document.body.innerText.includes(text)",
+                                        arg=waiting_for)
+        except Exception:
+            self.shot("timed_out")  # what the page showed instead
+            raise
         self.page.wait_for_load_state("networkidle")
         return self.page.inner_text("body")
 
@@ -243,7 +247,9 @@ def test_nothing_is_clipped_at_1600_by_1000(ui, demo):
 
 
 def test_the_lineage_runs_from_recording_to_rollout(ui):
-    # The graph renders only the nodes on screen: seven assets in a row need a wide window.
+    # The graph renders only the nodes on screen: seven assets in a row need a wide window. The UI keeps graph
+    # settings (collapsed groups) in local storage: start from a person's first visit.
+    ui.page.evaluate("localStorage.clear()")
     ui.page.set_viewport_size({"width": 2400, "height": 1400})
     try:
         lineage = ui.open("/assets/eval_dataset?view=lineage&lineageScope=upstream&lineageDepth=7", "stroke_recording")
