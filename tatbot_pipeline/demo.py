@@ -111,6 +111,10 @@ def pipeline_config(settings: PipelineSettings, **fields) -> dict:
     return {"recordings_dir": str(settings.recordings_dir), "home": str(settings.home), **fields}
 
 
+class StepFailed(Exception):
+    """A demo run failed: the demo stops with its message (the run's events are in the UI and the log)."""
+
+
 # workspace.yaml's location name: runs created against it link to the jobs and assets `dagster dev` serves.
 CODE_LOCATION = "tatbot_pipeline"
 
@@ -166,7 +170,7 @@ def run_job(runs: LinkedRuns, name: str, op_config: dict | None = None,
     result = runs.execute(name, run_config, tags={"demo": "true"})
     if not result.success:
         failure = next((e for e in result.all_events if e.is_step_failure), None)
-        raise RuntimeError(f"{name} failed: {failure.step_failure_data.error.message.strip() if failure else '?'}")
+        raise StepFailed(f"{name} failed: {failure.step_failure_data.error.message.strip() if failure else '?'}")
     events = result.get_asset_materialization_events()
     return {k: v.value for k, v in events[-1].materialization.metadata.items()} if events else {}
 
@@ -218,16 +222,21 @@ def run_demo(ui: bool = True, port: int = 3000) -> int:
         print("error: DAGSTER_HOME is not set — run `source .venv/bin/activate` (scripts/setup.sh adds it) or use "
               "`make demo`", file=sys.stderr)
         return 2
+    from dotenv import dotenv_values
+
     home = PipelineSettings.from_env().home
     # The demo never touches the real recordings root: it points the pipeline at its own synthetic one, in the
-    # settings it hands to every run and to the UI's process (never by changing this process's environment).
+    # settings it hands to every run, in `.env` for `dagster dev`, and in this process's environment only while the
+    # code location it loads from there runs the steps.
     settings = PipelineSettings.from_env(recordings_dir=home / "demo" / "recordings")
     dotenv = save_settings(settings, Path.cwd())
     log_path = settings.logs_dir / f"demo-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    from dotenv import dotenv_values
-
-    with quiet_console(log_path) as console, environment(dotenv_values(dotenv)):
-        code = _demo_steps(settings, console, dotenv)
+    try:
+        with quiet_console(log_path) as console, environment(dotenv_values(dotenv)):
+            code = _demo_steps(settings, console, dotenv)
+    except StepFailed as e:
+        print(f"error: {e}\n  full log: {log_path}", file=sys.stderr)
+        return 1
     if code != 0:
         return code
     if not ui:
