@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from tatbot_pipeline.defs.ingestion import (
     recording_validation,
