@@ -88,7 +88,11 @@ def test_robot_eval_deploys_over_rsync_and_the_node_refuses_a_tampered_copy(sshd
     # The node: its own home, and checkpoints only from its own dir.
     node = tmp_path / "hog"
     node_checkpoints = node / "checkpoints"
-    with server_process(node / "home", node / "state", TATBOT_CHECKPOINT_ROOTS=str(node_checkpoints)) as (url, _):
+    # The deadman's ping timeout (2 s by default) is not what this test is about: the client here is a job run in
+    # the test's own process, which on a loaded 2-core machine can miss a 2 s ping (tests/inference/test_clients.py
+    # tests the deadman itself).
+    with server_process(node / "home", node / "state", TATBOT_CHECKPOINT_ROOTS=str(node_checkpoints),
+                        TATBOT_ROLLOUT_CLIENT_TIMEOUT_S="15") as (url, _):
         resources = {
             "pipeline": PipelineResource(home=str(host_home), recordings_dir=str(tmp_path / "none")),
             "robot_node": RobotNode(name="hog", mcp_url=url, deploy="rsync", checkpoints_dir=str(node_checkpoints),
