@@ -20,7 +20,10 @@ from tests.dagster_dev import dagster_dev, fresh_instance
 
 # Mostly waiting for cron ticks: `make test` runs it in an xdist worker of its own, beside the rest (tests/conftest.py).
 pytestmark = pytest.mark.xdist_group("daemon")
-PHASE_S = 600  # the bound per phase
+# A bound, not a target: each phase prints its time. 600 s held until the phases also ran a closed-loop simulation
+# (sim_evaluation); beside the UI test's demo in the other worker, phase 2 then ended at 600 s with its simulation
+# still to run (a clean-clone `make test`, 2026-12-04).
+PHASE_S = 900
 SPEC = SynthSpec(recordings=3, episodes=4, stroke_length=8, cameras=True, image_shape=(48, 64), seed=11)
 GATE_ENV = {"TATBOT_GATE_MAX_MAE": DEMO_GATE["max_mae"], "TATBOT_GATE_MAX_JOINT_MAE": DEMO_GATE["max_joint_mae"],
             "TATBOT_GATE_LATENCY_MS": DEMO_GATE["latency_budget_ms"],
