@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import patch
 
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.console import Console, quiet_console, report_progress
@@ -194,21 +195,6 @@ def save_settings(settings: PipelineSettings, directory: Path) -> Path:
 SECRETS = {"TATBOT_MCP_TOKEN"}
 
 
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """`values` in os.environ for the block (the code location reads its settings there, as under `dagster dev`)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def watch_the_loop(demo_root: Path, retrain_cron: str) -> str:
     """The demo's last line: how to see a new recording go through the loop by itself."""
     return (f"\nWatch the loop: with the UI running, add a recording (tatbot-pipeline synth {demo_root} "
@@ -232,7 +218,8 @@ def run_demo(ui: bool = True, port: int = 3000) -> int:
     dotenv = save_settings(settings, Path.cwd())
     log_path = settings.logs_dir / f"demo-{time.strftime('%Y%m%d-%H%M%S')}.log"
     try:
-        with quiet_console(log_path) as console, environment(dotenv_values(dotenv)):
+        # The code location reads its settings from the environment, as under `dagster dev`: for the steps only.
+        with quiet_console(log_path) as console, patch.dict(os.environ, dotenv_values(dotenv)):
             code = _demo_steps(settings, console, dotenv)
     except StepFailed as e:
         print(f"error: {e}\n  full log: {log_path}", file=sys.stderr)

@@ -174,14 +174,12 @@ def recordings_sensor(context: dg.SensorEvaluationContext,
     previous = load_seen(settings.intake_dir, context.cursor)
     try:
         states = scan_root(settings.recordings_dir)
-        if not states and previous.seen:
-            raise RecordingsRootError(
-                f"{settings.recordings_dir}: empty, but {len(previous.seen)} recordings were ingested from it — is "
-                "the mount missing? Nothing is treated as removed. If every recording really was removed, reset this "
-                "sensor's cursor.")
-    except RecordingsRootError as e:  # the tick's one line says what to fix; a stack trace would bury it
-        context.log.error(str(e))
-        return dg.SkipReason(f"RECORDINGS ROOT UNUSABLE: {e}")
+    except RecordingsRootError as e:
+        return unusable_root(context, str(e))
+    if not states and previous.seen:
+        return unusable_root(context, f"{settings.recordings_dir}: empty, but {len(previous.seen)} recordings were "
+                             "ingested from it — is the mount missing? Nothing is treated as removed. If every "
+                             "recording really was removed, reset this sensor's cursor.")
     plan = plan_ingestion(states, previous.seen, settings.settle_seconds, time.time(), limit=PER_TICK)
     if plan.settling:
         context.log.info(f"waiting for {len(plan.settling)} recording(s) to settle: {', '.join(plan.settling[:5])}")
@@ -196,6 +194,12 @@ def recordings_sensor(context: dg.SensorEvaluationContext,
         dynamic_partitions_requests=partition_requests(context.instance, plan),
         cursor=saved.cursor,
     )
+
+
+def unusable_root(context: dg.SensorEvaluationContext, why: str) -> dg.SkipReason:
+    """The tick's one line says what to fix (a stack trace would bury it); the cursor stays, nothing is removed."""
+    context.log.error(why)
+    return dg.SkipReason(f"RECORDINGS ROOT UNUSABLE: {why}")
 
 
 def ingestion_requests(ready: list[RecordingState]) -> list[dg.RunRequest]:

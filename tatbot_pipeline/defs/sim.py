@@ -82,15 +82,15 @@ def sim_evaluation(context: dg.AssetExecutionContext, config: SimEvaluationConfi
                              rollout_limits=settings.rollout_limits, device=config.device, progress=context.log.info)
     entry = record_sim(settings, judged["checkpoint"], judged["checkpoint_sha256"], sim_summary(result))
     headline = named_gate(result.decision.headline(), config.gate_name)
-    verdict = promotion_line(entry, judged["checkpoint"])
-    context.log.info(f"{verdict} — {headline}")
+    summary = f"{promotion_line(entry, judged['checkpoint'])} — {headline}"  # the log, the check, the metadata
+    context.log.info(summary)
     # On the run too, short enough for the Runs list's tag chips: which checkpoint is in the run's other tags.
     context.instance.add_run_tags(context.run_id, {"tatbot/promotion": "PROMOTED" if entry["promoted"] else
                                                    "NOT PROMOTED"})
     return dg.MaterializeResult(
-        metadata=sim_metadata(result, entry, judged, read_leaderboard(settings), f"{verdict} — {headline}"),
+        metadata=sim_metadata(result, entry, judged, read_leaderboard(settings), summary),
         check_results=[dg.AssetCheckResult(check_name="sim_gate", passed=result.passed,
-                                           severity=dg.AssetCheckSeverity.WARN, description=f"{verdict} — {headline}")],
+                                           severity=dg.AssetCheckSeverity.WARN, description=summary)],
     )
 
 
