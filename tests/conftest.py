@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +20,14 @@ from tatbot_pipeline.config import PipelineSettings, apply_offline_defaults  # n
 from tatbot_pipeline.synth import SynthSpec, make_recordings  # noqa: E402
 
 apply_offline_defaults()  # what every entry point does before lerobot is imported
+
+# Started in the background (`make test &`, nohup, some CI runners), this process ignores SIGINT. Dagster's in-process
+# execution then maps SIGTERM onto that handler and never puts it back, so every process a later test starts
+# inherits an ignored SIGTERM: a "SIGTERM-killed" client keeps running, and a server or simulator only stops when
+# its stop() gives up and kills it (CI: a failed client test, teardowns of 10-30 s). Tests run as in a terminal.
+for _sig in (signal.SIGINT, signal.SIGTERM):
+    if signal.getsignal(_sig) == signal.SIG_IGN:
+        signal.signal(_sig, signal.default_int_handler if _sig == signal.SIGINT else signal.SIG_DFL)
 
 
 # Small but real: 4 strokes of 8 frames, both cameras at a reduced resolution to keep video encoding quick. Written

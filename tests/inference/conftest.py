@@ -87,37 +87,60 @@ def progress_event(prefix: str):
     return event, on_progress
 
 
-@contextmanager
-def server_process(home: Path, state_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`tatbot-pipeline mcp` as users start it, in its own process on a free port; yields (url, process).
+def start_mcp_server(args: list[str], env: dict[str, str], log_dir: Path,
+                     within_s: float = 90) -> tuple[str, subprocess.Popen, Path]:
+    """`tatbot-pipeline mcp --port <free> ARGS` with `env`, its stderr in `log_dir`/mcp-server-<port>.log; returns
+    (url, process, log) once it answers.
 
-    Checkpoints under the tests' checkpoint home are allowed; `env` adds TATBOT_* settings."""
+    The log goes to a file, never to a pipe nobody reads: once a pipe's 64 KiB fill up, the server's next log line
+    blocks its event loop, and every client then times out (what CI saw after the killed-client tests)."""
     import httpx2
 
     from tatbot_pipeline.inference.local_node import free_port
 
     port = free_port()
+    log = log_dir / f"mcp-server-{port}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "tatbot_pipeline.cli", "mcp", "--port", str(port), *args],
+                                env=env, stdout=subprocess.DEVNULL, stderr=sink)
+    url = f"http://127.0.0.1:{port}/mcp"
+    deadline = time.monotonic() + within_s
+    while True:
+        assert proc.poll() is None, log.read_text()[-4000:]
+        try:
+            httpx2.get(url, timeout=1)
+            return url, proc, log
+        except httpx2.TransportError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"the MCP server did not come up within {within_s:g} s: {log.read_text()[-4000:]}")
+            time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def server_process(home: Path, state_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`tatbot-pipeline mcp` as users start it, in its own process on a free port; yields (url, process).
+
+    Checkpoints under the tests' checkpoint home are allowed; `env` adds TATBOT_* settings. Its log is beside the
+    state dir, and its tail is printed when the block fails (pytest shows it with the failure)."""
     full_env = {**os.environ, "TATBOT_PIPELINE_HOME": str(home), "TATBOT_ROBOT_STATE_DIR": str(state_dir), **env}
     if "TATBOT_MCP_TOKEN" not in env:
         full_env.pop("TATBOT_MCP_TOKEN", None)
-    proc = subprocess.Popen([sys.executable, "-m", "tatbot_pipeline.cli", "mcp", "--port", str(port)], env=full_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}/mcp"
+    url, proc, log = start_mcp_server([], full_env, Path(state_dir).parent)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                httpx2.get(url, timeout=1)
-                break
-            except httpx2.TransportError:
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.2)
         yield url, proc
+    except BaseException:
+        print(f"--- {log} (tail) ---\n{log.read_text()[-6000:]}")
+        raise
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)

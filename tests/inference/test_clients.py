@@ -154,8 +154,9 @@ def test_a_killed_client_parks_the_robot_and_frees_it(node, act_checkpoint, kind
     assert expected in killed["stop_reason"], killed["stop_reason"]
 
 
-async def until_accepted(kind: str, url: str, args: dict, within_s: float = 30) -> dict:
-    """The next rollout, retried while the server says the robot is busy (the lock frees once it is parked)."""
+async def until_accepted(kind: str, url: str, args: dict, within_s: float = 120) -> dict:
+    """The next rollout, retried while the server says the robot is busy (the lock frees once it is parked and its
+    eval episode encoded). `within_s` is a bound for a loaded machine, not a target."""
     with anyio.fail_after(within_s):
         while True:
             result = await call_tool(kind, url, args)

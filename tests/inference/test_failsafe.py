@@ -58,13 +58,19 @@ def wait_for_line(proc: subprocess.Popen, prefix: str) -> None:
     raise AssertionError(f"the client ended before printing {prefix!r}")
 
 
-def rollout_until_accepted(url: str, args: dict, within_s: float) -> tuple[dict, float]:
-    """Start short rollouts until one succeeds (the robot lock is free again); returns it and the time it took."""
+# How long a test waits for the robot to be free again: a bound for a loaded CI machine, not a target. The lock is
+# held until the stopped rollout has parked and encoded its eval episode; what bounds the stop itself is asserted on
+# the recording (frames).
+FREED_WITHIN_S = 120
+
+
+def rollout_until_accepted(url: str, args: dict, within_s: float = FREED_WITHIN_S) -> dict:
+    """Start short rollouts until one succeeds (the robot lock is free again), or `within_s` ran out; returns it."""
     started = time.monotonic()
     while True:
         result = call_vla_infer(url, args)
         if result.success or time.monotonic() - started > within_s:
-            return result.model_dump(), time.monotonic() - started
+            return result.model_dump()
         assert "another rollout is already running" in result.message, result.message
         time.sleep(0.2)
 
@@ -85,7 +91,7 @@ def test_a_client_that_goes_away_stops_the_rollout_parks_and_frees_the_robot(
         os.kill(client.pid, {"kill -9": signal.SIGKILL, "SIGTERM": signal.SIGTERM,
                              "frozen (SIGSTOP)": signal.SIGSTOP}[how])
         try:
-            result, waited = rollout_until_accepted(url, act_args(act_checkpoint, max_steps=3), within_s=30)
+            result = rollout_until_accepted(url, act_args(act_checkpoint, max_steps=3))
         finally:
             client.kill()
             client.wait()
@@ -95,7 +101,6 @@ def test_a_client_that_goes_away_stops_the_rollout_parks_and_frees_the_robot(
     (meta,) = killed
     assert "the client went away" in meta["stop_reason"] and meta["parked"] is True
     assert 5 <= meta["frames"] < 100  # stopped within a couple of seconds at 10 Hz, not run on to max_steps
-    assert waited < 30
 
 
 def test_two_server_processes_never_drive_one_robot(act_checkpoint, checkpoint_home, tmp_path):
@@ -113,7 +118,7 @@ def test_two_server_processes_never_drive_one_robot(act_checkpoint, checkpoint_h
             client.wait()
         for out_ in (refused, in_process):
             assert not out_.success and "another rollout is already running on the sim robot (since" in out_.message
-        result, _ = rollout_until_accepted(second, act_args(act_checkpoint, max_steps=3), within_s=30)
+        result = rollout_until_accepted(second, act_args(act_checkpoint, max_steps=3))
         assert result["success"]
 
 

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
-import httpx2
 import numpy as np
 import pytest
 
 from tatbot_pipeline.config import PipelineSettings
-from tatbot_pipeline.inference.local_node import free_port
 from tatbot_pipeline.inference.rollout import VLAInferInput, vla_infer
 from tatbot_pipeline.robot import arming
 from tatbot_pipeline.robot.base import ControllerError, FirmwareMismatch, RobotError
@@ -30,6 +26,7 @@ from tatbot_pipeline.robot.scene import resolve_scene
 from tatbot_pipeline.robot.spec import READY_POSE, SLEEP_POSE
 from tatbot_pipeline.robot.sim_controllers import ARMSIM_MODULE, ContactStream, write_obstacle_scene
 from tatbot_pipeline.robot.tatbot import TatbotRobot
+from tests.inference.conftest import start_mcp_server, stop
 from tests.inference.test_clients import CLIENTS, call_tool, start_client, until_accepted, wait_for_line
 from tests.robot.conftest import LEFT, RIGHT, move_arm, read_back, write_scene
 
@@ -183,36 +180,20 @@ def test_an_arm_config_file_the_driver_refuses_stops_before_motion(hil, node, tm
     assert_not_moved(LEFT, settled)
 
 
-def _serve(env: dict[str, str], port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "tatbot_pipeline.cli", "mcp", "--backend", "tatbot", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, proc.stderr.read()
-        try:
-            httpx2.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
-            return proc
-        except httpx2.TransportError:
-            assert time.monotonic() < deadline, "the MCP server did not come up"
-            time.sleep(0.2)
-
-
 @contextmanager
 def hil_node(checkpoint_home: Path, tmp_path: Path):
     """`tatbot-pipeline mcp --backend tatbot` on the two simulators, armed, rendered cameras; yields its URL."""
     write_scene(tmp_path / "scenes", "hil", LEFT, RIGHT)
     state = tmp_path / "state"
     arming.arm(state, minutes=10, by="test operator")
-    port = free_port()
     env = {**os.environ, "TATBOT_PIPELINE_HOME": str(checkpoint_home), "TATBOT_SCENES_DIR": str(tmp_path / "scenes"),
            "TATBOT_CAMERA_SOURCE": "sim", "TATBOT_ROBOT_STATE_DIR": str(state), "OMP_NUM_THREADS": "1"}
     env.pop("TATBOT_MCP_TOKEN", None)
-    proc = _serve(env, port)
+    url, proc, _ = start_mcp_server(["--backend", "tatbot"], env, tmp_path, within_s=60)
     try:
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc)
 
 
 def hil_args(checkpoint: Path, **kw) -> dict:
@@ -253,7 +234,7 @@ def test_a_killed_client_parks_the_simulated_arms(hil, checkpoint_home, act_chec
             wait_for_line(client, "step 5 ")
             client.send_signal(signal.SIGKILL)
             client.wait()
-            nxt = anyio.run(until_accepted, kind, url, hil_args(act_checkpoint, max_steps=3), 60)
+            nxt = anyio.run(until_accepted, kind, url, hil_args(act_checkpoint, max_steps=3))
         finally:
             client.kill()
             client.wait()
