@@ -19,7 +19,6 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tatbot_pipeline.inference.client import call_vla_infer
 from tests.inference.conftest import server_process
 
 # Beside the daemon test in `make test`'s second worker (tests/conftest.py): self-contained (its own servers or
