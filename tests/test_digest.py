@@ -2,7 +2,6 @@
 
 import hashlib
 import shutil
-import subprocess
 
 import pytest
 
