@@ -76,7 +76,10 @@ def loop(tmp_path: Path):
     env = {"TATBOT_RECORDINGS_DIR": str(root), "TATBOT_PIPELINE_HOME": str(home), "TATBOT_SPLIT_CRON": "* * * * *",
            "TATBOT_RETRAIN_CRON": "* * * * *", "TATBOT_SETTLE_SECONDS": "5", **{k: str(v) for k, v in GATE_ENV.items()}}
     log = tmp_path / "dagster_dev.log"
-    with dagster_dev(dagster_home, env, log), dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+    # Niced: its trainings and simulations are throughput work, waited for with minutes of slack, while the other
+    # worker's simulated arms step MuJoCo in real time and starve beside them on 2 cores (CI: arms "not following").
+    with dagster_dev(dagster_home, env, log, niceness=10), \
+            dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         yield Watch(instance, home, log), root
 
 
