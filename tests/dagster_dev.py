@@ -37,11 +37,9 @@ def project_dir(directory: Path) -> Path:
 
 
 @contextmanager
-def dagster_dev(dagster_home: Path, env: dict[str, str], log: Path, cwd: Path | None = None,
-                niceness: int = 0) -> Iterator[str]:
+def dagster_dev(dagster_home: Path, env: dict[str, str], log: Path, cwd: Path | None = None) -> Iterator[str]:
     """Serve `dagster dev` on a free loopback port, run in `cwd` (a project dir: its `.env` is loaded, as a user's
-    is); yields its URL. `env` replaces every TATBOT_* variable. `niceness` lowers the priority of the server and
-    every run it launches (background work beside tests that need the CPU on time)."""
+    is); yields its URL. `env` replaces every TATBOT_* variable."""
     full = {k: v for k, v in os.environ.items() if k != "DAGSTER_MODULE_NAME" and not k.startswith("TATBOT_")}
     full.update(DAGSTER_HOME=str(dagster_home), HF_HUB_OFFLINE="1", **env)
     port = free_port()
@@ -49,7 +47,7 @@ def dagster_dev(dagster_home: Path, env: dict[str, str], log: Path, cwd: Path | 
     with open(log, "w") as out:
         proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p",
                                  str(port)], cwd=cwd, env=full, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=lambda: _server_setup(niceness))
+                                start_new_session=True, preexec_fn=_ctrl_c_as_in_a_terminal)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for_server(f"{url}/server_info", proc, log)
@@ -68,13 +66,12 @@ def dagster_dev(dagster_home: Path, env: dict[str, str], log: Path, cwd: Path | 
 CTRL_C_S = 60
 
 
-def _server_setup(niceness: int = 0) -> None:
-    """In the server before it starts: the niceness asked for, and SIGINT back to its default. A test run started
-    in the background (a CI runner, nohup, `&` in a script) hands SIGINT down ignored; Python then installs no
-    KeyboardInterrupt handler, and dagster dev maps SIGTERM onto that ignored handler too, so neither stops it (seen
-    here: a `dagster dev` started from a background job ran on after both)."""
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT back to its default in the server. A test run started in the background (a CI runner, nohup, `&` in
+    a script) hands SIGINT down ignored; Python then installs no KeyboardInterrupt handler, and dagster dev maps
+    SIGTERM onto that ignored handler too, so neither stops it (seen here: a `dagster dev` started from a background
+    job ran on after both; the old teardown hid it with a SIGKILL after 15 s)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    os.nice(niceness)
 
 
 def _wait_for_server(url: str, proc: subprocess.Popen, log: Path) -> None:
