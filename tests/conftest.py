@@ -15,6 +15,11 @@ import pytest
 # `datasets` is imported): the suite's go to a temporary dir of this process, never ~/.cache.
 _HF_DATASETS_CACHE = tempfile.mkdtemp(prefix="tatbot-tests-hf-datasets-")
 os.environ.setdefault("HF_DATASETS_CACHE", _HF_DATASETS_CACHE)
+# One torch thread per process, here and in every process a test starts (trainings, demo, dagster runs): the two
+# workers share 2 cores with simulated arms that step MuJoCo in real time, and a training on both cores stalled
+# them for minutes (one sim_evaluation: 399 s beside two 2-thread torch loops, 26 s beside one 1-thread loop; the
+# hardware-in-the-loop arms "not following"). README's troubleshooting gives a lab the same advice.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tatbot_pipeline.config import PipelineSettings, apply_offline_defaults  # noqa: E402
 from tatbot_pipeline.synth import SynthSpec, make_recordings  # noqa: E402

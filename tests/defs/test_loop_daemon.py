@@ -74,12 +74,7 @@ def loop(tmp_path: Path):
     dagster_home, home, root = fresh_instance(tmp_path / "dagster_home"), tmp_path / "home", tmp_path / "recordings"
     root.mkdir()
     env = {"TATBOT_RECORDINGS_DIR": str(root), "TATBOT_PIPELINE_HOME": str(home), "TATBOT_SPLIT_CRON": "* * * * *",
-           "TATBOT_RETRAIN_CRON": "* * * * *", "TATBOT_SETTLE_SECONDS": "5",
-           # One core for its trainings, as on a machine shared with real-time work (README, troubleshooting): the
-           # other worker's simulated arms step MuJoCo in real time and stalled for minutes beside a training on both
-           # cores (reproduced: one sim_evaluation took 399 s beside two 2-thread torch loops, 26 s beside one 1-thread
-           # loop).
-           "OMP_NUM_THREADS": "1", **{k: str(v) for k, v in GATE_ENV.items()}}
+           "TATBOT_RETRAIN_CRON": "* * * * *", "TATBOT_SETTLE_SECONDS": "5", **{k: str(v) for k, v in GATE_ENV.items()}}
     log = tmp_path / "dagster_dev.log"
     with dagster_dev(dagster_home, env, log), dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         yield Watch(instance, home, log), root
