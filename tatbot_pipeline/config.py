@@ -57,6 +57,8 @@ class RolloutLimits:
     max_adjusted_steps: int = 20  # consecutive steps whose action the envelope had to change by > adjust_tolerance_rad
     adjust_tolerance_rad: float = 0.02  # a smaller correction (a gripper a hair past its limit) does not count
     max_tracking_error_rad: float = 0.35  # previous command vs observed position, any revolute joint
+    start_tolerance_rad: float = 0.02  # the loop starts only with every revolute joint this close to its start pose
+    start_timeout_s: float = 20.0  # how long past the move's goal time the arms may take to get there
     cancel_timeout_s: float = 10.0  # how long a stop (park included) may take before the rollout is abandoned
     client_timeout_s: float = 2.0  # a client that does not answer a ping within this is gone
 

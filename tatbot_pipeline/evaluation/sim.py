@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
@@ -38,7 +37,7 @@ from tatbot_pipeline.evaluation.sim_plot import save_png, tip_paths
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import EvalRecorder
 from tatbot_pipeline.inference.async_loop import run_in_mode
-from tatbot_pipeline.inference.loop import LoopPlan, LoopStats, RolloutStopped
+from tatbot_pipeline.inference.loop import LoopPlan, LoopStats, RolloutStopped, wait_until_at
 from tatbot_pipeline.policy.modes import ModeChoice, Requested, default_mode
 from tatbot_pipeline.policy.loading import IMAGE_PREFIX, STATE, LoadedPolicy, load_policy
 from tatbot_pipeline.inference.rollout import warm_up
@@ -57,9 +56,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EPISODES = 8
 SIM_CONNECTION_TIMEOUT_S = 2.0  # a simulated controller answers in ms; a dead one should not hold the evaluation
-SETTLE_TOLERANCE_RAD = 0.02  # the arms are at a stroke's start when every revolute joint is this close
-SETTLE_TIMEOUT_S = 20.0
-SETTLE_POLL_S = 0.02
 APPROACH_SPEED_RAD_S = 0.75  # the move to a stroke's start: about half the envelope's 1.5 rad/s
 APPROACH_MIN_S = 0.5
 Progress = Callable[[str], None]
@@ -387,7 +383,9 @@ class _SimSession:
             # Contacts on the way to the start count: the stroke's own approach is part of what the arm would do.
             streams = {side: ContactStream(sim.ws_url) for side, sim in self.controllers.items()}
             self.robot.send(start, self.approach_time(start), blocking=True)
-            self.settle(start)
+            # The simulators step in real time only when they get the CPU: on a loaded machine a move takes longer
+            # than its goal time, and the stroke must not start from mid-move.
+            wait_until_at(self.cameras.robot, start, "the stroke's first recorded state", self.rollout_limits)
             self.cameras.play(stroke.frames)
             self.policy.reset()
             named = replace(scene, name=f"{self.scene.name}-sim-episode-{stroke.episode}")
@@ -415,19 +413,6 @@ class _SimSession:
         less when the arms are already close (the previous stroke usually ends near where the next one starts)."""
         distance = np.abs(joints_of(self.cameras.robot.observe()) - target)[REVOLUTE].max()
         return float(np.clip(distance / APPROACH_SPEED_RAD_S, APPROACH_MIN_S, self.scene.goal_time_slow))
-
-    def settle(self, target: np.ndarray) -> None:
-        """Wait until the arms are at the stroke's start. The simulators step in real time only when they get the CPU:
-        on a loaded machine a move takes longer than its goal time, and the stroke must not start from mid-move."""
-        deadline = time.monotonic() + SETTLE_TIMEOUT_S
-        while True:
-            error = np.abs(joints_of(self.cameras.robot.observe()) - target)[REVOLUTE].max()
-            if error <= SETTLE_TOLERANCE_RAD:
-                return
-            if time.monotonic() > deadline:
-                raise RolloutStopped(f"the simulated arms did not reach the stroke's first recorded state within "
-                                     f"{SETTLE_TIMEOUT_S:g} s ({error:.3f} rad away)")
-            time.sleep(SETTLE_POLL_S)
 
     def measure(self, stroke: RecordedStroke, stats: LoopStats, events: dict[str, list[dict]],
                 recorder: EvalRecorder | None) -> StrokeResult:

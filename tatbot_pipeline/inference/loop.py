@@ -18,12 +18,14 @@ import numpy as np
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import EvalRecorder
 from tatbot_pipeline.policy.loading import ChunkSource, LoadedPolicy
-from tatbot_pipeline.robot.base import Robot, check_frames, observation_frame
+from tatbot_pipeline.robot.base import Robot, check_frames, joints_of, observation_frame
 from tatbot_pipeline.robot.safety import REVOLUTE, RolloutLimits, SafeAction, SafetyEnvelope
 from tatbot_pipeline.robot.scene import RobotScene
 from tatbot_pipeline.robot.spec import JOINT_NAMES
 
 log = logging.getLogger(__name__)
+
+START_POLL_S = 0.02
 
 # (fraction done in [0, 1], what is happening)
 ProgressFn = Callable[[float, str], None]
@@ -143,6 +145,29 @@ def check_stop(control: RolloutControl, started: float, limits: RolloutLimits,
         raise RolloutStopped(f"reached the server's wall-clock cap ({limits.max_seconds:g} s; TATBOT_ROLLOUT_MAX_SECONDS)")
     if still_armed is not None:
         still_armed()
+
+
+def wait_until_at(robot: Robot, target: np.ndarray, what: str, limits: RolloutLimits,
+                  check: Callable[[], None] = lambda: None) -> None:
+    """Wait until the arms are at `target` (a blocking move has returned) before the loop starts from it.
+
+    A blocking move returns after its goal time; an arm that lags (a simulator short of CPU) or is held (a real arm
+    blocked on its way) is not there yet, and a loop started from mid-move would take the gap for an arm that does
+    not follow. `check` runs every poll (a stop request, arming). Raises RolloutStopped when the arms do not arrive."""
+    deadline = time.monotonic() + limits.start_timeout_s
+    while True:
+        check()
+        error = np.abs(joints_of(robot.observe()) - target)
+        error[~REVOLUTE] = 0.0
+        worst = int(np.argmax(error))
+        if error[worst] <= limits.start_tolerance_rad:
+            return
+        if time.monotonic() > deadline:
+            raise RolloutStopped(
+                f"the arms did not reach {what} within {limits.start_timeout_s:g} s of the move's goal time "
+                f"({JOINT_NAMES[worst]} still {error[worst]:.3f} rad away; TATBOT_ROLLOUT_START_TIMEOUT_S) — "
+                "blocked, or a simulator short of CPU")
+        time.sleep(START_POLL_S)
 
 
 def check_tracking(observed: np.ndarray, commanded: np.ndarray, limits: RolloutLimits, stats: LoopStats) -> None:

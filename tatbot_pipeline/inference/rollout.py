@@ -28,7 +28,8 @@ from tatbot_pipeline.promotion import leaderboard_entry
 from tatbot_pipeline.inference.async_loop import run_async_loop
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.eval_record import EvalRecorder
-from tatbot_pipeline.inference.loop import LoopPlan, LoopStats, ProgressFn, RolloutStopped, run_loop
+from tatbot_pipeline.inference.loop import (LoopPlan, LoopStats, ProgressFn, RolloutStopped, check_stop, run_loop,
+                                            wait_until_at)
 from tatbot_pipeline.policy.modes import ModeChoice, Requested, async_max_delay, default_mode, delay_steps
 from tatbot_pipeline.policy.loading import LoadedPolicy, load_policy, resolve_device
 from tatbot_pipeline.robot.arming import Arming, NotArmed, require_armed
@@ -313,6 +314,9 @@ class _Rollout:
                 self.connected = True
                 self.progress(0.08, f"moving to ready (goal time {scene.goal_time_slow} s)")
                 robot.send(scene.ready, scene.goal_time_slow, blocking=True)
+                waiting = time.perf_counter()  # a stop request, or arming withdrawn, also ends the wait
+                wait_until_at(robot, scene.ready, "ready", limits,
+                              lambda: check_stop(self.control, waiting, limits, still_armed))
                 policy.reset()
                 plan = LoopPlan(fps=req.fps, max_steps=req.max_steps, task=task, debug=req.debug)
                 loop_args = (robot, policy, scene, plan, limits, stats, self.control, recorder, self.progress, still_armed)

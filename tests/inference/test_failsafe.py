@@ -146,7 +146,7 @@ def node(checkpoint_home: Path, pristine_recording: Path, tmp_path_factory):
         scene = {k: v for k, v in {**base, **override}.items() if v is not None}
         (scenes / f"{name}.yaml").write_text(yaml.safe_dump(scene))
     sim = FaultySim()
-    limits = RolloutLimits(max_steps=40, max_adjusted_steps=5, cancel_timeout_s=1.5)
+    limits = RolloutLimits(max_steps=40, max_adjusted_steps=5, cancel_timeout_s=1.5, start_timeout_s=1.0)
     settings = PipelineSettings(home=checkpoint_home, scenes=scenes, robot_state_dir=root / "state", rollout_limits=limits)
     service = RolloutService(ServerConfig(settings=settings, checkpoint_roots=(checkpoint_home,)), factory=sim,
                              eval_root=root / "eval")
@@ -230,7 +230,7 @@ def test_a_policy_the_envelope_keeps_correcting_is_stopped(node, wild_checkpoint
 
 def test_arms_that_stop_following_their_commands_stop_the_rollout(node, act_checkpoint):
     url, sim, _ = node
-    sim.faults = SimFaults(pushed_joint=8, push_rad=0.5, pushed_from=4)
+    sim.faults = SimFaults(pushed_joint=8, push_rad=0.5, pushed_from=5)  # observation 1 finds the arms at ready
     result = out(call(url, act_args(act_checkpoint, max_steps=30)))
     assert not result["success"] and result["num_steps"] == 3
     # 0.5 rad off the sim's current target; an async loop observes right after its send, so up to a step's delta less
@@ -238,6 +238,17 @@ def test_arms_that_stop_following_their_commands_stop_the_rollout(node, act_chec
     assert "not following" in result["stop_reason"]
     assert result["max_tracking_error_rad"] == pytest.approx(0.5, abs=0.01)
     assert_parked(sim.robots[-1])
+
+
+def test_arms_that_do_not_reach_ready_never_start_the_policy(node, act_checkpoint):
+    url, sim, _ = node
+    sim.faults = SimFaults(pushed_joint=8, push_rad=0.5, pushed_from=1)  # held 0.5 rad off whatever it is sent
+    result = out(call(url, act_args(act_checkpoint, max_steps=30)))
+    assert not result["success"] and result["num_steps"] == 0
+    assert "the arms did not reach ready within 1 s" in result["stop_reason"], result["stop_reason"]
+    assert "right.joint_1.pos still 0.500 rad away" in result["stop_reason"]
+    assert_parked(sim.robots[-1])
+    np.testing.assert_array_equal(np.stack(sim.robots[-1].commands), [READY_POSE, READY_POSE])  # no policy action
 
 
 def test_the_servers_step_cap_clips_a_rollout_up_front(node, act_checkpoint):

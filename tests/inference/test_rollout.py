@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import pytest
 import torch
 
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.policy.loading import resolve_device
 from tatbot_pipeline.inference.control import RolloutControl
+from tatbot_pipeline.inference.loop import RolloutStopped, check_stop, wait_until_at
 from tatbot_pipeline.inference.rollout import VLAInferInput, checkpoint_location, vla_infer
 from tatbot_pipeline.robot.arming import arm
 from tatbot_pipeline.robot.lock import RobotLock
-from tatbot_pipeline.robot.sim import SimRobot
+from tatbot_pipeline.robot.base import joints_of
+from tatbot_pipeline.robot.safety import REVOLUTE, RolloutLimits
+from tatbot_pipeline.robot.sim import SimFaults, SimRobot
+from tatbot_pipeline.robot.spec import READY_POSE, SLEEP_POSE
 
 
 def request(checkpoint, **kw) -> VLAInferInput:
@@ -96,3 +103,35 @@ def test_a_wrong_checkpoint_digest_is_refused_before_anything_loads(act_checkpoi
 
     ok = vla_infer(request(act_checkpoint, checkpoint_sha256=right, dry_run=True), settings(tmp_path))
     assert ok.success and ok.checkpoint_sha256 == right
+
+
+class TickingClock:
+    """The sim's clock, 0.1 s further on every read: how far an arm lags depends on the polls, not this machine."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        self.now += 0.1
+        return self.now
+
+
+def test_the_loop_waits_for_a_lagging_arm_to_reach_ready():
+    # A simulator short of CPU: the blocking move to ready has returned, the arm is still on its way.
+    with SimRobot(start=SLEEP_POSE, clock=TickingClock()) as robot:
+        robot.send(READY_POSE, goal_time=0.2)  # time constant 0.1 s: e^-1 of the way left per read
+        wait_until_at(robot, READY_POSE, "ready", RolloutLimits())
+        assert robot.observations > 3  # it was not there at the first look
+        assert np.abs(joints_of(robot.observe()) - READY_POSE)[REVOLUTE].max() <= 0.02
+
+
+def test_an_arm_held_off_ready_stops_the_rollout_before_it_starts():
+    held = SimFaults(pushed_joint=3, push_rad=0.2, pushed_from=1)
+    with SimRobot(start=READY_POSE, faults=held) as robot:
+        with pytest.raises(RolloutStopped, match=r"did not reach ready within 0.5 s .*left\.joint_3\.pos still 0\.200"):
+            wait_until_at(robot, READY_POSE, "ready", RolloutLimits(start_timeout_s=0.5))
+        stopped = RolloutControl()
+        stopped.request_stop("the client went away")
+        with pytest.raises(RolloutStopped, match="the client went away"):  # a stop request ends the wait at once
+            wait_until_at(robot, READY_POSE, "ready", RolloutLimits(), 
+                          lambda: check_stop(stopped, time.perf_counter(), RolloutLimits(), None))

@@ -178,8 +178,9 @@ def test_seed_example_json_rolls_out_tiny_smolvla(url, smolvla_checkpoint, sim, 
 @pytest.mark.parametrize(
     "faults, reason, steps",
     [
-        (SimFaults(disconnect_at=4), "left arm not connected", 3),
-        (SimFaults(camera_failure_at=3), "camera realsense1: black frame", 2),
+        # Observation 1 is the check that the arms are at ready, before step 1's.
+        (SimFaults(disconnect_at=5), "left arm not connected", 3),
+        (SimFaults(camera_failure_at=4), "camera realsense1: black frame", 2),
         (SimFaults(camera_failure_at=1), "camera realsense1: black frame", 0),
     ],
     ids=["disconnect", "camera", "camera-at-start"],
