@@ -147,6 +147,14 @@ def check_stop(control: RolloutControl, started: float, limits: RolloutLimits,
         still_armed()
 
 
+def farthest_joint(observed: np.ndarray, target: np.ndarray) -> tuple[int, float]:
+    """The revolute joint farthest from `target`, and how far (rad); the grippers are not positions to reach."""
+    error = np.abs(np.asarray(observed, dtype=np.float32) - target)
+    error[~REVOLUTE] = 0.0
+    worst = int(np.argmax(error))
+    return worst, float(error[worst])
+
+
 def wait_until_at(robot: Robot, target: np.ndarray, what: str, limits: RolloutLimits,
                   check: Callable[[], None] = lambda: None) -> None:
     """Wait until the arms are at `target` (a blocking move has returned) before the loop starts from it.
@@ -157,28 +165,24 @@ def wait_until_at(robot: Robot, target: np.ndarray, what: str, limits: RolloutLi
     deadline = time.monotonic() + limits.start_timeout_s
     while True:
         check()
-        error = np.abs(joints_of(robot.observe()) - target)
-        error[~REVOLUTE] = 0.0
-        worst = int(np.argmax(error))
-        if error[worst] <= limits.start_tolerance_rad:
+        worst, error = farthest_joint(joints_of(robot.observe()), target)
+        if error <= limits.start_tolerance_rad:
             return
         if time.monotonic() > deadline:
             raise RolloutStopped(
                 f"the arms did not reach {what} within {limits.start_timeout_s:g} s of the move's goal time "
-                f"({JOINT_NAMES[worst]} still {error[worst]:.3f} rad away; TATBOT_ROLLOUT_START_TIMEOUT_S) — "
+                f"({JOINT_NAMES[worst]} still {error:.3f} rad away; TATBOT_ROLLOUT_START_TIMEOUT_S) — "
                 "blocked, or a simulator short of CPU")
         time.sleep(START_POLL_S)
 
 
 def check_tracking(observed: np.ndarray, commanded: np.ndarray, limits: RolloutLimits, stats: LoopStats) -> None:
     """The arms must follow: a joint far from its last command is blocked, slipping or not driven at all."""
-    error = np.abs(np.asarray(observed, dtype=np.float32) - commanded)
-    error[~REVOLUTE] = 0.0
-    worst = int(np.argmax(error))
-    stats.max_tracking_error_rad = max(stats.max_tracking_error_rad, float(error[worst]))
-    if error[worst] > limits.max_tracking_error_rad:
+    worst, error = farthest_joint(observed, commanded)
+    stats.max_tracking_error_rad = max(stats.max_tracking_error_rad, error)
+    if error > limits.max_tracking_error_rad:
         raise RolloutStopped(
-            f"{JOINT_NAMES[worst]} is {error[worst]:.3f} rad from its last command (limit {limits.max_tracking_error_rad:g} "
+            f"{JOINT_NAMES[worst]} is {error:.3f} rad from its last command (limit {limits.max_tracking_error_rad:g} "
             "rad): the arm is not following — blocked, collided or not driven")
 
 

@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tatbot_pipeline.processes import stop_process
+
 log = logging.getLogger(__name__)
 
 TCP_PORT = 50001  # the controller's configuration port (the driver's, fixed)
@@ -153,16 +155,8 @@ class ArmSim:
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM, then SIGKILL if it has not exited within `timeout_s`; reaps the process either way."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("simulated controller on %s ignored SIGTERM for %g s: killing it", self.host, timeout_s)
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None and stop_process(self.proc, timeout_s):
+            log.warning("simulated controller on %s ignored SIGTERM for %g s: killed it", self.host, timeout_s)
 
     def kill(self) -> None:
         """What a controller losing power looks like to the driver: gone, mid-conversation."""

@@ -28,6 +28,7 @@ from pathlib import Path
 from tatbot_pipeline.config import apply_offline_defaults
 from tatbot_pipeline.console import report_progress
 from tatbot_pipeline.checkpoints import last_checkpoint
+from tatbot_pipeline.processes import stop_process
 from tatbot_pipeline.training.train_log import MetricsParser, MetricsSeries
 from tatbot_pipeline.training.presets import (
     TrainOptions,
@@ -256,13 +257,7 @@ def _stream(cmd: list[str], env: dict[str, str], log_path: Path, parser: Metrics
                     console(line, parser.feed(line))
             rc = proc.wait()
         finally:
-            if proc.poll() is None:  # interrupted (run cancelled, KeyboardInterrupt): never leave a trainer behind
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc, 30)  # interrupted (run cancelled, KeyboardInterrupt): never leave a trainer behind
     if rc != 0:
         last = "\n".join(tail)
         raise TrainingFailed(

@@ -12,6 +12,7 @@ from typing import AsyncIterator, Iterator
 
 import pytest
 
+from tatbot_pipeline.processes import stop_process
 from tests.inference.checkpoints import poison_with_nan, save_tiny_act_checkpoint, with_action_bias
 
 
@@ -118,15 +119,6 @@ def start_mcp_server(args: list[str], env: dict[str, str], log_dir: Path,
             time.sleep(0.2)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @contextmanager
 def server_process(home: Path, state_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
     """`tatbot-pipeline mcp` as users start it, in its own process on a free port; yields (url, process).
@@ -143,4 +135,4 @@ def server_process(home: Path, state_dir: Path, **env: str) -> Iterator[tuple[st
         print(f"--- {log} (tail) ---\n{log.read_text()[-6000:]}")
         raise
     finally:
-        stop(proc)
+        stop_process(proc, 30)

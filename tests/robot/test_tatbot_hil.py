@@ -19,6 +19,7 @@ import pytest
 
 from tatbot_pipeline.config import PipelineSettings
 from tatbot_pipeline.inference.rollout import VLAInferInput, vla_infer
+from tatbot_pipeline.processes import stop_process
 from tatbot_pipeline.robot import arming
 from tatbot_pipeline.robot.base import ControllerError, FirmwareMismatch, RobotError
 from tatbot_pipeline.robot.lock import RobotLock
@@ -26,7 +27,7 @@ from tatbot_pipeline.robot.scene import resolve_scene
 from tatbot_pipeline.robot.spec import READY_POSE, SLEEP_POSE
 from tatbot_pipeline.robot.sim_controllers import ARMSIM_MODULE, ContactStream, write_obstacle_scene
 from tatbot_pipeline.robot.tatbot import TatbotRobot
-from tests.inference.conftest import start_mcp_server, stop
+from tests.inference.conftest import start_mcp_server
 from tests.inference.test_clients import CLIENTS, call_tool, start_client, until_accepted, wait_for_line
 from tests.robot.conftest import LEFT, RIGHT, move_arm, read_back, write_scene
 
@@ -193,7 +194,7 @@ def hil_node(checkpoint_home: Path, tmp_path: Path):
     try:
         yield url
     finally:
-        stop(proc)
+        stop_process(proc, 30)
 
 
 def hil_args(checkpoint: Path, **kw) -> dict:
