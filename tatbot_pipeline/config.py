@@ -59,6 +59,10 @@ class RolloutLimits:
     max_tracking_error_rad: float = 0.35  # previous command vs observed position, any revolute joint
     start_tolerance_rad: float = 0.02  # the loop starts only with every revolute joint this close to its start pose
     start_timeout_s: float = 20.0  # how long past the move's goal time the arms may take to get there
+    # Before a long move (park, ready, a stroke's approach) each arm is held and must come to rest: every revolute
+    # joint slower than rest_velocity_rad_s within rest_timeout_s, else that arm holds where it is and is reported.
+    rest_velocity_rad_s: float = 0.05
+    rest_timeout_s: float = 10.0
     cancel_timeout_s: float = 10.0  # how long a stop (park included) may take before the rollout is abandoned
     client_timeout_s: float = 2.0  # a client that does not answer a ping within this is gone
 

@@ -53,7 +53,8 @@ class Criterion:
             return f"{self.name} {self.detail}"
         sign = "≤" if self.passed else ">"
         detail = f" ({self.detail})" if self.detail else ""
-        return f"{self.name} {self.measured:.4g} {sign} {self.limit:.4g} {self.unit}{detail}"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{self.name} {self.measured:.4g} {sign} {self.limit:.4g}{unit}{detail}"
 
 
 @dataclass(frozen=True)

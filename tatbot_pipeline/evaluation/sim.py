@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
@@ -48,7 +49,8 @@ from tatbot_pipeline.robot.kinematics import ee_offsets_mm, needle_tip_mm
 from tatbot_pipeline.config import RolloutLimits
 from tatbot_pipeline.robot.safety import REVOLUTE, UnsafeAction
 from tatbot_pipeline.robot.scene import RobotScene, builtin_scene, scene_from_dict
-from tatbot_pipeline.robot.sim_controllers import ArmSim, ContactStream, sim_controllers
+from tatbot_pipeline.robot.setpoints import LongMove, wrong_way
+from tatbot_pipeline.robot.sim_controllers import ArmSim, ContactStream, SimControllerError, sim_controllers
 from tatbot_pipeline.robot.spec import ARMS, arm_slice
 from tatbot_pipeline.robot.tatbot import TatbotRobot
 
@@ -185,6 +187,7 @@ class StrokeResult:
     actions_rate_limited: int
     dataset: str | None  # the rollout's LeRobot dataset
     plot: str | None  # the drawn-vs-planned PNG
+    park_failure: str | None = None  # the last stroke's: why the arms did not reach home after it
     planned_tip_mm: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # side -> (T, 3)
     drawn_tip_mm: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # side -> (steps, 3)
     tip_deviation_mm: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # side -> (steps,)
@@ -198,10 +201,14 @@ class StrokeResult:
     def verdict(self, limits: SimGateLimits) -> str:
         """One line per stroke for a shell: what a tattoo artist asks first."""
         contacts = [c for c in self.contacts if outside_needle(c, limits)]
-        touched = "".join(f"; touched {c['body2']} with {c['body1']} ({c['peak_force_n']:.1f} N)" for c in contacts)
+        touched = "".join(f"; touched {c['body2']} with {c['body1']} ({c['peak_force_n']:.1f} N"
+                          f"{'' if c.get('phase', 'stroke') == 'stroke' else ', during the ' + c['phase']})"
+                          for c in contacts)
         stopped = f"; STOPPED at step {self.steps}: {self.stop_reason}" if self.stop_reason else ""
+        stopped += f"; NOT PARKED: {self.park_failure}" if self.park_failure else ""
         too_hard = [c for c in contacts if c["peak_force_n"] > limits.max_contact_force_n]  # the gate's own rule
-        ok = self.tip_error_p95_mm <= limits.tip_deviation_mm and not self.stop_reason and not too_hard
+        ok = (self.tip_error_p95_mm <= limits.tip_deviation_mm and not self.stop_reason and not too_hard
+              and not self.park_failure)
         return (f"stroke {self.episode}: {'ok' if ok else 'FAIL'} — tip deviation p95 {self.tip_error_p95_mm:.2f} mm "
                 f"(max {self.tip_error_max_mm:.2f}), joints p95 {self.joint_error_p95_rad:.3f} rad, "
                 f"{self.steps}/{self.planned_steps} steps, {self.missed_ticks} missed ticks, "
@@ -221,6 +228,13 @@ class SimEvaluation:
     controllers: dict[str, str]  # side -> address (loopback)
     inference: str  # the mode the strokes ran in: sync or async
     ended_early: str | None = None  # why strokes were left out (a controller that never came back)
+    # Each long move (approach, park) and arm, checked on the setpoints its controller received (robot/setpoints.py
+    # `wrong_way`); empty when the controllers kept no setpoint log.
+    long_moves: list[dict] = field(default_factory=list)
+
+    @property
+    def worst_wrong_way(self) -> dict | None:
+        return max(self.long_moves, key=lambda m: m["worst_rad"], default=None)
 
     @property
     def passed(self) -> bool:
@@ -240,7 +254,7 @@ class SimEvaluation:
             "reasons": self.reasons, "headline": self.decision.headline(), "checkpoint": self.checkpoint,
             "val_root": self.val_root, "fps": self.fps, "limits": asdict(self.limits),
             "criteria": [asdict(c) for c in self.decision.criteria], "ended_early": self.ended_early,
-            "inference": self.inference,
+            "inference": self.inference, "long_moves": self.long_moves,
             "stroke_results": [r.to_json() for r in self.records], "out_dir": self.out_dir,
         })
 
@@ -297,18 +311,25 @@ def evaluate_in_sim(
     with ExitStack() as stack:
         if controllers is None:
             say("starting two simulated arm controllers")
-            controllers = stack.enter_context(sim_controllers(out_dir / "controllers", scenes=arm_scenes))
+            controllers = stack.enter_context(sim_controllers(out_dir / "controllers", scenes=arm_scenes,
+                                                              log_setpoints=True))
         session = _SimSession(policy, sim_scene(base, controllers), controllers, fps, out_dir, limits,
                               rollout_limits or RolloutLimits(), say, mode, tracker)
         records, ended_early = session.run(strokes)
+    # After the controllers stopped (their logs are complete then; reused ones log what they have flushed so far).
+    long_moves = wrong_way(session.long_moves(), {side: sim.setpoint_log for side, sim in controllers.items()
+                                                  if sim.log_setpoints})
     deviations = [d for r in records for d in r.tip_deviation_mm.values() if len(d)]
     p95 = float(np.percentile(np.concatenate(deviations), 95)) if deviations else float("nan")
     decision = decide_sim(records, p95, limits)
     if ended_early:
         decision = replace(decision, passed=False, reasons=[*decision.reasons, ended_early])
     result = SimEvaluation(str(checkpoint), str(val_root), fps, limits, records, decision, p95, str(out_dir),
-                           {side: sim.host for side, sim in controllers.items()}, mode.mode, ended_early)
+                           {side: sim.host for side, sim in controllers.items()}, mode.mode, ended_early, long_moves)
     (out_dir / "sim_evaluation.json").write_text(json.dumps(result.to_json(), indent=2))
+    if (worst := result.worst_wrong_way) is not None:
+        say(f"{len(long_moves)} long moves (approach, park) checked on the setpoints the controllers received: at most "
+            f"{worst['worst_rad']:.4f} rad away from the goal ({worst['worst']}, {worst['what']})")
     say(decision.headline())
     return result
 
@@ -345,11 +366,13 @@ class _SimSession:
 
     def run(self, strokes: list[RecordedStroke]) -> tuple[list[StrokeResult], str | None]:
         """Every stroke, in order; the robot disconnected (parked at home) whatever happens."""
-        self.cameras = RecordedCameras(TatbotRobot(self.scene, enable_realsense=False), self.policy.cameras)
+        self.cameras = RecordedCameras(TatbotRobot(self.scene, enable_realsense=False, limits=self.rollout_limits),
+                                       self.policy.cameras)
         self.robot = GuardedRobot(self.cameras)
         self.offsets = ee_offsets_mm(self.scene.data)
         records: list[StrokeResult] = []
         ended_early = None
+        self.phases: list[tuple[int, str]] = []  # (index of the first long move, what the arms were doing)
         if self.mode.mode == "async" and self.policy.supports_rtc:
             self.policy.enable_rtc(execution_horizon=self.policy.n_action_steps)  # as vla_infer does
         try:
@@ -367,11 +390,50 @@ class _SimSession:
         except RobotError as e:
             ended_early = f"simulated robot failed before stroke {len(records)}: {e}"
         finally:
-            try:
-                self.robot.disconnect()
-            except RobotError as e:
-                log.warning("simulated arms: %s", e)
+            self.park(records[-1] if records else None)
         return records, ended_early
+
+    def park(self, last: StrokeResult | None) -> None:
+        """Home at the end, as on the robot: a park that fails, or touches something, counts against the last
+        stroke (and so the gate), not only in a log."""
+        self.phases.append((len(self.cameras.robot.long_moves), "park"))
+        streams: dict[str, ContactStream] = {}
+        if last is not None:
+            try:
+                streams = self.open_streams()
+            except SimControllerError as e:  # a controller that died: the park below says so for its arm
+                log.warning("no contact stream for the park: %s", e)
+        phases = [(time.monotonic(), "park")]
+        try:
+            self.robot.disconnect()
+        except RobotError as e:
+            log.warning("simulated arms: %s", e)
+            if last is not None:
+                last.park_failure = str(e)
+        finally:
+            if last is not None:
+                last.contacts += [c for side, stream in streams.items()
+                                  for c in contact_records(stream.close(), side, phases)]
+                last.peak_contact_force_n = max((c["peak_force_n"] for c in last.contacts), default=0.0)
+
+    def open_streams(self) -> dict[str, ContactStream]:
+        streams: dict[str, ContactStream] = {}
+        try:
+            for side, sim in self.controllers.items():
+                streams[side] = ContactStream(sim.ws_url)
+        except SimControllerError:
+            for stream in streams.values():
+                stream.close()
+            raise
+        return streams
+
+    def long_moves(self) -> list[LongMove]:
+        """The robot's long moves, each named after what the arms were doing (approach to stroke N, park)."""
+        named = []
+        for i, move in enumerate(self.cameras.robot.long_moves):
+            phase = next((what for first, what in reversed(self.phases) if first <= i), None)
+            named.append(replace(move, what=f"{phase}: {move.what}") if phase else move)
+        return named
 
     def stroke(self, stroke: RecordedStroke) -> StrokeResult:
         start = stroke.states[0]
@@ -379,13 +441,17 @@ class _SimSession:
         stats = LoopStats()
         recorder = None
         streams: dict[str, ContactStream] = {}
+        phases: list[tuple[float, str]] = []
         try:
             # Contacts on the way to the start count: the stroke's own approach is part of what the arm would do.
-            streams = {side: ContactStream(sim.ws_url) for side, sim in self.controllers.items()}
+            streams = self.open_streams()
+            phases.append((time.monotonic(), "approach"))
+            self.phases.append((len(self.cameras.robot.long_moves), f"approach to stroke {stroke.episode}"))
             self.robot.send(start, self.approach_time(start), blocking=True)
             # The simulators step in real time only when they get the CPU: on a loaded machine a move takes longer
             # than its goal time, and the stroke must not start from mid-move.
             wait_until_at(self.cameras.robot, start, "the stroke's first recorded state", self.rollout_limits)
+            phases.append((time.monotonic(), "stroke"))
             self.cameras.play(stroke.frames)
             self.policy.reset()
             named = replace(scene, name=f"{self.scene.name}-sim-episode-{stroke.episode}")
@@ -406,7 +472,7 @@ class _SimSession:
             if recorder is not None:
                 recorder.close(**stats.as_meta(), limits=vars(self.rollout_limits), inference=self.mode.mode,
                                inference_choice=self.mode.describe())
-        return self.measure(stroke, stats, events, recorder)
+        return self.measure(stroke, stats, events, phases, recorder)
 
     def approach_time(self, target: np.ndarray) -> float:
         """Goal time of the move to a stroke's start: the scene's slow goal time for a big move (from the sleep pose),
@@ -415,7 +481,7 @@ class _SimSession:
         return float(np.clip(distance / APPROACH_SPEED_RAD_S, APPROACH_MIN_S, self.scene.goal_time_slow))
 
     def measure(self, stroke: RecordedStroke, stats: LoopStats, events: dict[str, list[dict]],
-                recorder: EvalRecorder | None) -> StrokeResult:
+                phases: list[tuple[float, str]], recorder: EvalRecorder | None) -> StrokeResult:
         observed = np.stack(self.cameras.observed) if self.cameras.observed else np.zeros((0, stroke.states.shape[1]))
         steps = len(observed)
         recorded = stroke.states[:steps]
@@ -426,7 +492,7 @@ class _SimSession:
             drawn[side] = needle_tip_mm(observed[:, arm_slice(side)], self.offsets[side])
             deviation[side] = np.linalg.norm(drawn[side] - planned[side][:steps], axis=-1)
             tip[side] = {"p95": _stat(deviation[side], 95), "max": _stat(deviation[side], 100)}
-        contacts = [c for side in ARMS for c in contact_records(events.get(side, []), side)]
+        contacts = [c for side in ARMS for c in contact_records(events.get(side, []), side, phases)]
         plot = self.out_dir / "plots" / f"stroke_{stroke.episode:04d}.png"
         save_png(tip_paths(planned, drawn, f"stroke {stroke.episode} in simulation ({steps}/{stroke.steps} steps"
                            f"{', stopped' if stats.stop_reason else ''}): needle tip seen from above",
@@ -446,16 +512,25 @@ def _stat(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if np.size(values) else float("nan")
 
 
-def contact_records(events: list[dict], side: str) -> list[dict]:
+def contact_records(events: list[dict], side: str, phases: list[tuple[float, str]] = ()) -> list[dict]:
     """One record per contact (a pair of touching geoms) from a simulator's contact stream: those active when the
-    stream opened (its `snapshot`), then each `begin`, closed by its `end` (which carries the peak force)."""
+    stream opened (its `snapshot`), then each `begin`, closed by its `end` (which carries the peak force).
+
+    `phases` ((time.monotonic() it began, name), in order) names what the arms were doing when each contact began
+    (approach, stroke, park), by the time its event arrived; without them, or before the first, it is "stroke"."""
+
+    def phase(event: dict) -> str:
+        received = event.get("received")
+        names = [name for began, name in phases if received is not None and began <= received]
+        return names[-1] if names else "stroke"
+
     open_: dict[tuple[str, str], dict] = {}
     records: list[dict] = []
 
-    def begin(contact: dict, at: float) -> None:
+    def begin(contact: dict, at: float, event: dict) -> None:
         record = {"side": side, "body1": contact["body1"], "geom1": contact["geom1"], "body2": contact["body2"],
                   "geom2": contact["geom2"], "peak_force_n": float(contact["force"]), "sim_time_s": at,
-                  "duration_s": None}
+                  "duration_s": None, "phase": phase(event)}
         open_[(contact["geom1"], contact["geom2"])] = record
         records.append(record)
 
@@ -463,13 +538,13 @@ def contact_records(events: list[dict], side: str) -> list[dict]:
         kind = event.get("type")
         if kind == "snapshot":
             for contact in event.get("contacts", []):
-                begin(contact, float(event["time"]))
+                begin(contact, float(event["time"]), event)
         elif kind == "begin":
-            begin(event, float(event["time"]))
+            begin(event, float(event["time"]), event)
         elif kind == "end":
             record = open_.pop((event["geom1"], event["geom2"]), None)
             if record is None:  # began before the stream opened and was not in its snapshot (released meanwhile)
-                begin(event, float(event["time"]) - float(event["duration"]))
+                begin(event, float(event["time"]) - float(event["duration"]), event)
                 record = open_.pop((event["geom1"], event["geom2"]))
             record["peak_force_n"] = max(record["peak_force_n"], float(event["peak_force"]))
             record["duration_s"] = float(event["duration"])

@@ -109,6 +109,9 @@ class VLAInferOutput(BaseModel):
     inference: str | None = None  # the mode the rollout ran in: sync or async
     missed_ticks: int = 0  # steps whose command went out a whole control period or more after their tick
     checkpoint_sha256: str | None = None  # the digest of the files this rollout loaded (digest.py)
+    # Whether both arms reached the park pose (ready, then home) at the end; None when the robot never connected.
+    # False: the message names each arm that did not, and why.
+    parked: bool | None = None
 
 
 class RolloutRefused(RuntimeError):
@@ -390,6 +393,7 @@ class _Rollout:
             inference=self.mode.mode,
             missed_ticks=stats.missed_ticks,
             checkpoint_sha256=self.sha256,
+            parked=(recovery is None) if self.connected else None,
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -74,6 +75,9 @@ class TrossenArm:
         self._ta = driver
         self._driver: Any = None
         self.lost = False  # the connection died mid-run (not closed by us): the arm may be anywhere
+        # What this connection last commanded: (7 targets, goal time, time.monotonic() sent). Once its goal time has
+        # passed, the driver's setpoint is those targets.
+        self.last_command: tuple[np.ndarray, float, float] | None = None
 
     @property
     def connected(self) -> bool:
@@ -102,6 +106,7 @@ class TrossenArm:
             raise error from None
         self._driver = driver
         self.lost = False
+        self.last_command = None
 
     def positions(self) -> np.ndarray:
         return self._read("reading its joint positions", lambda d: d.get_all_positions())
@@ -109,13 +114,30 @@ class TrossenArm:
     def external_efforts(self) -> np.ndarray:
         return self._read("reading its external efforts", lambda d: d.get_all_external_efforts())
 
+    def velocities(self) -> np.ndarray:
+        return self._read("reading its joint velocities", lambda d: d.get_all_velocities())
+
     def command(self, joints: np.ndarray, goal_time: float) -> None:
         """Start a move to 7 joint targets reached in goal_time s (non-blocking: the caller watches it)."""
         driver = self._require()
+        targets = [float(v) for v in joints]
         try:
-            driver.set_all_positions(self._ta.VectorDouble([float(v) for v in joints]), goal_time=goal_time, blocking=False)
+            driver.set_all_positions(self._ta.VectorDouble(targets), goal_time=goal_time, blocking=False)
         except Exception as e:  # noqa: BLE001
             raise self._lose("commanding a move", e) from None
+        self.last_command = (np.asarray(targets), goal_time, time.monotonic())
+
+    def setpoint(self) -> np.ndarray:
+        """Where the driver's setpoint is once the last command's goal time has passed (waiting for that, at most
+        the goal time of a non-blocking command): its targets; with no command yet on this connection, the measured
+        pose (the driver starts its setpoint there)."""
+        if self.last_command is None:
+            return self.positions()
+        targets, goal_time, sent = self.last_command
+        remaining = sent + goal_time - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+        return targets
 
     def close(self) -> None:
         """cleanup(): the driver brakes the joints (idle mode) and drops the connection. Never raises."""

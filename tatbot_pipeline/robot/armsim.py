@@ -8,6 +8,10 @@
 - **A hardware fault on SIGUSR1**: the controller enters an error state (`joint_overheated`), as the simulator's own
   `TrossenArmSimServer.fault()` does, which only in-process code can call.
 - **A clean exit on SIGTERM**, so a launcher (robot/sim_controllers.py) can stop it without killing it.
+- **The setpoints it receives**, with `--setpoint-log PATH`: every position setpoint the driver streams (the driver
+  interpolates each command into a setpoint every cycle; a real controller sees exactly these), appended to PATH as
+  float64 records `(CLOCK_MONOTONIC s, 7 positions)` twice a second (robot/setpoints.py reads them). Only changed
+  setpoints are kept: an arm at rest costs nothing.
 
 Run like the simulator itself: `python -m tatbot_pipeline.robot.armsim [scene.xml] --host 127.0.0.4 --ws-port 50104`.
 """
@@ -20,12 +24,14 @@ import os
 import signal
 import sys
 import threading
+import time
+from pathlib import Path
 
 import mujoco
 import numpy as np
 from trossen_arm_sim.collision import CollisionMonitor
 from trossen_arm_sim.collision_server import CollisionWebSocketServer
-from trossen_arm_sim.protocol import ErrorState, JointOutput
+from trossen_arm_sim.protocol import ErrorState, JointOutput, Mode
 from trossen_arm_sim.server import TrossenArmSimServer
 from trossen_arm_sim.sim import DEFAULT_SCENE, WidowXSim
 
@@ -42,11 +48,31 @@ FAULT_REASON = "joint 2 overheated (injected by SIGUSR1)"
 class ContactEffortSim(WidowXSim):
     """WidowXSim whose joint outputs carry the contact torques as external efforts."""
 
-    def __init__(self, scene_path: str = DEFAULT_SCENE) -> None:
+    def __init__(self, scene_path: str = DEFAULT_SCENE, log_setpoints: bool = False) -> None:
         super().__init__(scene_path)
         self._external = np.zeros(self.num_joints)
         self._torque = np.zeros(self.model.nv)
         self.add_step_hook(self._update_external)
+        self._log_setpoints = log_setpoints
+        self._setpoints: list[tuple[float, ...]] = []
+        self._last_setpoint: tuple[float, ...] | None = None
+        self._setpoints_lock = threading.Lock()
+
+    def apply_joint_commands(self, modes, positions) -> None:
+        """The simulator's own handling, and the setpoint noted (time first, so the log is in arrival order)."""
+        if self._log_setpoints:
+            setpoint = tuple(float(p) for p in positions)
+            if setpoint != self._last_setpoint and all(m == Mode.POSITION for m in modes):
+                with self._setpoints_lock:
+                    self._setpoints.append((time.monotonic(), *setpoint))
+                self._last_setpoint = setpoint
+        super().apply_joint_commands(modes, positions)
+
+    def take_setpoints(self) -> np.ndarray:
+        """The setpoints noted since the last call, as an (n, 8) float64 array."""
+        with self._setpoints_lock:
+            taken, self._setpoints = self._setpoints, []
+        return np.asarray(taken, dtype=np.float64).reshape(-1, 1 + self.num_joints)
 
     def _update_external(self) -> None:
         """Step hook (simulation lock held): joint torques of this step's contact forces."""
@@ -67,6 +93,11 @@ class ContactEffortSim(WidowXSim):
         return outputs
 
 
+def write_setpoints(log, sim: ContactEffortSim) -> None:
+    log.write(sim.take_setpoints().tobytes())
+    log.flush()
+
+
 def stop_with_parent() -> None:
     """SIGKILL this process when its parent dies (Linux): a launcher killed with SIGKILL leaves no simulator behind,
     and a simulator has nothing to save that a clean exit would."""
@@ -85,6 +116,7 @@ def main() -> None:
     parser.add_argument("--host", required=True)
     parser.add_argument("--ws-port", type=int, required=True)
     parser.add_argument("--driver-version", default=None)
+    parser.add_argument("--setpoint-log", type=Path, default=None, help="append every position setpoint received here")
     args = parser.parse_args()
 
     # The simulator's threads (MuJoCo stepping, TCP, UDP, WebSocket) inherit this mask: the signals go to the main
@@ -92,7 +124,7 @@ def main() -> None:
     # main thread to wake up).
     handled = {signal.SIGTERM, signal.SIGUSR1}
     signal.pthread_sigmask(signal.SIG_BLOCK, handled)
-    sim = ContactEffortSim(args.scene)
+    sim = ContactEffortSim(args.scene, log_setpoints=args.setpoint_log is not None)
     monitor = CollisionMonitor(sim)
     sim.start()
     extra = {"driver_version": args.driver_version} if args.driver_version else {}
@@ -105,10 +137,15 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)  # one that came during start-up is delivered now
     print(f"armsim ready on {args.host}", flush=True)
+    log = open(args.setpoint_log, "ab") if args.setpoint_log is not None else None
     try:
         while not stop.wait(0.5):  # timed, as a second guard: an untimed wait could sleep through a handler
-            pass
+            if log is not None:
+                write_setpoints(log, sim)
     finally:
+        if log is not None:
+            write_setpoints(log, sim)
+            log.close()
         # The servers' stop joins their threads, which can wait on a client that is still connected: bounded, then
         # out, so a simulator never keeps stepping MuJoCo after its launcher asked it to stop.
         stopper = threading.Thread(target=lambda: (contacts.stop(), server.stop(), sim.stop()), daemon=True)

@@ -28,7 +28,8 @@ def _tatbot(scene: RobotScene, cameras: dict[str, tuple[int, int]], enable_reals
 
     # The scene's cameras, not the policy's: the rollout refuses a policy looking at a camera the robot lacks.
     settings = settings or PipelineSettings.from_env()
-    return TatbotRobot(scene, enable_realsense=enable_realsense, camera_source=settings.camera_source)
+    return TatbotRobot(scene, enable_realsense=enable_realsense, camera_source=settings.camera_source,
+                       limits=settings.rollout_limits)
 
 
 @dataclass(frozen=True)

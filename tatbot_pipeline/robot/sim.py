@@ -107,6 +107,8 @@ class SimRobot(Robot):
             self.commands.append(self.target)
             self._tau = max(goal_time, 1e-3) / 2  # ~63 % of the way after half the goal time
             if blocking:  # a blocking move returns once the arm is there; the sim does not make anyone wait
+                # (and so starts from rest by construction: no interpolator here carries a policy step's velocity
+                # into it, the defect robot/tatbot.py `_come_to_rest` guards the real driver against)
                 self.position = self.target.copy()
         return target
 

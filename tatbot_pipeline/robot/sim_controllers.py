@@ -10,7 +10,7 @@ the child itself: a preexec_fn is unsafe in a parent running torch's threads), s
 process leaves a simulator stepping MuJoCo at 500 Hz.
 
 `ContactStream` collects a simulator's contact events (`snapshot`, then `begin`/`end` per touching geom pair, with
-`force`/`peak_force` in N and the bodies' names) on a thread.
+`force`/`peak_force` in N and the bodies' names) on a thread, each stamped with `received` (time.monotonic()).
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ class ArmSim:
     module: str = ARMSIM_MODULE
     extra: list[str] = field(default_factory=list)
     log_dir: Path = Path("/tmp")
+    log_setpoints: bool = False  # armsim only: every setpoint the driver streams, in `setpoint_log` (robot/setpoints.py)
     proc: subprocess.Popen | None = None
 
     @property
@@ -128,6 +129,10 @@ class ArmSim:
         return Path(self.log_dir) / f"armsim-{self.host}.log"
 
     @property
+    def setpoint_log(self) -> Path:
+        return Path(self.log_dir) / f"setpoints-{self.host}.bin"
+
+    @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -137,6 +142,10 @@ class ArmSim:
             raise AddressTaken(f"{self.host}:{TCP_PORT} is taken (another simulator or controller?) — stop it first")
         argv = [sys.executable, "-m", self.module, *([str(self.scene)] if self.scene else []),
                 "--host", self.host, "--ws-port", str(self.ws_port), *self.extra]
+        if self.log_setpoints:
+            if self.module != ARMSIM_MODULE:
+                raise SimControllerError(f"only {ARMSIM_MODULE} logs setpoints; this controller runs {self.module}")
+            argv += ["--setpoint-log", str(self.setpoint_log)]
         Path(self.log_dir).mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "w") as out:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -172,12 +181,13 @@ class ArmSim:
 
 
 def start_pair(hosts: dict[str, str], log_dir: Path, scenes: dict[str, Path | None] | None = None,
-               module: str = ARMSIM_MODULE, ws_port: int = WS_PORT) -> dict[str, ArmSim]:
+               module: str = ARMSIM_MODULE, ws_port: int = WS_PORT, log_setpoints: bool = False) -> dict[str, ArmSim]:
     """Start one controller per side on the given addresses; on any failure, stop those already started."""
     started: dict[str, ArmSim] = {}
     try:
         for side, host in hosts.items():
-            started[side] = ArmSim(host, ws_port, scene=(scenes or {}).get(side), module=module, log_dir=log_dir).start()
+            started[side] = ArmSim(host, ws_port, scene=(scenes or {}).get(side), module=module, log_dir=log_dir,
+                                   log_setpoints=log_setpoints).start()
     except BaseException:
         stop_all(started.values())
         raise
@@ -201,9 +211,10 @@ START_ATTEMPTS = 3
 
 @contextmanager
 def sim_controllers(log_dir: Path, scenes: dict[str, Path | None] | None = None, module: str = ARMSIM_MODULE,
-                    ws_port: int = WS_PORT) -> Iterator[dict[str, ArmSim]]:
+                    ws_port: int = WS_PORT, log_setpoints: bool = False) -> Iterator[dict[str, ArmSim]]:
     """A pair of simulated controllers (`{"left": ArmSim, "right": ArmSim}`) on free loopback addresses, stopped on
-    exit whatever happened. `scenes` gives an arm its own MJCF scene (an obstacle in its path)."""
+    exit whatever happened. `scenes` gives an arm its own MJCF scene (an obstacle in its path); `log_setpoints`
+    keeps what each controller received (`ArmSim.setpoint_log`)."""
     sims: dict[str, ArmSim] = {}
     tried: set[str] = set()
     try:
@@ -211,7 +222,7 @@ def sim_controllers(log_dir: Path, scenes: dict[str, Path | None] | None = None,
             hosts = dict(zip(SIDES, free_loopback_hosts(2, exclude=tried, ws_port=ws_port)))
             tried.update(hosts.values())
             try:
-                sims = start_pair(hosts, log_dir, scenes, module, ws_port)
+                sims = start_pair(hosts, log_dir, scenes, module, ws_port, log_setpoints)
                 break
             except AddressTaken as e:
                 # Another process may have taken the address between the check and the bind: try others.
@@ -254,7 +265,8 @@ class ContactStream:
             self._ready.set()
             try:
                 for message in ws:
-                    self.events.append(json.loads(message))
+                    # When it arrived (ms after the simulator saw it), to tell the phases of a run apart.
+                    self.events.append({**json.loads(message), "received": time.monotonic()})
             except ConnectionClosed:
                 pass
 

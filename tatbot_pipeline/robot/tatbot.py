@@ -23,11 +23,13 @@ from typing import Callable
 
 import numpy as np
 
+from tatbot_pipeline.config import RolloutLimits
 from tatbot_pipeline.robot.arm import ArmConfig, TrossenArm, import_driver
 from tatbot_pipeline.robot.base import Collision, Observation, Robot, RobotDisconnected, RobotError, check_frames, joints_to_dict
 from tatbot_pipeline.robot.cameras import make_cameras, scene_cameras
 from tatbot_pipeline.robot.guard import check_command
 from tatbot_pipeline.robot.scene import RobotScene
+from tatbot_pipeline.robot.setpoints import LongMove
 from tatbot_pipeline.robot.spec import ARMS, JOINT_LOWER, JOINT_UPPER, arm_slice
 
 log = logging.getLogger(__name__)
@@ -54,9 +56,10 @@ class TatbotRobot(Robot):
     name = "tatbot"
 
     def __init__(self, scene: RobotScene, enable_realsense: bool, camera_source: str = "realsense",
-                 max_external_effort: float | None = None) -> None:
+                 max_external_effort: float | None = None, limits: RolloutLimits | None = None) -> None:
         # Everything that can be known wrong is refused here, before the rollout touches anything.
         self.scene = scene
+        self.limits = limits or RolloutLimits()  # the rest bounds before a long move
         driver = import_driver()
         limit = max_external_effort if max_external_effort is not None else scene.arms.get("max_external_effort", DEFAULT_MAX_EXTERNAL_EFFORT)
         self.max_external_effort = float(limit)
@@ -67,6 +70,7 @@ class TatbotRobot(Robot):
         self.cameras = self.frame_source.cameras
         self._cameras_on = False
         self.peak_effort = {side: 0.0 for side in ARMS}  # Nm, to calibrate max_external_effort on a clean run
+        self.long_moves: list[LongMove] = []  # every blocking move as sent, to check its setpoints (robot/setpoints.py)
 
     @property
     def is_connected(self) -> bool:
@@ -86,7 +90,7 @@ class TatbotRobot(Robot):
             for side in new:
                 self.arms[side].close()  # configured but never moved
             raise
-        self._move(home, self.scene.goal_time_slow, new)
+        self._move(home, self.scene.goal_time_slow, new, "home pose on connect")
 
     def observe(self) -> Observation:
         joints = np.concatenate([self._arm(side).positions() for side in ARMS])
@@ -101,7 +105,7 @@ class TatbotRobot(Robot):
         for side in ARMS:
             self._arm(side)
         if blocking:
-            self._move(target, goal_time, ARMS)
+            self._move(target, goal_time, ARMS, "move")
         else:
             self._check_efforts(ARMS)
             self._command(target, goal_time, ARMS)
@@ -115,7 +119,7 @@ class TatbotRobot(Robot):
         target = check_command(pose, goal_time, "return to ready")
         live = [side for side, arm in self.arms.items() if arm.connected]
         outcome: dict[str, str | None] = {}
-        for side, error in self._move_each(target, goal_time, live).items():
+        for side, error in self._move_each(target, goal_time, live, "return to ready").items():
             outcome[side] = None if error is None else f"{self.arms[side].config.label} did not reach ready: {error}"
             report(f"{side} arm back at ready" if error is None else outcome[side])
         for side in (s for s in ARMS if s not in live):
@@ -123,7 +127,7 @@ class TatbotRobot(Robot):
             report(f"{arm.config.label} is not answering: one reconnect ({arm.config.connection_timeout:g} s) to park it")
             try:
                 arm.connect()
-                self._move(target, goal_time, [side])
+                self._move(target, goal_time, [side], "return to ready")
                 outcome[side] = None
                 report(f"{side} arm answered again and is back at ready")
             except RobotError as e:
@@ -141,7 +145,7 @@ class TatbotRobot(Robot):
         if live:
             try:
                 self._move(check_command(self.scene.sleep, self.scene.goal_time_slow, "home pose on disconnect"),
-                           self.scene.goal_time_slow, live)
+                           self.scene.goal_time_slow, live, "home pose on disconnect")
             except RobotError as e:
                 problems.append(f"parking failed: {e}")
         for arm in self.arms.values():
@@ -160,18 +164,18 @@ class TatbotRobot(Robot):
             raise RobotDisconnected(f"{arm.config.label} is not connected")
         return arm
 
-    def _move(self, target: np.ndarray, goal_time: float, sides: list[str] | tuple[str, ...]) -> None:
+    def _move(self, target: np.ndarray, goal_time: float, sides: list[str] | tuple[str, ...], what: str) -> None:
         """A blocking move that keeps reading the arms: the driver's own blocking call is blind for goal_time.
 
         An arm that stops answering drops out and the others finish their move (an arm braked halfway is worse
         than a parked one); its error is raised at the end. A collision holds every arm at once.
         """
-        failures = [e for e in self._move_each(target, goal_time, sides).values() if e is not None]
+        failures = [e for e in self._move_each(target, goal_time, sides, what).values() if e is not None]
         if failures:
             raise failures[0]
 
-    def _move_each(self, target: np.ndarray, goal_time: float,
-                   sides: list[str] | tuple[str, ...]) -> dict[str, RobotError | None]:
+    def _move_each(self, target: np.ndarray, goal_time: float, sides: list[str] | tuple[str, ...],
+                   what: str) -> dict[str, RobotError | None]:
         """`_move`, reporting each arm's failure (None: it got there) instead of raising the first."""
         moving = list(sides)
         failures: dict[str, RobotError | None] = {side: None for side in sides}
@@ -187,12 +191,43 @@ class TatbotRobot(Robot):
                     failures[side] = e
 
         each(lambda side: self._check_efforts([side]))
+        for side, problem in self._come_to_rest(moving, each).items():
+            moving.remove(side)
+            failures[side] = RobotError(f"{self.arms[side].config.label}: {problem} — {what} not sent")
+        self.long_moves.append(LongMove(what, tuple(moving), time.monotonic(), goal_time, target.copy()))
         each(lambda side: self.arms[side].command(target[arm_slice(side)], goal_time))
         deadline = time.monotonic() + goal_time
         while moving and (remaining := deadline - time.monotonic()) > 0:
             time.sleep(min(POLL_S, remaining))
             each(lambda side: self._check_efforts([side]))
         return failures
+
+    def _come_to_rest(self, sides: list[str], each: Callable[[Callable[[str], None]], None]) -> dict[str, str]:
+        """Before a long move: hold each arm at its setpoint and wait until it has stopped; returns the arms that
+        did not stop within `rest_timeout_s`, each with its fastest joint (they hold where they are).
+
+        The driver starts a quintic with the velocity it last interpolated, even when that segment ended long ago:
+        right after a policy step, the park would first swing the wrong way (robot/setpoints.py). Re-sending the
+        setpoint as a short (linear) segment leaves the driver nothing to carry over; the measured velocities then
+        say that the arm itself has stopped. Efforts are checked on every read (a collision holds both arms)."""
+        each(lambda side: self.arms[side].command(self.arms[side].setpoint(), HOLD_GOAL_TIME))
+        limit, deadline = self.limits.rest_velocity_rad_s, time.monotonic() + self.limits.rest_timeout_s
+        while True:
+            still: dict[str, str] = {}
+
+            def read(side: str) -> None:
+                self._check_efforts([side])
+                speed = np.abs(self.arms[side].velocities()[:-1])  # joints 0–5
+                joint = int(np.argmax(speed))
+                if speed[joint] > limit:
+                    still[side] = (f"joint_{joint} still moves at {speed[joint]:.3f} rad/s {self.limits.rest_timeout_s:g}"
+                                   f" s after it was held (at rest below {limit:g} rad/s; TATBOT_ROLLOUT_REST_TIMEOUT_S)"
+                                   " — pushed, oscillating or not driven; it holds where it is")
+
+            each(read)
+            if not still or time.monotonic() > deadline:
+                return still
+            time.sleep(POLL_S)
 
     def _command(self, target: np.ndarray, goal_time: float, sides: list[str] | tuple[str, ...]) -> None:
         for side in sides:

@@ -8,6 +8,7 @@ step): an untrained policy, but a deterministic one, whose needle stays within t
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 from tatbot_pipeline.evaluation.sim import contact_records, evaluate_in_sim, read_strokes
 from tatbot_pipeline.evaluation.sim_gate import SimGateLimits, decide_sim
 from tatbot_pipeline.robot.kinematics import arm_kinematics
+from tatbot_pipeline.robot.setpoints import WRONG_WAY_TOLERANCE_RAD
 from tatbot_pipeline.robot.sim_controllers import address_free, sim_controllers, write_obstacle_scene
 from tatbot_pipeline.evaluation.gate import Thresholds, decide
 from tatbot_pipeline.evaluation.offline import evaluate_checkpoint
@@ -125,7 +127,7 @@ def test_a_biased_checkpoint_fails_on_tip_deviation(mean_eval, biased_eval):
     assert all(c["body1"].startswith("carriage_") for r in result.records for c in r.contacts)
     passed = {c.name: c.passed for c in result.decision.criteria}
     assert passed == {"strokes off the path": False, "tip deviation p95": False,
-                      "peak contact force outside the needle": True, "strokes stopped": True}
+                      "peak contact force outside the needle": True, "strokes stopped": True, "parks failed": True}
 
 
 def test_an_obstacle_in_one_arms_path_fails_the_gate_naming_the_stroke_and_the_body(biased_eval, biased_checkpoint: Path,
@@ -218,8 +220,9 @@ def test_contacts_are_read_from_the_stream_with_their_bodies_and_peak_force():
 
 
 class _Stroke:
-    def __init__(self, episode, tip, stop=None, contacts=()):
+    def __init__(self, episode, tip, stop=None, contacts=(), park_failure=None):
         self.episode, self.tip_error_p95_mm, self.stop_reason, self.contacts = episode, tip, stop, list(contacts)
+        self.park_failure = park_failure
 
 
 def test_the_sim_gate_shows_each_criterion_measured_against_its_limit():
@@ -243,8 +246,15 @@ def test_the_sim_gate_shows_each_criterion_measured_against_its_limit():
         "stroke 3: right arm's link_4 touched world (lamp) with 4.5 N > 2 N",
         "stroke 2 stopped: joint_2 is 0.4 rad from its last command",
     ]
-    assert [c.passed for c in decision.criteria] == [True, False, False, False]  # 3 of 4 within 2 mm = 75 %
+    assert [c.passed for c in decision.criteria] == [True, False, False, False, True]  # 3 of 4 within 2 mm = 75 %
     assert "peak contact force outside the needle 4.5 > 2 N (link_4 on world, stroke 3)" in decision.headline()
+    # A park that fails fails the gate, whatever the stop limit allows (a lab's relaxed max_stops included).
+    unparked = [*good[:3], _Stroke(3, 1.0, park_failure="right arm: external effort 8.0 Nm on joint_2 — collision")]
+    decision = decide_sim(unparked, 1.2, replace(limits, max_stops=6))
+    assert not decision.passed and [c.passed for c in decision.criteria] == [True, True, True, True, False]
+    assert decision.reasons == ["the arms did not park after stroke 3: right arm: external effort 8.0 Nm on joint_2 — "
+                                "collision"]
+    assert "parks failed 1 > 0 (after stroke 3)" in decision.headline()
     with pytest.raises(ValueError, match="min_share_within=1.5 must be in"):
         SimGateLimits(min_share_within=1.5)
 
@@ -278,3 +288,18 @@ def test_the_strokes_run_in_the_mode_vla_infer_would_pick_or_the_one_asked_for(m
     assert result.inference == "async" and result.records[0].steps == 8 and result.records[0].stop_reason is None
     meta = json.loads((Path(result.records[0].dataset) / "meta" / "vla_eval.json").read_text())
     assert meta["inference"] == "async" and meta["steps"] == 8
+
+
+def test_every_approach_and_the_park_start_from_rest_on_the_setpoints_received(mean_eval):
+    """The approach to stroke 1 comes right after stroke 0's policy steps, the park right after stroke 1's: the
+    controllers' own setpoint logs show neither heading away from its goal (tests/robot/test_long_moves.py says why)."""
+    result, messages = mean_eval
+    names = {m["what"] for m in result.long_moves}
+    assert {"home pose on connect", "approach to stroke 0: move", "approach to stroke 1: move",
+            "park: home pose on disconnect"} <= names, names
+    assert {m["side"] for m in result.long_moves} == {"left", "right"}
+    worst = result.worst_wrong_way
+    assert worst["worst_rad"] <= WRONG_WAY_TOLERANCE_RAD, result.long_moves
+    assert f"at most {worst['worst_rad']:.4f} rad away from the goal" in "\n".join(messages)
+    assert result.records[-1].park_failure is None and result.decision.criteria[-1].passed
+    assert {c["phase"] for r in result.records for c in r.contacts} <= {"approach", "stroke", "park"}

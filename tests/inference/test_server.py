@@ -18,6 +18,7 @@ from tatbot_pipeline.scene_yaml import load_scene, secret_values
 from tatbot_pipeline.robot.sim import SimFaults, SimRobot
 from tatbot_pipeline.robot.spec import JOINT_LOWER, JOINT_UPPER, READY_POSE
 from tests.inference.conftest import mcp_session, progress_event, running_server
+from tests.inference.test_clients import LATE_PROGRESS_S
 
 TOKEN = "s3cret-test-token"
 
@@ -63,14 +64,24 @@ def no_faults(sim: FaultySim):
     yield
 
 
-def call(url: str, args: dict, progress: list | None = None, token: str | None = None):
+def call(url: str, args: dict, progress: list | None = None, token: str | None = None, until: str | None = None):
+    """A vla_infer call; `until` keeps the session open until the progress message starting with it has reached the
+    callback (the SDK hands notifications over on tasks of their own, possibly after the result: test_clients.py)."""
     async def main():
+        arrived = anyio.Event()
+
         async def on_progress(p, total, message):
             if progress is not None:
                 progress.append((p, message))
+            if until is not None and (message or "").startswith(until):
+                arrived.set()
 
         async with mcp_session(url, token) as session:
-            return await session.call_tool("vla_infer", args, progress_callback=on_progress)
+            result = await session.call_tool("vla_infer", args, progress_callback=on_progress)
+            if until is not None:
+                with anyio.move_on_after(LATE_PROGRESS_S):
+                    await arrived.wait()
+            return result
 
     return anyio.run(main)
 
@@ -125,7 +136,8 @@ def test_full_rollout_records_an_eval_dataset_lerobot_loads(url, act_checkpoint,
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     progress: list = []
-    result = out(call(url, act_args(act_checkpoint, scene="tatbotlogo", max_steps=12, record_eval=True), progress))
+    result = out(call(url, act_args(act_checkpoint, scene="tatbotlogo", max_steps=12, record_eval=True), progress,
+                      until="parking: "))
     assert result["success"], result["message"]
     assert result["num_steps"] == 12
     messages = [m for _, m in progress]

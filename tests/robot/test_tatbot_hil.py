@@ -211,7 +211,7 @@ def test_mcp_serves_a_20_step_rollout_on_simulated_arms(hil, checkpoint_home, ac
     with hil_node(checkpoint_home, tmp_path) as url:
         dry = anyio.run(call_tool, kind, url, hil_args(act_checkpoint, dry_run=True))
         out = anyio.run(call_tool, kind, url, hil_args(act_checkpoint, max_steps=20, record_eval=True),
-                        lambda f, m: progress.append(m))
+                        lambda f, m: progress.append(m), None, "parking: right arm")
     assert dry["success"] and "nothing moved" in dry["message"], dry
     assert out["success"], out
     assert out["num_steps"] == 20 and "on tatbot" in out["message"] and "step 20 of 20" in progress
