@@ -121,7 +121,7 @@ def sim_metadata(result: SimEvaluation, entry: dict, judged: dict, board: list[d
         "actions_clamped": number(sum(r.actions_clamped for r in result.records)),
         "peak_force_n": number(max((r.peak_contact_force_n for r in result.records), default=0.0)),
         "parked": not any(r.park_failure for r in result.records),
-        "long_move_wrong_way_rad": number(result.worst_wrong_way["worst_rad"] if result.worst_wrong_way else None),
+        "wrong_way_rad": number(result.worst_wrong_way["worst_rad"] if result.worst_wrong_way else None),
         "inference": result.inference,
         "checkpoint": dg.MetadataValue.path(judged["checkpoint"]),
         "checkpoint_sha256": judged["checkpoint_sha256"],

@@ -194,7 +194,8 @@ class TatbotRobot(Robot):
         for side, problem in self._come_to_rest(moving, each).items():
             moving.remove(side)
             failures[side] = RobotError(f"{self.arms[side].config.label}: {problem} — {what} not sent")
-        self.long_moves.append(LongMove(what, tuple(moving), time.monotonic(), goal_time, target.copy()))
+        if moving:
+            self.long_moves.append(LongMove(what, tuple(moving), time.monotonic(), goal_time, target.copy()))
         each(lambda side: self.arms[side].command(target[arm_slice(side)], goal_time))
         deadline = time.monotonic() + goal_time
         while moving and (remaining := deadline - time.monotonic()) > 0:

@@ -10,10 +10,12 @@ check is `robot/setpoints.py: wrong_way`, against `WRONG_WAY_TOLERANCE_RAD`.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.config import PipelineSettings, RolloutLimits
 from tatbot_pipeline.inference.control import RolloutControl
 from tatbot_pipeline.inference.rollout import VLAInferInput, vla_infer
 from tatbot_pipeline.robot import arming
@@ -100,3 +102,27 @@ def test_a_rollout_stopped_mid_stroke_parks_from_rest(logged, tmp_path, act_chec
     assert not out.success and out.stop_reason == "the client went away (test)" and 3 <= out.num_steps <= 4, out.message
     assert out.parked and "robot back at ready and disconnected" in out.message
     assert_no_wrong_way(received(robots[0], sims), {"move", "return to ready", "home pose on disconnect"})
+
+
+def test_an_arm_still_moving_is_held_and_named_instead_of_sent_the_long_move(logged):
+    """The rest wait is bounded: an arm that has not stopped by then is a stop naming the joint, and it is not sent
+    the long move (here the arms are still moving from a fast step and the bound is one read)."""
+    sims, scene = logged
+    robot = TatbotRobot(scene, enable_realsense=False, camera_source="sim")
+    robot.connect()
+    try:
+        robot.send(scene.ready, scene.goal_time_slow, blocking=True)
+        robot.limits = RolloutLimits(rest_timeout_s=1e-3)  # no time to settle: the first read decides
+        robot.send(policy_step(scene.ready), scene.goal_time_fast)
+        moves = len(robot.long_moves)
+        outcome = robot.return_to(scene.ready, scene.goal_time_slow)
+        assert outcome["left"] is not None, outcome
+        assert re.search(r"left arm \(arms.ip_address_l\) did not reach ready: left arm \(arms.ip_address_l\): "
+                         r"joint_[35] still moves at [0-9.]+ rad/s 0.001 s after it was held .* return to ready not sent",
+                         outcome["left"]), outcome
+        sent = {side for move in robot.long_moves[moves:] for side in move.sides}
+        assert not sent & {side for side, problem in outcome.items() if problem}  # a held arm was sent nothing
+    finally:
+        robot.limits = RolloutLimits()
+        robot.disconnect()  # with the default bound the arms settle and park
+    assert robot.long_moves[-1].what == "home pose on disconnect" and robot.long_moves[-1].sides == ("left", "right")
