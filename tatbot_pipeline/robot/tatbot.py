@@ -212,7 +212,10 @@ class TatbotRobot(Robot):
         setpoint as a short (linear) segment leaves the driver nothing to carry over; the measured velocities then
         say that the arm itself has stopped. Efforts are checked on every read (a collision holds both arms)."""
         each(lambda side: self.arms[side].command(self.arms[side].setpoint(), HOLD_GOAL_TIME))
-        limit, deadline = self.limits.rest_velocity_rad_s, time.monotonic() + self.limits.rest_timeout_s
+        # The hold segment must have ended too: a long move sent while it still runs was seen (1 run in 20) to start
+        # with the velocity of the policy step before it, as if the hold had not been sent.
+        held = time.monotonic() + HOLD_GOAL_TIME
+        limit, deadline = self.limits.rest_velocity_rad_s, held + self.limits.rest_timeout_s
         while True:
             still: dict[str, str] = {}
 
@@ -226,7 +229,7 @@ class TatbotRobot(Robot):
                                    " — pushed, oscillating or not driven; it holds where it is")
 
             each(read)
-            if not still or time.monotonic() > deadline:
+            if (not still and time.monotonic() >= held) or time.monotonic() > deadline:
                 return still
             time.sleep(POLL_S)
 
