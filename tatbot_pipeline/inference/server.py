@@ -22,7 +22,6 @@ Remote callers read what was refused and why, never the node's paths, pids or ho
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import logging
 import queue
@@ -163,8 +162,11 @@ class RolloutService:
                 await self._settle(control)
             raise
         if ctx is not None:
-            with contextlib.suppress(Exception):  # the last lines of progress are a courtesy, the result is what counts
+            try:
                 await self._send_updates(ctx, updates)
+            except Exception as e:  # noqa: BLE001 - the last lines of progress are a courtesy, the result is what counts
+                log.warning("vla_infer: the last progress notifications were not delivered (%s: %s); %d left unsent",
+                            type(e).__name__, e, updates.qsize())
         return result
 
     async def _supervise(self, work, ctx: Context | None, control: RolloutControl,
