@@ -39,7 +39,8 @@ from tatbot_pipeline.robot.tatbot import TatbotRobot  # noqa: E402
 from tatbot_pipeline.training.tiny import save_tiny_smolvla_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = [next((REPO / "tests" / "fixtures" / "recordings" / era).glob("stroke-*")) for era in ("fork-v3.0", "fork-v2.1")]
+FIXTURES = [next((REPO / "tests" / "fixtures" / "recordings" / era).glob("stroke-*"))
+            for era in ("fork-v3.0", "fork-v2.1")]
 STEP = {"left.joint_3.pos": 0.12, "left.joint_5.pos": 0.12, "right.joint_0.pos": -0.12}
 
 
@@ -85,7 +86,8 @@ def evaluations(root: Path, count: int, val: Path | None) -> str:
     # A v2.1 recording is judged through its v3.0 copy, as validation makes it (the pipeline never writes beside it).
     fixtures = [converted_copy(f, root / "converted").copy if needs_conversion(f) else f for f in FIXTURES]
     strokes = [*fixtures, *([val] if val else [])]
-    checkpoints = {s: save_tiny_smolvla_checkpoint(root / f"ckpt-{i}" / "pretrained_model", s) for i, s in enumerate(strokes)}
+    checkpoints = {s: save_tiny_smolvla_checkpoint(root / f"ckpt-{i}" / "pretrained_model", s)
+                   for i, s in enumerate(strokes)}
     limits = SimGateLimits()
     clean, touched, worst, started = 0, 0, 0.0, time.perf_counter()
     for n in range(count):

@@ -231,20 +231,21 @@ def test_a_busy_robot_is_refused_without_the_holders_pid_or_host(node, act_check
 
 @pytest.mark.parametrize("kind", CLIENTS)
 def test_max_steps_above_the_cap_is_clipped_and_said_up_front(act_checkpoint, checkpoint_home, tmp_path, kind):
-    env = {"TATBOT_CHECKPOINT_ROOTS": str(checkpoint_home), "TATBOT_ROLLOUT_MAX_STEPS": "6"}
+    # The ping bound is not what this test is about: with the default 2 s, a session client on CI's loaded cores
+    # once answered a ping late during the warm-up, and the node rightly stopped a rollout "nobody watched".
+    env = {"TATBOT_CHECKPOINT_ROOTS": str(checkpoint_home), "TATBOT_ROLLOUT_MAX_STEPS": "6",
+           "TATBOT_ROLLOUT_CLIENT_TIMEOUT_S": "10"}
     with server_process(tmp_path / "home", tmp_path / "state", **env) as (url, _):
         progress: list[tuple[float, str]] = []
         result = anyio.run(call_tool, kind, url, act_args(act_checkpoint, max_steps=1_000_000_000, fps=30),
-                           lambda f, m: progress.append((f, m)))
+                           lambda f, m: progress.append((f, m)), None, "parking: ")
     note = "max_steps 1000000000 is above this node's step cap: running 6 steps (TATBOT_ROLLOUT_MAX_STEPS on the node)"
-    # Up front: at progress 0, before the policy loads, seconds before the result (the SDK may hand progress
-    # callbacks over out of order).
+    # Up front: at progress 0, before the policy loads (the SDK may hand progress callbacks over out of order).
     assert (0.0, note) in progress, progress
-    # What the protocol guarantees is the result: six steps, and the note first in its message. Progress is
-    # best-effort: the 0.2 s of this rollout's steps were seen lost whole on a loaded machine (not only late), so
-    # the steps that did arrive are only checked to count against the cap.
+    # Every step counts against the cap: all six were reported, each "of 6" (the park is reported after them, and
+    # the client waited for it: the SDK may hand a notification over after the result).
     steps = [m for _, m in progress if m.startswith("step ")]
-    assert all(m in {f"step {i} of 6" for i in range(1, 7)} for m in steps), progress
+    assert sorted(steps) == [f"step {i} of 6" for i in range(1, 7)], progress
     assert not any("of 1000000000" in m for _, m in progress), progress
     assert result["success"] and result["num_steps"] == 6 and result["message"].startswith(note), result
 
