@@ -1,13 +1,13 @@
 """The sim gate: what a checkpoint's closed-loop rollouts in simulation must show before it may be promoted.
 
-Five criteria, each shown measured vs limit like the open-loop gate (evaluation/gate.py `Criterion`):
+Four criteria, each shown measured vs limit like the open-loop gate (evaluation/gate.py `Criterion`):
 - the share of strokes whose needle tip stayed within `tip_deviation_mm` of the recorded path (per stroke: the p95
   over its steps, worst arm);
 - the p95 tip deviation over every step of every stroke, both arms;
 - no contact above `max_contact_force_n` outside the needle (any arm body other than `needle_bodies` touching
   anything, the arm's own base on its mount excepted);
-- no stroke stopped by a monitor (tracking, envelope, collision, a controller that stopped answering);
-- the arms parked at the end (a park that fails is a failure, whatever the other limits allow).
+- no stroke stopped by a monitor (tracking, envelope, collision, a controller that stopped answering), the park
+  after the last stroke included: a park that fails is that stroke's stop, with its reason.
 Contacts count in every phase: the approach to a stroke's start, the stroke, the park.
 The reasons name the stroke (the val split's episode) and, for contacts, the bodies.
 """
@@ -100,11 +100,11 @@ def decide_sim(strokes: list[StrokeOutcome], tip_error_p95_mm: float, limits: Si
         reasons.append(f"stroke {s.episode}: {c['side']} arm's {c['body1']} touched {c['body2']} ({c['geom2']}) with "
                        f"{c['peak_force_n']:.1f} N > {limits.max_contact_force_n:g} N")
     peak = max((c["peak_force_n"] for s in strokes for c in s.contacts if outside_needle(c, limits)), default=0.0)
-    stopped = [s for s in strokes if s.stop_reason]
+    stopped = [s for s in strokes if s.stop_reason or s.park_failure]
     if len(stopped) > limits.max_stops:
-        reasons.extend(f"stroke {s.episode} stopped: {s.stop_reason}" for s in stopped)
-    unparked = [s for s in strokes if s.park_failure]
-    reasons.extend(f"the arms did not park after stroke {s.episode}: {s.park_failure}" for s in unparked)
+        reasons.extend(f"stroke {s.episode} stopped: {s.stop_reason}" for s in stopped if s.stop_reason)
+        reasons.extend(f"the arms did not park after stroke {s.episode}: {s.park_failure}" for s in stopped
+                       if s.park_failure)
     worst_contact = f"{hits[0][1]['body1']} on {hits[0][1]['body2']}, stroke {hits[0][0].episode}" if hits else ""
     criteria = (
         # As a share outside, so that it reads like every other criterion: measured ≤ limit.
@@ -115,8 +115,7 @@ def decide_sim(strokes: list[StrokeOutcome], tip_error_p95_mm: float, limits: Si
                   tip_error_p95_mm <= limits.max_tip_error_p95_mm),
         Criterion("peak contact force outside the needle", peak, limits.max_contact_force_n, "N", not hits, worst_contact),
         Criterion("strokes stopped", float(len(stopped)), float(limits.max_stops), "",
-                  len(stopped) <= limits.max_stops, ", ".join(f"stroke {s.episode}" for s in stopped)),
-        Criterion("parks failed", float(len(unparked)), 0.0, "", not unparked,
-                  ", ".join(f"after stroke {s.episode}" for s in unparked)),
+                  len(stopped) <= limits.max_stops,
+                  ", ".join(f"stroke {s.episode}{' (not parked)' if s.park_failure else ''}" for s in stopped)),
     )
     return SimGateDecision(passed=not reasons, reasons=reasons, criteria=criteria)

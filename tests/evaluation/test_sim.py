@@ -127,7 +127,7 @@ def test_a_biased_checkpoint_fails_on_tip_deviation(mean_eval, biased_eval):
     assert all(c["body1"].startswith("carriage_") for r in result.records for c in r.contacts)
     passed = {c.name: c.passed for c in result.decision.criteria}
     assert passed == {"strokes off the path": False, "tip deviation p95": False,
-                      "peak contact force outside the needle": True, "strokes stopped": True, "parks failed": True}
+                      "peak contact force outside the needle": True, "strokes stopped": True}
 
 
 def test_an_obstacle_in_one_arms_path_fails_the_gate_naming_the_stroke_and_the_body(biased_eval, biased_checkpoint: Path,
@@ -246,15 +246,18 @@ def test_the_sim_gate_shows_each_criterion_measured_against_its_limit():
         "stroke 3: right arm's link_4 touched world (lamp) with 4.5 N > 2 N",
         "stroke 2 stopped: joint_2 is 0.4 rad from its last command",
     ]
-    assert [c.passed for c in decision.criteria] == [True, False, False, False, True]  # 3 of 4 within 2 mm = 75 %
+    assert [c.passed for c in decision.criteria] == [True, False, False, False]  # 3 of 4 within 2 mm = 75 %
     assert "peak contact force outside the needle 4.5 > 2 N (link_4 on world, stroke 3)" in decision.headline()
-    # A park that fails fails the gate, whatever the stop limit allows (a lab's relaxed max_stops included).
+    # A park that fails is the last stroke's stop: the default gate (no stop allowed) fails on it, with the reason;
+    # a lab that allows stops sees it counted and named.
     unparked = [*good[:3], _Stroke(3, 1.0, park_failure="right arm: external effort 8.0 Nm on joint_2 — collision")]
-    decision = decide_sim(unparked, 1.2, replace(limits, max_stops=6))
-    assert not decision.passed and [c.passed for c in decision.criteria] == [True, True, True, True, False]
+    decision = decide_sim(unparked, 1.2, limits)
+    assert not decision.passed and [c.passed for c in decision.criteria] == [True, True, True, False]
     assert decision.reasons == ["the arms did not park after stroke 3: right arm: external effort 8.0 Nm on joint_2 — "
                                 "collision"]
-    assert "parks failed 1 > 0 (after stroke 3)" in decision.headline()
+    assert "strokes stopped 1 > 0 (stroke 3 (not parked))" in decision.headline()
+    relaxed = decide_sim(unparked, 1.2, replace(limits, max_stops=6))
+    assert relaxed.passed and "strokes stopped 1 ≤ 6 (stroke 3 (not parked))" in relaxed.headline()
     with pytest.raises(ValueError, match="min_share_within=1.5 must be in"):
         SimGateLimits(min_share_within=1.5)
 
@@ -301,5 +304,5 @@ def test_every_approach_and_the_park_start_from_rest_on_the_setpoints_received(m
     worst = result.worst_wrong_way
     assert worst["worst_rad"] <= WRONG_WAY_TOLERANCE_RAD, result.long_moves
     assert f"at most {worst['worst_rad']:.4f} rad away from the goal" in "\n".join(messages)
-    assert result.records[-1].park_failure is None and result.decision.criteria[-1].passed
+    assert result.records[-1].park_failure is None and result.decision.criteria[-1].passed  # strokes stopped
     assert {c["phase"] for r in result.records for c in r.contacts} <= {"approach", "stroke", "park"}
