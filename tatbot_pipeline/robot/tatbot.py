@@ -4,8 +4,9 @@ This is tatbot's LeRobot robot (the fork's `lerobot.robots.tatbot`) redone on th
 cannot live next to lerobot 0.6.1 (DESIGN.md §5). Kept from the fork: one driver per arm configured from the
 scene's `arms:` (IPs, config files, connection timeout), position mode, the home (sleep) pose on connect and on
 disconnect at `goal_time_slow`. Changed: every failure raises (robot/arm.py), connecting checks both controllers
-before either arm moves, every move passes `guard.check_command`, and external efforts above
-`arms.max_external_effort` (Nm, any of joints 0–5) stop the arms as a collision.
+before either arm moves, every move passes `guard.check_command`, external efforts above
+`arms.max_external_effort` (Nm, any of joints 0–5) stop the arms as a collision, and every blocking (long) move
+starts from rest (`_come_to_rest`: the driver would start it with the last policy step's velocity).
 
 `python -m tatbot_pipeline.robot.tatbot [scene]` checks the arms read-only: which controllers answer, their
 firmware against this driver, their error state. It configures nothing and moves nothing.
