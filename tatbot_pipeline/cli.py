@@ -1,4 +1,4 @@
-"""`tatbot-pipeline` console script: synth, validate, demo, mcp, arm, sim-eval, digest."""
+"""`tatbot-pipeline` console script: synth, validate, demo, mcp, arm, sim-eval, sim-calibrate, digest."""
 
 from __future__ import annotations
 
@@ -160,13 +160,33 @@ def _sim_eval(args: argparse.Namespace) -> int:
 
         result = evaluate_in_sim(checkpoint, val, out_dir, episodes=args.episodes or settings.sim_episodes,
                                  limits=SimGateLimits.for_lab(settings), rollout_limits=settings.rollout_limits,
-                                 progress=say)
+                                 progress=say, plant_scene=settings.calibrated_scene(val))
         if args.json:
             console.line(json.dumps(result.to_json()))
         else:  # each stroke's verdict was said as it finished
             console.line(result.decision.headline())
             console.line(f"rollouts and plots: {out_dir}; full log: {console.log_path}")
     return 0 if result.passed else 1
+
+
+def _sim_calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from tatbot_pipeline.config import PipelineSettings
+    from tatbot_pipeline.evaluation.calibration import CalibrationRefused, calibrate
+
+    settings = PipelineSettings.from_env()
+    split = Path(args.split).resolve()
+    out_dir = Path(args.out) if args.out else settings.calibration_dir(split.name)
+    say = (lambda message: None) if args.json else (lambda message: print(f"  {message}", flush=True))
+    try:
+        result = calibrate(split, out_dir, confirm=args.confirm, progress=say)
+    except (CalibrationRefused, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_json()) if args.json else f"{result.headline()}\nfitted scene: {result.scene}; "
+          f"plot: {result.plot}")
+    return 0
 
 
 def _digest(args: argparse.Namespace) -> int:
@@ -240,6 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", default="", help="the val split (default: beside the train split in its train_config.json)")
     p.add_argument("--json", action="store_true", help="one JSON object: passed, strokes, tip_error_mm_p95, reasons, …")
     p.set_defaults(func=_sim_eval)
+
+    p = sub.add_parser("sim-calibrate", help="fit the simulated arms' servos and command delay to a split's recorded "
+                       "strokes (train), report the control gap on its val strokes, write the fitted scene")
+    p.add_argument("split", help="a split version dir (splits/<version>, with train/ and val/)")
+    p.add_argument("--out", default="", help="where the fitted scene goes (default: outputs/sim_calibration/<version>)")
+    p.add_argument("--no-confirm", dest="confirm", action="store_false",
+                   help="skip the replay through the real-time controllers (the fit itself steps MuJoCo directly)")
+    p.add_argument("--json", action="store_true", help="one JSON object: params, gap_before, gap_after, confirmed, …")
+    p.set_defaults(func=_sim_calibrate)
 
     p = sub.add_parser("digest", help="a checkpoint's SHA-256 as trained_policy, promoted.json and vla_infer see it "
                        "(compare a deployed copy with the promoted one)")

@@ -195,6 +195,17 @@ class PipelineSettings:
         """A checkpoint's sim evaluation (rollouts, plots, sim_evaluation.json), by content: one per checkpoint."""
         return self.home / "outputs" / "sim" / checkpoint_sha256[:16]
 
+    def calibration_dir(self, split_version: str) -> Path:
+        """The sim calibration of one split version (evaluation/calibration.py): fitted scene, gaps, plot."""
+        return self.home / "outputs" / "sim_calibration" / split_version
+
+    def calibrated_scene(self, split_root: Path) -> Path | None:
+        """The fitted scene of the split `split_root` (`splits/<version>`, or its train/val side), if calibrated."""
+        root = Path(split_root).resolve()
+        version = root.parent.name if root.name in ("train", "val") else root.name
+        scene = self.calibration_dir(version) / "scene.xml"
+        return scene if scene.is_file() else None
+
     @property
     def eval_datasets_dir(self) -> Path:
         """Rollouts recorded by vla_infer (vla-eval-<scene>-<timestamp>)."""

@@ -8,6 +8,7 @@ import dagster as dg
 
 from tatbot_pipeline.config import PipelineSettings, apply_offline_defaults
 from tatbot_pipeline.defs import automation
+from tatbot_pipeline.defs import calibration
 from tatbot_pipeline.defs import ingestion
 from tatbot_pipeline.defs import splits
 from tatbot_pipeline.defs import training
@@ -24,6 +25,7 @@ def build_definitions(settings: PipelineSettings, resources: dict | None = None)
         splits.build(settings),
         training.build(settings),
         evaluation.defs,
+        calibration.defs,
         sim.defs,
         robot.build(settings),
         automation.build(settings),

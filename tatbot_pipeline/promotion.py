@@ -126,7 +126,9 @@ def _sim_cell(e: dict) -> str:
     if not sim:
         return "not simulated"
     p95 = sim.get("tip_error_mm_p95")
-    return f"{'pass' if sim['passed'] else 'FAIL'} {'n/a' if p95 is None else f'{p95:.1f}'} ({sim['strokes']} strokes)"
+    under = f", under {sim['gate_name']}" if sim.get("gate_name") else ""  # limits set for that run, not the lab's
+    return (f"{'pass' if sim['passed'] else 'FAIL'} {'n/a' if p95 is None else f'{p95:.1f}'} ({sim['strokes']} "
+            f"strokes{under})")
 
 
 def _latency_cell(e: dict) -> str:

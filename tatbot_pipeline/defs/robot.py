@@ -20,6 +20,8 @@ from tatbot_pipeline.console import report_progress
 from tatbot_pipeline.defs import OWNERS, partitioned_checks
 from tatbot_pipeline.defs.metadata import headline_first, number
 from tatbot_pipeline.defs.resources import PipelineResource
+from tatbot_pipeline.evaluation.calibration import is_hardware_rollout, pair_with_sim
+from tatbot_pipeline.evaluation.sim import val_split_for
 from tatbot_pipeline.inference.client import RobotNodeError, call_vla_infer
 from tatbot_pipeline.inference.delivery import DeployTarget, deploy
 from tatbot_pipeline.inference.local_node import embedded_sim_node
@@ -27,6 +29,8 @@ from tatbot_pipeline.inference.plan import PlanError, RolloutPlan, RolloutResult
 from tatbot_pipeline.inference.quality import QualityLimits, rollout_quality
 from tatbot_pipeline.inference.rollout import VLAInferOutput
 from tatbot_pipeline.promotion import simulated
+from tatbot_pipeline.robot.base import RobotError
+from tatbot_pipeline.robot.sim_controllers import SimControllerError
 from tatbot_pipeline.plots import commanded_vs_observed, png_markdown
 
 eval_runs = dg.DynamicPartitionsDefinition(name="eval_runs")
@@ -170,16 +174,17 @@ def rollout_tags(node: str, plan: RolloutPlan) -> dict[str, str]:
 
 @dg.op(description="Register the rollout's eval dataset as an eval_dataset partition with its rollout-quality check; "
        "fail the run with the tool's message when the rollout failed.")
-def register_eval_dataset(context: dg.OpExecutionContext, rollout: RolloutResult) -> str:
+def register_eval_dataset(context: dg.OpExecutionContext, pipeline: PipelineResource, rollout: RolloutResult) -> str:
     out, name = rollout.output, rollout.eval_name
     if name:
+        twin = paired_twin(context, pipeline.settings, rollout)
         context.instance.add_dynamic_partitions(eval_runs.name, [name])
         quality = rollout_quality(out)
         # The verdict on the run as well, short enough for the Runs list's tag chips: how each rollout went.
         context.instance.add_run_tags(context.run_id, {"tatbot/rollout": rollout.verdict()})
         tags = rollout_tags(rollout.node, rollout.plan)
         context.log_event(dg.AssetMaterialization(asset_key=EVAL_DATASET, partition=name, tags=tags,
-                                                  metadata=rollout_metadata(rollout, quality.describe())))
+                                                  metadata=rollout_metadata(rollout, quality.describe(), twin)))
         context.log_event(dg.AssetCheckEvaluation(
             asset_key=EVAL_DATASET, check_name=QUALITY_CHECK, partition=name, passed=quality.passed,
             severity=dg.AssetCheckSeverity.WARN, description=f"{name}: {quality.describe()}",
@@ -195,7 +200,27 @@ def register_eval_dataset(context: dg.OpExecutionContext, rollout: RolloutResult
     return out.eval_dir or ""
 
 
-def rollout_metadata(rollout: RolloutResult, quality: str) -> dict:
+def paired_twin(context: dg.OpExecutionContext, settings: PipelineSettings, rollout: RolloutResult) -> dict | str:
+    """A hardware rollout replayed on the calibrated simulated arms (evaluation/calibration.py `pair_with_sim`): the
+    sim-vs-real gap, or why there is none. sim_calibration fits on these rollouts too."""
+    eval_dir = Path(str(rollout.output.eval_dir))
+    if not (eval_dir / "meta" / "info.json").is_file():
+        return f"not paired: {eval_dir} is not readable from this host"
+    if not is_hardware_rollout(eval_dir):
+        return "not paired: a rollout on the sim backend (no arm to compare the twin with)"
+    try:
+        plant = settings.calibrated_scene(val_split_for(rollout.plan.checkpoint))
+    except FileNotFoundError:
+        plant = None
+    context.log.info(f"pairing the rollout with its simulation on {plant or 'trossen-arm-sim gains (not calibrated)'}")
+    try:
+        return pair_with_sim(eval_dir, settings.home / "outputs" / "sim_twin" / eval_dir.name, plant)
+    except (RobotError, SimControllerError, RuntimeError, OSError, ValueError) as e:
+        context.log.warning(f"the rollout could not be replayed in simulation: {e}")
+        return f"not paired: {e}"
+
+
+def rollout_metadata(rollout: RolloutResult, quality: str, twin: dict | str = "not paired") -> dict:
     out, plan = rollout.output, rollout.plan
     entries = {
         "success": out.success,
@@ -212,9 +237,12 @@ def rollout_metadata(rollout: RolloutResult, quality: str) -> dict:
         "policy_type": plan.policy_type,
         "stop_reason": out.stop_reason or "none",
         "armed_by": out.armed_by or "not needed (sim)",
+        "sim_vs_real_gap_mm": number(twin["tip_p95_mm"]) if isinstance(twin, dict) else twin,
         "path": dg.MetadataValue.path(str(out.eval_dir)),
     }
     last = {"message": dg.MetadataValue.text(out.message)}
+    if isinstance(twin, dict):
+        last["sim_twin"] = dg.MetadataValue.json(twin)
     fig = commanded_vs_observed(Path(str(out.eval_dir)))
     if fig is not None:  # a remote node's dataset may not be readable from here
         last["commanded_vs_observed"] = dg.MetadataValue.md(png_markdown(fig, "commanded vs observed"))

@@ -18,7 +18,7 @@ from tatbot_pipeline.defs.automation import sim_condition
 from tatbot_pipeline.defs.metadata import GATE_NAME_HELP, gate_table, headline_first, named_gate, number
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.evaluation.sim import SimEvaluation, evaluate_in_sim
-from tatbot_pipeline.evaluation.sim_gate import SimGateLimits
+from tatbot_pipeline.evaluation.sim_gate import SimGateLimits, decide_sim
 from tatbot_pipeline.inference.delivery import deployed_name
 from tatbot_pipeline.promotion import leaderboard_markdown, read_leaderboard, record_sim
 
@@ -64,8 +64,10 @@ def judged_checkpoint(instance: dg.DagsterInstance) -> dict:
     automation_condition=sim_condition(),
     description="The checkpoint that passed the open-loop gate, rolled out closed-loop on held-out strokes on two "
     "simulated arm controllers (trossen-arm-sim, MuJoCo) through the real trossen_arm driver and the same loop, "
-    "envelope and monitors as vla_infer; cameras replay each stroke's recorded frames. Measures needle-tip "
-    "deviation from the recorded path (mm), joint tracking, contacts, stops. Promotion needs this sim gate too.",
+    "envelope and monitors as vla_infer; cameras replay each stroke's recorded frames. Each stroke's recorded "
+    "actions are replayed first (the expert): needle-tip deviation is measured from the expert's simulated path "
+    "(mm), against a noise floor measured by replaying it twice; contacts and stops the expert also has are the "
+    "model's. Runs on sim_calibration's fitted arms when the split has one. Promotion needs this sim gate too.",
     check_specs=[dg.AssetCheckSpec("sim_gate", asset="sim_evaluation",
                                    description="Passes when the sim gate passed: enough strokes within the tip "
                                    "deviation limit, p95 tip deviation, no contact above the force limit outside "
@@ -77,27 +79,42 @@ def sim_evaluation(context: dg.AssetExecutionContext, config: SimEvaluationConfi
     judged = judged_checkpoint(context.instance)
     out_dir = settings.sim_dir(judged["checkpoint_sha256"])
     context.log.info(f"simulating {judged['checkpoint']} on {judged['val_split']} -> {out_dir}")
+    plant = settings.calibrated_scene(Path(judged["val_split"]))
+    context.log.info(f"simulated arms: {plant or 'not calibrated for this split (sim_calibration): trossen-arm-sim gains'}")
     result = evaluate_in_sim(Path(judged["checkpoint"]), Path(judged["val_split"]), out_dir,
                              episodes=config.episodes or settings.sim_episodes, limits=config.limits(settings),
-                             rollout_limits=settings.rollout_limits, device=config.device, progress=context.log.info)
-    entry = record_sim(settings, judged["checkpoint"], judged["checkpoint_sha256"], sim_summary(result))
+                             rollout_limits=settings.rollout_limits, device=config.device, progress=context.log.info,
+                             plant_scene=plant)
+    entry = record_sim(settings, judged["checkpoint"], judged["checkpoint_sha256"],
+                       sim_summary(result) | {"gate_name": config.gate_name or None})
     headline = named_gate(result.decision.headline(), config.gate_name)
-    summary = f"{promotion_line(entry, judged['checkpoint'])} — {headline}"  # the log, the check, the metadata
+    summary = f"{promotion_line(entry, judged['checkpoint'], config.gate_name)} — {headline}"  # log, check, metadata
+    lab = None
+    if config.gate_name:  # limits set for this run: what the lab's own gate says of the same measurements, beside it
+        lab = decide_sim(result.records, result.tip_error_mm_p95, SimGateLimits.for_lab(settings),
+                         result.noise_floor_mm)
+        summary += f" | the lab's gate on the same strokes: {lab.headline()}"
     context.log.info(summary)
     # On the run too, short enough for the Runs list's tag chips: which checkpoint is in the run's other tags.
-    context.instance.add_run_tags(context.run_id, {"tatbot/promotion": "PROMOTED" if entry["promoted"] else
-                                                   "NOT PROMOTED"})
+    verdict = "PROMOTED" if entry["promoted"] else "NOT PROMOTED"
+    context.instance.add_run_tags(context.run_id, {"tatbot/promotion": f"{verdict} ({config.gate_name})"
+                                                   if config.gate_name and entry["promoted"] else verdict})
+    metadata = sim_metadata(result, entry, judged, read_leaderboard(settings), summary)
+    if lab is not None:
+        metadata["lab_gate"] = gate_table(lab.criteria)
+        metadata["lab_gate_passed"] = lab.passed
     return dg.MaterializeResult(
-        metadata=sim_metadata(result, entry, judged, read_leaderboard(settings), summary),
+        metadata=metadata,
         check_results=[dg.AssetCheckResult(check_name="sim_gate", passed=result.passed,
                                            severity=dg.AssetCheckSeverity.WARN, description=summary)],
     )
 
 
-def promotion_line(entry: dict, checkpoint: str) -> str:
-    """'PROMOTED tiny_smolvla-…-000200' or 'NOT PROMOTED: <reasons>': the decision first, then the figures."""
+def promotion_line(entry: dict, checkpoint: str, gate_name: str = "") -> str:
+    """'PROMOTED tiny_smolvla-…-000200' or 'NOT PROMOTED: <reasons>': the decision first, then the figures; a
+    promotion under limits set for the run says under whose."""
     if entry["promoted"]:
-        return f"PROMOTED {deployed_name(checkpoint)}"
+        return f"PROMOTED {deployed_name(checkpoint)}" + (f" under {gate_name}" if gate_name else "")
     return "NOT PROMOTED: " + "; ".join(entry["reasons"])[:300]
 
 
@@ -115,8 +132,11 @@ def sim_metadata(result: SimEvaluation, entry: dict, judged: dict, board: list[d
         "sim_gate_passed": result.passed,
         "gate": gate_table(result.decision.criteria),
         "tip_error_p95_mm": number(result.tip_error_mm_p95),
+        "noise_floor_mm": number(result.noise_floor_mm),
+        "expert_tip_p95_mm": number(result.expert_tip_p95_mm),
+        "plant": result.plant,
         "strokes": number(result.strokes),
-        "stops": number(sum(1 for r in result.records if r.stop_reason)),
+        "stops": number(sum(1 for r in result.records if r.counted_stop)),
         "missed_ticks": number(sum(r.missed_ticks for r in result.records)),
         "actions_clamped": number(sum(r.actions_clamped for r in result.records)),
         "peak_force_n": number(max((r.peak_contact_force_n for r in result.records), default=0.0)),

@@ -1,7 +1,7 @@
 """The sim evaluation's one plot per stroke: the path the needle was meant to draw and the one it drew in MuJoCo.
 
 Top-down (x, y of each arm's base frame, mm), one panel per arm, the planned path (the recording) and the drawn path
-(the simulated arm), a marker where each starts. Same conventions as plots.py: at most `MAX_WIDTH_PX` wide, units on
+(the simulated arm) and, when given, the expert's replay in the same simulation, a marker where each starts. Same conventions as plots.py: at most `MAX_WIDTH_PX` wide, units on
 the axes, the legend outside the data.
 """
 
@@ -16,12 +16,16 @@ from tatbot_pipeline.robot.spec import ARMS
 
 
 def tip_paths(planned: dict[str, np.ndarray], drawn: dict[str, np.ndarray], title: str,
-              deviation_p95_mm: dict[str, float] | None = None):
-    """Planned vs drawn needle-tip paths (T, 3) in mm per arm, seen from above."""
+              deviation_p95_mm: dict[str, float] | None = None, expert: dict[str, np.ndarray] | None = None):
+    """Planned vs drawn needle-tip paths (T, 3) in mm per arm, seen from above; with `expert`, the path the recorded
+    actions drew in the same simulation (what the drawn one is judged against)."""
     fig, axes = plt.subplots(1, len(ARMS), figsize=(11, 4.6))
     for ax, side in zip(axes, ARMS):
         plan, draw = np.asarray(planned[side]), np.asarray(drawn[side])
         ax.plot(plan[:, 0], plan[:, 1], color="tab:blue", lw=2.0, marker=".", ms=4, label="planned (recorded stroke)")
+        if expert is not None and len(expert[side]):
+            ax.plot(expert[side][:, 0], expert[side][:, 1], color="tab:green", lw=1.4, marker=".", ms=3,
+                    label="expert's replay in simulation")
         if len(draw):
             ax.plot(draw[:, 0], draw[:, 1], color="tab:orange", lw=1.4, ls="--", marker=".", ms=4,
                     label="drawn in simulation")

@@ -161,6 +161,8 @@ class RolloutResult:
         verdict = "OK" if out.success else f"STOPPED at step {out.num_steps}: {out.stop_reason or out.message}"
         judged = "" if plan.judged else " (NOT EVALUATED)"
         judged += "" if simulated(plan.evaluation) else " (NOT SIMULATED)"
+        gate = ((plan.evaluation or {}).get("sim") or {}).get("gate_name")
+        judged += f" (simulated under {gate})" if simulated(plan.evaluation) and gate else ""
         return (f"{verdict} — {out.num_steps}/{plan.max_steps} steps of {plan.run_name}{judged} on {self.node} "
                 f"({plan.scene}); {out.actions_clamped} clamped, {out.actions_rate_limited} rate-limited; {quality}")
 

@@ -7,6 +7,8 @@
   MuJoCo scene, its wire protocol and its contact WebSocket are otherwise the unmodified package.
 - **A hardware fault on SIGUSR1**: the controller enters an error state (`joint_overheated`), as the simulator's own
   `TrossenArmSimServer.fault()` does, which only in-process code can call.
+- **A command delay**: a scene written by robot/plant.py carries the controller's command delay (fitted by the sim
+  calibration); each setpoint is applied that long after it arrived, in simulated time.
 - **A clean exit on SIGTERM**, so a launcher (robot/sim_controllers.py) can stop it without killing it.
 - **The setpoints it receives**, with `--setpoint-log PATH`: every position setpoint the driver streams (the driver
   interpolates each command into a setpoint every cycle; a real controller sees exactly these), appended to PATH as
@@ -19,6 +21,7 @@ Run like the simulator itself: `python -m tatbot_pipeline.robot.armsim [scene.xm
 from __future__ import annotations
 
 import argparse
+import collections
 import ctypes
 import os
 import signal
@@ -34,6 +37,8 @@ from trossen_arm_sim.collision_server import CollisionWebSocketServer
 from trossen_arm_sim.protocol import ErrorState, JointOutput, Mode
 from trossen_arm_sim.server import TrossenArmSimServer
 from trossen_arm_sim.sim import DEFAULT_SCENE, WidowXSim
+
+from tatbot_pipeline.robot.plant import command_delay_s
 
 _CONTACT = (
     mujoco.mjtConstraint.mjCNSTR_CONTACT_FRICTIONLESS,
@@ -57,16 +62,34 @@ class ContactEffortSim(WidowXSim):
         self._setpoints: list[tuple[float, ...]] = []
         self._last_setpoint: tuple[float, ...] | None = None
         self._setpoints_lock = threading.Lock()
+        self.delay_s = command_delay_s(self.model)
+        self._delayed: collections.deque = collections.deque()  # (simulated time due, modes, positions)
+        if self.delay_s > 0:
+            self.add_step_hook(self._apply_due)
 
     def apply_joint_commands(self, modes, positions) -> None:
-        """The simulator's own handling, and the setpoint noted (time first, so the log is in arrival order)."""
+        """The simulator's own handling (after the scene's command delay), and the setpoint noted (time first, so
+        the log is in arrival order)."""
         if self._log_setpoints:
             setpoint = tuple(float(p) for p in positions)
             if setpoint != self._last_setpoint and all(m == Mode.POSITION for m in modes):
                 with self._setpoints_lock:
                     self._setpoints.append((time.monotonic(), *setpoint))
                 self._last_setpoint = setpoint
+        if self.delay_s > 0:
+            self._delayed.append((self.data.time + self.delay_s, list(modes), list(positions)))
+            return
         super().apply_joint_commands(modes, positions)
+
+    def _apply_due(self) -> None:
+        """Step hook (simulation lock held): the delayed commands whose time has come, as the parent applies them."""
+        while self._delayed and self._delayed[0][0] <= self.data.time:
+            _, modes, positions = self._delayed.popleft()
+            for i in range(self.num_joints):
+                if modes[i] == Mode.POSITION:
+                    actuator = self._actuator_ids[i]
+                    low, high = self.model.actuator_ctrlrange[actuator]
+                    self.data.ctrl[actuator] = np.clip(positions[i], low, high)
 
     def take_setpoints(self) -> np.ndarray:
         """The setpoints noted since the last call, as an (n, 8) float64 array."""

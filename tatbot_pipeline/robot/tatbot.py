@@ -204,7 +204,20 @@ class TatbotRobot(Robot):
             each(lambda side: self._check_efforts([side]))
         return failures
 
-    def _come_to_rest(self, sides: list[str], each: Callable[[Callable[[str], None]], None]) -> dict[str, str]:
+    def settle(self, velocity_rad_s: float | None = None) -> None:
+        """Hold both arms where their drivers have them and wait until they have stopped (below `velocity_rad_s`,
+        default the limits' rest bound); raises RobotError naming an arm that does not. The sim evaluation starts
+        every run of a stroke from rest, so that two runs of it differ by what was sent, not by how they began."""
+        def each(action: Callable[[str], None]) -> None:
+            for side in ARMS:
+                action(side)
+
+        still = self._come_to_rest(list(ARMS), each, velocity_rad_s)
+        if still:
+            raise RobotError("; ".join(f"{self.arms[side].config.label}: {problem}" for side, problem in still.items()))
+
+    def _come_to_rest(self, sides: list[str], each: Callable[[Callable[[str], None]], None],
+                      velocity_rad_s: float | None = None) -> dict[str, str]:
         """Before a long move: hold each arm at its setpoint and wait until it has stopped; returns the arms that
         did not stop within `rest_timeout_s`, each with its fastest joint (they hold where they are).
 
@@ -216,7 +229,7 @@ class TatbotRobot(Robot):
         # The hold segment must have ended too: a long move sent while it still runs was seen (1 run in 20) to start
         # with the velocity of the policy step before it, as if the hold had not been sent.
         held = time.monotonic() + HOLD_GOAL_TIME
-        limit, deadline = self.limits.rest_velocity_rad_s, held + self.limits.rest_timeout_s
+        limit, deadline = velocity_rad_s or self.limits.rest_velocity_rad_s, held + self.limits.rest_timeout_s
         while True:
             still: dict[str, str] = {}
 

@@ -11,6 +11,7 @@ v2.1-era fork or upstream lerobot 0.6.1. The tatbot side files come from `synth/
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,8 +53,9 @@ FORMATS = tuple(WRITERS)  # "v3.0" (fork, current), "v2.1" (fork, before 2025-09
 _ERA_START = {"v3.0": datetime(2025, 9, 20, 14, 31, 7), "v2.1": datetime(2025, 8, 9, 17, 2, 10),
               "lerobot": datetime(2025, 11, 3, 10, 0, 0)}
 _ERA_16_JOINTS = datetime(2025, 7, 20, 11, 5, 0)  # strokebatches had 16 joints and dt before 2025-07-24
-# Fraction of the remaining distance a Trossen arm covers per 1/fps tick at goal_time_fast=0.2 s.
-_ARM_LAG = 0.6
+GOAL_TIME_FAST = 0.2  # the scene's arms.goal_time_fast (synth/side_files.py writes it): each action's goal time
+ARM_MODELS = ("sim", "first_order")
+_FIRST_ORDER_LAG = 0.6  # "first_order": the share of the remaining distance covered per tick
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,10 @@ class SynthSpec:
     # Strokes in which the operator moves a needle depth with the joystick; None = every third stroke from stroke 2.
     joystick_episodes: tuple[int, ...] | None = None
     frame_paths: bool = True  # drawn strokes carry a design frame image (copied as episode_NNNNNN/stroke_<l|r>.png)
+    # How the observed joints follow the actions: "sim", the simulated arm's plant (robot/plant.py), or
+    # "first_order", the synthetic arm before the sim calibration (60 % of the remaining distance per tick), with
+    # which the fork fixtures (tests/fixtures) were recorded.
+    arm: str = "sim"
     saved_episodes: int | None = None
     # Silent recorder failures (DESIGN.md §1): the left arm stops answering (its state reads as the sleep pose and the
     # fork logs warnings), realsense1 times out (black frames, a warning per frame), in the listed episodes.
@@ -90,6 +96,8 @@ class SynthSpec:
     def __post_init__(self) -> None:
         if self.format not in WRITERS:
             raise ValueError(f"format {self.format!r}: use one of {FORMATS}")
+        if self.arm not in ARM_MODELS:
+            raise ValueError(f"arm {self.arm!r}: use one of {ARM_MODELS}")
 
     @property
     def started(self) -> datetime:
@@ -190,7 +198,7 @@ class RecordingSession:
             if stroke.frame_path is not None:
                 stroke_png(self.png_rng).save(cond_dir / f"stroke_{side}.png")
         actions = actions_from_strokebatch(self.batch["joints"], ep, self.offsets[ep])
-        states = follow(actions)
+        states = follow(actions, spec.arm)
         if ep in spec.dead_arm_episodes:
             states[:, arm_slice("left")] = scene_pose(self.scene, "sleep")[arm_slice("left")]
         task = f"left: {left.description}, right: {right.description}"
@@ -241,13 +249,25 @@ def joystick_offsets(rng: np.random.Generator, strokes: list, length: int, offse
     return out
 
 
-def follow(actions: np.ndarray) -> np.ndarray:
-    """Observed joints: a real arm is sampled before each command and lags it (first-order)."""
-    states = np.empty_like(actions)
-    state = READY_POSE.copy()
+@functools.lru_cache(maxsize=1)
+def _plant():
+    from tatbot_pipeline.robot.plant import ArmPlant
+
+    return ArmPlant()
+
+
+def follow(actions: np.ndarray, arm: str = "sim") -> np.ndarray:
+    """Observed joints: the simulated arm's own plant (robot/plant.py: trossen-arm-sim's servos, tatbot's tool) at
+    rest at ready, sent each action as a `goal_time_fast` command and read just before each command, as the recorder
+    reads hog. So the expert's recorded actions, replayed on the simulated controllers, draw the recorded stroke."""
+    from tatbot_pipeline.robot.plant import replay_arms
+
+    if arm == "sim":
+        return replay_arms(_plant(), READY_POSE, actions, FPS, GOAL_TIME_FAST)
+    states, state = np.empty_like(actions), READY_POSE.copy()
     for t, action in enumerate(actions):
         states[t] = state
-        state = state + _ARM_LAG * (action - state)
+        state = state + _FIRST_ORDER_LAG * (action - state)
     return states.astype(np.float32)
 
 

@@ -153,7 +153,8 @@ def test_only_both_gates_promote_and_promotion_carries_the_sim_figures(home, tmp
     assert meta["strokes"].value == 2 and meta["tip_error_p95_mm"].value > 0
     assert meta["checkpoint_sha256"].value == checkpoint_sha256(ckpt)
     assert meta["drawn_vs_planned"].value.count("data:image/png;base64,") == 2  # one top-down plot per stroke
-    assert meta["strokes_table"].value.startswith("- stroke 0: ok — tip deviation p95 ")
+    assert meta["strokes_table"].value.startswith("- stroke 0: ok — tip deviation from the expert's replay p95 ")
+    assert meta["noise_floor_mm"].value > 0 and meta["plant"].value.endswith("/plant/scene.xml")  # not calibrated
     promoted = read_promoted(PipelineSettings(home=fresh_home))
     assert promoted["checkpoint"] == str(ckpt) and promoted["checkpoint_sha256"] == checkpoint_sha256(ckpt)
     assert promoted["sim"]["passed"] and promoted["sim"]["strokes"] == 2 and promoted["sim"]["tip_error_mm_p95"] > 0

@@ -24,7 +24,7 @@ def sim_eval(checkpoint: Path, val: Path, home: Path, *args: str, **env: str) ->
 
 def test_sim_eval_prints_json_and_exits_1_when_the_gate_fails(act_checkpoint, pristine_recording, tmp_path):
     out = sim_eval(act_checkpoint, pristine_recording, tmp_path / "home", "--json")
-    assert out.returncode == 1, out.stderr[-2000:]  # an untrained policy is far more than 3 mm off the path
+    assert out.returncode == 1, out.stderr[-2000:]  # an untrained policy is far more than 3 mm off the expert's path
     [line] = out.stdout.strip().splitlines()  # one JSON object, nothing else on stdout
     result = json.loads(line)
     assert result["passed"] is False and result["strokes"] == 1 and result["tip_error_mm_p95"] > 3
@@ -38,7 +38,7 @@ def test_sim_eval_passes_under_the_labs_limits_with_one_line_per_stroke(act_chec
     out = sim_eval(act_checkpoint, pristine_recording, tmp_path / "home", **relaxed)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     lines = out.stdout.splitlines()
-    assert [line for line in lines if line.strip().startswith("stroke 0: ok — tip deviation p95 ")]
+    assert [line for line in lines if line.strip().startswith("stroke 0: ok — tip deviation from the expert's replay p95 ")]
     assert any(line.startswith("SIM GATE PASSED: ") and "≤ 1000 mm" in line for line in lines)
     assert (tmp_path / "home" / "outputs" / "sim").is_dir()
 
