@@ -225,7 +225,8 @@ def _dead_arm_recording(dagster_home: Path) -> str:
 
 def test_the_promoted_checkpoint_and_the_last_rollout_read_without_json(ui):
     simulation = ui.open("/assets/sim_evaluation", "PROMOTED tiny_smolvla-")
-    promoted = ui.page.get_by_text(re.compile(r"^PROMOTED tiny_smolvla-\S+ — SIM GATE PASSED \(the demo's relaxed gate\)"))
+    promoted = ui.page.get_by_text(re.compile(
+        r"^PROMOTED tiny_smolvla-\S+ under the demo's relaxed gate — SIM GATE PASSED \(the demo's relaxed gate\)"))
     assert promoted.first.is_visible() and promoted.first.bounding_box()["y"] < VIEWPORT["height"]
     assert "| criterion |" not in simulation and "criterion" in simulation  # the gate is a table, not markdown source
     ui.shot("sim_evaluation")

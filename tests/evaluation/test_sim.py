@@ -24,6 +24,10 @@ from tatbot_pipeline.evaluation.offline import evaluate_checkpoint
 from tests.inference.checkpoints import with_action_bias
 from tests.inference.conftest import act_checkpoint, checkpoint_home  # noqa: F401  (shared session fixtures)
 
+# The simulated controllers step in real time: this module runs in the worker of its own group, after the
+# daemon tests (tests/conftest.py), rather than lengthening the suite worker.
+pytestmark = pytest.mark.xdist_group("sim")
+
 # Limits between what the mean policy does on the synthetic strokes (tip p95 ~45 mm) and what a policy biased by 3
 # standard deviations does (~100 mm): the tip criteria separate the two; the contact and stop ones pass for both.
 TIP_LIMITS = SimGateLimits(tip_deviation_mm=75.0, min_share_within=0.8, max_tip_error_p95_mm=75.0)

@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 
 from tatbot_pipeline.evaluation.sim import ExpertVariant, evaluate_expert_in_sim
-from tatbot_pipeline.evaluation.sim_gate import NOISE_MARGIN, SimGateLimits
+from tatbot_pipeline.evaluation.sim_gate import NOISE_MARGIN, SimGateLimits, decide_sim
 from tatbot_pipeline.robot.plant import PlantParams, write_scene
 from tatbot_pipeline.robot.sim_controllers import sim_controllers
+
+# The simulated controllers step in real time: this module runs in the worker of its own group, after the
+# daemon tests (tests/conftest.py), rather than lengthening the suite worker.
+pytestmark = pytest.mark.xdist_group("sim")
 
 STROKES = 2
 DEFAULT = SimGateLimits()
@@ -44,9 +48,11 @@ def test_the_expert_replay_passes_the_default_gate_with_margin(judged):
     assert min(DEFAULT.tip_deviation_mm, DEFAULT.max_tip_error_p95_mm) >= NOISE_MARGIN * result.noise_floor_mm
 
 
+# A known-bad input fails on its tip criteria, whatever the noise floor of its own run (on a loaded machine the gate may
+# also refuse to judge; either way it does not pass).
 def test_a_bias_of_two_hundredths_of_a_radian_fails(judged):
     result = judged["biased"]
-    assert not result.passed and result.decision.refused is None
+    assert not result.passed
     failed = {c.name for c in result.decision.criteria if not c.passed}
     assert {"strokes off the path", "tip deviation p95"} <= failed, result.decision.headline()
     assert result.tip_error_mm_p95 > DEFAULT.max_tip_error_p95_mm
@@ -54,16 +60,17 @@ def test_a_bias_of_two_hundredths_of_a_radian_fails(judged):
 
 def test_the_expert_one_step_late_fails(judged):
     result = judged["late"]
-    assert not result.passed and result.decision.refused is None
-    assert result.tip_error_mm_p95 > DEFAULT.max_tip_error_p95_mm, result.decision.headline()
+    assert not result.passed
+    failed = {c.name for c in result.decision.criteria if not c.passed}
+    assert {"strokes off the path", "tip deviation p95"} <= failed, result.decision.headline()
 
 
-def test_a_limit_inside_the_noise_floor_is_refused_not_applied(pristine_recording_nocams: Path, tmp_path):
-    # 0.05 mm: far below what two real-time replays of one stroke differ by (tenths of a mm and more).
-    tight = SimGateLimits(tip_deviation_mm=0.05, max_tip_error_p95_mm=0.05)
-    result = evaluate_expert_in_sim(pristine_recording_nocams, tmp_path / "tight", episodes=1, limits=tight,
-                                    progress=lambda m: None)
-    assert result.noise_floor_mm * NOISE_MARGIN > 0.05
-    assert result.decision.refused and not result.passed
-    assert result.reasons[0].startswith("refused: the tip limit 0.05 mm is below 1.5× this evaluation's noise floor")
-    assert result.decision.headline().startswith("SIM GATE REFUSED")
+def test_a_limit_inside_the_noise_floor_is_refused_not_applied(judged):
+    """The expert's evaluation, decided again with limits inside its measured floor: refused, not failed or passed."""
+    expert = judged["expert"]
+    tight = SimGateLimits(tip_deviation_mm=expert.noise_floor_mm, max_tip_error_p95_mm=expert.noise_floor_mm)
+    decision = decide_sim(expert.records, expert.tip_error_mm_p95, tight, expert.noise_floor_mm)
+    assert decision.refused and not decision.passed
+    assert decision.reasons[0].startswith(f"refused: the tip limit {expert.noise_floor_mm:g} mm is below 1.5× this "
+                                          f"evaluation's noise floor ({expert.noise_floor_mm:.2f} mm")
+    assert decision.headline().startswith("SIM GATE REFUSED")

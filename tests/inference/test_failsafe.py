@@ -104,7 +104,8 @@ def test_a_client_that_goes_away_stops_the_rollout_parks_and_frees_the_robot(
 
 
 def test_two_server_processes_never_drive_one_robot(act_checkpoint, checkpoint_home, tmp_path):
-    env = {"TATBOT_CHECKPOINT_ROOTS": str(checkpoint_home)}
+    # The lock is what is tested, not the deadman's ping bound: 10 s, so a loaded machine does not read as a lost client.
+    env = {"TATBOT_CHECKPOINT_ROOTS": str(checkpoint_home), "TATBOT_ROLLOUT_CLIENT_TIMEOUT_S": "10"}
     state = tmp_path / "state"
     with server_process(tmp_path / "a", state, **env) as (first, _), server_process(tmp_path / "b", state, **env) as (second, _):
         client = start_client(first, act_args(act_checkpoint, max_steps=100000))

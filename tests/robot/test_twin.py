@@ -6,6 +6,8 @@ on the rollout too."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import shutil
@@ -17,6 +19,10 @@ from tatbot_pipeline.robot.sim_controllers import ARMSIM_MODULE
 from tests.evaluation.test_calibration import HIDDEN
 from tests.robot.conftest import write_scene
 from tests.robot.test_tatbot_hil import node, rollout  # noqa: F401  (the armed robot node fixture)
+
+# The simulated controllers step in real time: this module runs in the worker of its own group, after the
+# daemon tests (tests/conftest.py), rather than lengthening the suite worker.
+pytestmark = pytest.mark.xdist_group("sim")
 
 
 def test_a_rollout_on_the_stand_in_hog_is_paired_with_its_twin_and_feeds_the_next_calibration(
