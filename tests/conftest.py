@@ -61,8 +61,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """`make test` runs `-n 2 --dist loadgroup`: the daemon test, which mostly waits for cron ticks, in one worker and
-    the rest of the suite, still one test at a time, in the other. Tests with a group of their own keep it: the sim
-    group (closed loops on the simulated controllers) goes to the first worker nearly done, the daemon's."""
+    the rest of the suite, still one test at a time, in the other. Tests with a group of their own keep it."""
     for item in items:
         if not any(item.iter_markers("xdist_group")):
             item.add_marker(pytest.mark.xdist_group("suite"))

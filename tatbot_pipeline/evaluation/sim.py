@@ -408,7 +408,7 @@ def evaluate_in_sim(
     limits: SimGateLimits = SimGateLimits(), rollout_limits: RolloutLimits | None = None,
     scene: RobotScene | None = None, controllers: dict[str, ArmSim] | None = None,
     arm_scenes: dict[str, Path | None] | None = None, device: str = "cpu", inference: Requested = "auto",
-    progress: Progress | None = None, plant_scene: Path | None = None,
+    progress: Progress | None = None, plant_scene: Path | None = None, noise_strokes: int = NOISE_STROKES,
 ) -> SimEvaluation:
     """Roll `checkpoint` out on up to `episodes` held-out strokes of `val_root` in simulation and gate it.
 
@@ -417,7 +417,8 @@ def evaluate_in_sim(
     scene, evaluation/calibration.py), else on trossen-arm-sim's gains with tatbot's tool (robot/plant.py), except
     for the arms `arm_scenes` gives their own MJCF scene. `scene` defaults to the val split's scene.yaml (its ee
     offsets). Rollout datasets go to `out_dir/rollouts`, plots to `out_dir/plots`. `inference` is `vla_infer`'s:
-    "auto" runs the mode the robot would run this checkpoint in (async when its warm-up chunk latency calls for it)."""
+    "auto" runs the mode the robot would run this checkpoint in (async when its warm-up chunk latency calls for it).
+    `noise_strokes`: how many strokes the expert replays twice (0: no noise floor, and no refusal)."""
     import lerobot.policies  # noqa: F401  registers the policy configs
     from lerobot.configs.policies import PreTrainedConfig
 
@@ -427,7 +428,7 @@ def evaluate_in_sim(
     base = scene or recording_scene(Path(val_root))
     mode, tracker = choose_mode(policy, base, strokes[0].task, fps, inference)
     return _evaluate(str(checkpoint), lambda stroke: policy, mode, tracker, strokes, fps, Path(val_root), Path(out_dir),
-                     limits, rollout_limits, base, controllers, arm_scenes, plant_scene, progress)
+                     limits, rollout_limits, base, controllers, arm_scenes, plant_scene, progress, noise_strokes)
 
 
 def evaluate_expert_in_sim(
@@ -442,13 +443,13 @@ def evaluate_expert_in_sim(
     mode = ModeChoice("sync", 0.0, "the expert's replay (no inference)")
     return _evaluate(variant.describe(), lambda stroke: ExpertReplay(stroke, variant), mode, None, strokes, fps,
                      Path(val_root), Path(out_dir), limits, rollout_limits, base, controllers, None, plant_scene,
-                     progress)
+                     progress, NOISE_STROKES)
 
 
 def _evaluate(name: str, policy_for: PolicyFor, mode: ModeChoice, tracker: Any, strokes: list[RecordedStroke],
               fps: int, val_root: Path, out_dir: Path, limits: SimGateLimits, rollout_limits: RolloutLimits | None,
               base: RobotScene, controllers: dict[str, ArmSim] | None, arm_scenes: dict[str, Path | None] | None,
-              plant_scene: Path | None, progress: Progress | None) -> SimEvaluation:
+              plant_scene: Path | None, progress: Progress | None, noise_strokes: int) -> SimEvaluation:
     say = progress or (lambda message: log.info("%s", message))
     say(f"running {mode.describe()}")
     with ExitStack() as stack:
@@ -460,7 +461,7 @@ def _evaluate(name: str, policy_for: PolicyFor, mode: ModeChoice, tracker: Any, 
                                                               log_setpoints=True))
         plant = describe_plant(controllers)
         session = _SimSession(policy_for, sim_scene(base, controllers), controllers, fps, out_dir, limits,
-                              rollout_limits or RolloutLimits(), say, mode, tracker)
+                              rollout_limits or RolloutLimits(), say, mode, tracker, noise_strokes)
         records, ended_early = session.run(strokes)
     # After the controllers stopped (their logs are complete then; reused ones log what they have flushed so far).
     long_moves = wrong_way(session.long_moves(), {side: sim.setpoint_log for side, sim in controllers.items()
@@ -545,6 +546,7 @@ class _SimSession:
     say: Progress
     mode: ModeChoice
     tracker: Any  # lerobot LatencyTracker (async mode schedules chunks by it)
+    noise_strokes: int = NOISE_STROKES
 
     def run(self, strokes: list[RecordedStroke]) -> tuple[list[StrokeResult], str | None]:
         """Every stroke, in order: the expert's replay (twice for the first NOISE_STROKES), then the policy; the robot
@@ -571,7 +573,7 @@ class _SimSession:
                         break
                 expert = self.run_stroke(stroke, ExpertReplay(stroke), "the expert's replay")
                 again = (self.run_stroke(stroke, ExpertReplay(stroke), "the expert's second replay")
-                         if n < NOISE_STROKES else None)
+                         if n < self.noise_strokes else None)
                 policy = self.run_stroke(stroke, self.policy_for(stroke), "the policy", record=True)
                 records.append(self.measure(stroke, policy, expert, again))
                 self.say(records[-1].verdict(self.limits))

@@ -46,7 +46,6 @@ _CONTACT = (
     mujoco.mjtConstraint.mjCNSTR_CONTACT_ELLIPTIC,
 )
 STOP_TIMEOUT_S = 3.0
-CONTROLLER_NICENESS = -10
 FAULT = ErrorState.JOINT_OVERHEATED
 FAULT_REASON = "joint 2 overheated (injected by SIGUSR1)"
 
@@ -133,19 +132,8 @@ def stop_with_parent() -> None:
         sys.exit(0)
 
 
-def controller_priority(niceness: int = CONTROLLER_NICENESS) -> None:
-    """Run ahead of ordinary processes when allowed (root, CAP_SYS_NICE): a real arm controller is hardware of its
-    own, and a simulated one that loses the CPU to a training falls behind real time, which the sim evaluation would
-    read as the policy's error. Without the right it stays at the default priority."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, niceness)
-    except OSError:
-        pass
-
-
 def main() -> None:
     stop_with_parent()
-    controller_priority()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("scene", nargs="?", default=DEFAULT_SCENE)
     parser.add_argument("--host", required=True)

@@ -24,10 +24,6 @@ from tatbot_pipeline.robot.kinematics import ee_offsets_mm
 from tatbot_pipeline.robot.plant import ArmPlant, PlantParams, arm_mjcf, write_scene
 from tatbot_pipeline.synth import SynthSpec, make_recordings
 
-# The simulated controllers step in real time: this module runs in the worker of its own group, after the
-# daemon tests (tests/conftest.py), rather than lengthening the suite worker.
-pytestmark = pytest.mark.xdist_group("sim")
-
 # The stand-in hog: softer shoulder and elbow servos, more damping, 30 ms between a setpoint and its effect.
 HIDDEN = PlantParams(kp=(100.0, 100.0, 100.0, 100.0, 50.0, 50.0), kv=(20.0, 20.0, 20.0, 5.0, 5.0, 5.0), delay_s=0.03)
 GOAL_TIME = 0.2

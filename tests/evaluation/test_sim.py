@@ -24,10 +24,6 @@ from tatbot_pipeline.evaluation.offline import evaluate_checkpoint
 from tests.inference.checkpoints import with_action_bias
 from tests.inference.conftest import act_checkpoint, checkpoint_home  # noqa: F401  (shared session fixtures)
 
-# The simulated controllers step in real time: this module runs in the worker of its own group, after the
-# daemon tests (tests/conftest.py), rather than lengthening the suite worker.
-pytestmark = pytest.mark.xdist_group("sim")
-
 # Limits between what the mean policy does on the synthetic strokes (tip p95 ~45 mm) and what a policy biased by 3
 # standard deviations does (~100 mm): the tip criteria separate the two; the contact and stop ones pass for both.
 TIP_LIMITS = SimGateLimits(tip_deviation_mm=75.0, min_share_within=0.8, max_tip_error_p95_mm=75.0)
@@ -121,7 +117,7 @@ def biased_eval(biased_checkpoint: Path, pristine_recording: Path, tmp_path_fact
     """Two strokes on controllers the test started (the evaluation reuses them and leaves them running)."""
     tmp = tmp_path_factory.mktemp("sim-biased")
     with sim_controllers(tmp / "controllers") as controllers:
-        result = evaluate_in_sim(biased_checkpoint, pristine_recording, tmp / "out", episodes=2,
+        result = evaluate_in_sim(biased_checkpoint, pristine_recording, tmp / "out", episodes=2, noise_strokes=0,
                                  limits=TIP_LIMITS, controllers=controllers, progress=lambda m: None)
         still_running = all(sim.alive for sim in controllers.values())
     return result, still_running
@@ -165,7 +161,7 @@ def test_an_obstacle_in_one_arms_path_fails_the_gate_naming_the_stroke_and_the_b
     box = write_obstacle_scene(tmp_path / "obstacle.xml", target, (0.02, 0.02, 0.02))
     loose = SimGateLimits(tip_deviation_mm=1000.0, max_tip_error_p95_mm=1000.0, max_stops=2)
     result = evaluate_in_sim(biased_checkpoint, pristine_recording, tmp_path / "out", episodes=1, limits=loose,
-                             arm_scenes={"left": box}, progress=lambda m: None)
+                             arm_scenes={"left": box}, progress=lambda m: None, noise_strokes=0)
 
     assert not result.passed
     assert result.records[0].steps > 0  # the arm reached the stroke's start: the policy drove it into the box
@@ -194,7 +190,7 @@ def test_a_controller_killed_mid_stroke_is_a_stop_and_leaves_no_process(mean_che
                 controllers["right"].kill()  # the right controller loses power mid-stroke
 
         result = evaluate_in_sim(mean_checkpoint, pristine_recording, tmp_path / "out", episodes=2,
-                                 limits=TIP_LIMITS, controllers=controllers, progress=progress)
+                                 limits=TIP_LIMITS, controllers=controllers, progress=progress, noise_strokes=0)
     assert not result.passed
     first = result.records[0]
     assert 3 <= first.steps <= 4 and "right arm (arms.ip_address_r): stopped answering" in first.stop_reason
@@ -213,7 +209,8 @@ def test_a_failure_inside_the_evaluation_still_stops_its_controllers(mean_checkp
             raise KeyboardInterrupt  # the user pressed Ctrl-C mid-stroke
 
     with pytest.raises(KeyboardInterrupt):
-        evaluate_in_sim(mean_checkpoint, pristine_recording, tmp_path / "out", episodes=1, progress=progress)
+        evaluate_in_sim(mean_checkpoint, pristine_recording, tmp_path / "out", episodes=1, progress=progress,
+                        noise_strokes=0)
     assert armsim_children() == []
 
 
@@ -310,7 +307,7 @@ def test_the_strokes_run_in_the_mode_vla_infer_would_pick_or_the_one_asked_for(m
     mean, _ = mean_eval
     assert mean.inference in ("sync", "async") and mean.to_json()["inference"] == mean.inference
     result = evaluate_in_sim(mean_checkpoint, pristine_recording, tmp_path / "out", episodes=1, limits=TIP_LIMITS,
-                             inference="async", progress=lambda m: None)
+                             inference="async", progress=lambda m: None, noise_strokes=0)
     assert result.inference == "async" and result.records[0].steps == 8 and result.records[0].stop_reason is None
     meta = json.loads((Path(result.records[0].dataset) / "meta" / "vla_eval.json").read_text())
     assert meta["inference"] == "async" and meta["steps"] == 8

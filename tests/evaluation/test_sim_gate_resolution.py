@@ -14,10 +14,6 @@ from tatbot_pipeline.evaluation.sim_gate import NOISE_MARGIN, SimGateLimits, dec
 from tatbot_pipeline.robot.plant import PlantParams, write_scene
 from tatbot_pipeline.robot.sim_controllers import sim_controllers
 
-# The simulated controllers step in real time: this module runs in the worker of its own group, after the
-# daemon tests (tests/conftest.py), rather than lengthening the suite worker.
-pytestmark = pytest.mark.xdist_group("sim")
-
 STROKES = 2
 DEFAULT = SimGateLimits()
 

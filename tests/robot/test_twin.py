@@ -6,7 +6,6 @@ on the rollout too."""
 
 from __future__ import annotations
 
-import pytest
 
 import json
 import os
@@ -20,10 +19,6 @@ from tests.evaluation.test_calibration import HIDDEN
 from tests.robot.conftest import write_scene
 from tests.robot.test_tatbot_hil import node, rollout  # noqa: F401  (the armed robot node fixture)
 
-# The simulated controllers step in real time: this module runs in the worker of its own group, after the
-# daemon tests (tests/conftest.py), rather than lengthening the suite worker.
-pytestmark = pytest.mark.xdist_group("sim")
-
 
 def test_a_rollout_on_the_stand_in_hog_is_paired_with_its_twin_and_feeds_the_next_calibration(
         extra_sims, node, act_checkpoint, pristine_recording_nocams, tmp_path):  # noqa: F811
@@ -31,7 +26,7 @@ def test_a_rollout_on_the_stand_in_hog_is_paired_with_its_twin_and_feeds_the_nex
     left = extra_sims("127.0.0.7", scene=hidden, module=ARMSIM_MODULE)
     right = extra_sims("127.0.0.8", scene=hidden, module=ARMSIM_MODULE)
     write_scene(Path(os.environ["TATBOT_SCENES_DIR"]), "standin", left.host, right.host)
-    out = rollout(node, act_checkpoint, "standin", 30, record_eval=True)
+    out = rollout(node, act_checkpoint, "standin", 20, record_eval=True)
     assert out.success and out.eval_dir, out.message
     eval_dir = Path(out.eval_dir)
     assert is_hardware_rollout(eval_dir)
