@@ -32,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tatbot_pipeline.evaluation.sim import RecordedStroke, read_strokes, recording_scene, replay_in_sim
+from tatbot_pipeline.evaluation.sim import RecordedStroke, StrokeRun, read_strokes, recording_scene, replay_in_sim
 from tatbot_pipeline.robot.kinematics import ee_offsets_mm, needle_tip_mm
 from tatbot_pipeline.robot.plant import ARM_JOINTS, ArmPlant, PlantParams, write_scene
+from tatbot_pipeline.robot.scene import RobotScene
 from tatbot_pipeline.robot.spec import ARMS, JOINTS_PER_ARM, arm_slice
 
 log = logging.getLogger(__name__)
@@ -137,12 +138,7 @@ def joint_errors(plant: ArmPlant, strokes: list[RecordedStroke], fps: float, goa
 
 def measure_gap(plant: ArmPlant, strokes: list[RecordedStroke], fps: float, goal_time: float,
                 offsets: dict[str, np.ndarray]) -> Gap:
-    joints, tips = [], []
-    for stroke in strokes:
-        simulated = replay(plant, stroke, fps, goal_time)
-        joints.append(np.abs(simulated - stroke.states)[:, _revolute()])
-        tips.append(tip_gaps(simulated, stroke.states, offsets))
-    return gap_of(joints, tips)
+    return gap_of([(replay(plant, stroke, fps, goal_time), stroke.states) for stroke in strokes], offsets)
 
 
 def tip_gaps(simulated: np.ndarray, recorded: np.ndarray, offsets: dict[str, np.ndarray]) -> np.ndarray:
@@ -152,7 +148,11 @@ def tip_gaps(simulated: np.ndarray, recorded: np.ndarray, offsets: dict[str, np.
     return np.max(per_arm, axis=0)
 
 
-def gap_of(joints: list[np.ndarray], tips: list[np.ndarray]) -> Gap:
+def gap_of(paths: list[tuple[np.ndarray, np.ndarray]], offsets: dict[str, np.ndarray]) -> Gap:
+    """The gap over (simulated, recorded) joint paths (T, 14), pooled; a simulated path that stopped early is compared
+    over the steps it ran."""
+    joints = [np.abs(simulated - recorded[: len(simulated)])[:, _revolute()] for simulated, recorded in paths]
+    tips = [tip_gaps(simulated, recorded[: len(simulated)], offsets) for simulated, recorded in paths]
     pooled = np.concatenate(joints)  # (steps, 12): left joints 0–5, right joints 0–5
     per_joint = np.percentile(np.concatenate([pooled[:, :ARM_JOINTS], pooled[:, ARM_JOINTS:]]), 95, axis=0)
     return Gap([float(v) for v in per_joint], float(np.percentile(np.concatenate(tips), 95)))
@@ -234,28 +234,29 @@ def calibrate(split_root: Path, out_dir: Path, confirm: bool = True, progress: P
                          rollouts=[str(r) for r in rollouts])
     if confirm:
         say("sim calibration: confirming the fitted scene through two simulated controllers and the real driver")
-        result.confirmed = confirm_gap(split_root / "val", out_dir / "confirm", scene_path, say)
+        result.confirmed = confirm_gap(split_root / "val", out_dir / "confirm", scene_path)
     result.plot = str(plot_gap(result, out_dir / "gap.png"))
     (out_dir / "calibration.json").write_text(json.dumps(result.to_json(), indent=2))
     say(result.headline())
     return result
 
 
-def confirm_gap(val_root: Path, out_dir: Path, scene: Path, say: Progress) -> Gap:
+def confirm_gap(val_root: Path, out_dir: Path, scene: Path) -> Gap:
     """The recorded actions of up to CONFIRM_STROKES val strokes replayed on `scene` by the real-time controllers
     through the driver: the gap as the sim evaluation will meet it."""
     strokes, fps = read_strokes(val_root, CONFIRM_STROKES, frames=False)
-    runs = replay_in_sim(strokes, fps, out_dir, recording_scene(val_root), plant_scene=scene)
-    offsets = ee_offsets_mm(recording_scene(val_root).data)
-    joints, tips = [], []
-    for stroke, run in zip(strokes, runs):
-        recorded = stroke.states[: len(run.observed)]
-        if len(recorded):
-            joints.append(np.abs(run.observed - recorded)[:, _revolute()])
-            tips.append(tip_gaps(run.observed, recorded, offsets))
-    if not joints:
-        raise RuntimeError(f"the confirmation ran no stroke: {runs[0].stats.stop_reason if runs else 'no stroke'}")
-    return gap_of(joints, tips)
+    return replayed_gap(strokes, fps, out_dir, recording_scene(val_root), scene)[0]
+
+
+def replayed_gap(strokes: list[RecordedStroke], fps: int, out_dir: Path, scene: RobotScene,
+                 plant_scene: Path | None) -> tuple[Gap, list[StrokeRun]]:
+    """Strokes' recorded actions replayed on simulated controllers (evaluation/sim.py `replay_in_sim`), and the gap
+    between what the simulated arms did and what was recorded; raises when no replay ran a step."""
+    runs = replay_in_sim(strokes, fps, out_dir, scene, plant_scene=plant_scene)
+    paths = [(run.observed, stroke.states) for stroke, run in zip(strokes, runs) if len(run.observed)]
+    if not paths:
+        raise RuntimeError(f"the replay ran no step ({runs[0].stats.stop_reason if runs else 'no stroke'})")
+    return gap_of(paths, ee_offsets_mm(scene.data)), runs
 
 
 def plot_gap(result: Calibration, path: Path) -> Path:
@@ -302,20 +303,12 @@ def pair_with_sim(eval_dir: Path, out_dir: Path, plant_scene: Path | None = None
     eval dataset (`meta/sim_twin.json`) and returned."""
     eval_dir = Path(eval_dir)
     strokes, fps = read_strokes(eval_dir, None, frames=False)
-    scene = recording_scene(eval_dir)
-    runs = replay_in_sim(strokes, fps, out_dir, scene, plant_scene=plant_scene)
-    offsets = ee_offsets_mm(scene.data)
-    joints, tips = [], []
-    for stroke, run in zip(strokes, runs):
-        steps = len(run.observed)
-        if steps:
-            joints.append(np.abs(run.observed - stroke.states[:steps])[:, _revolute()])
-            tips.append(tip_gaps(run.observed, stroke.states[:steps], offsets))
-    if not joints:
-        raise RuntimeError(f"{eval_dir}: the replay ran no step ({runs[0].stats.stop_reason if runs else 'no episode'})")
-    gap = gap_of(joints, tips)
+    try:
+        gap, runs = replayed_gap(strokes, fps, out_dir, recording_scene(eval_dir), plant_scene)
+    except RuntimeError as e:
+        raise RuntimeError(f"{eval_dir}: {e}") from None
     twin = {"plant": str(plant_scene) if plant_scene else "trossen-arm-sim's gains (not calibrated)",
-            "steps": int(sum(len(j) for j in joints)), **gap.to_json(),
+            "steps": sum(len(run.observed) for run in runs), **gap.to_json(),
             "stopped": next((r.stats.stop_reason for r in runs if r.stats.stop_reason), None)}
     (eval_dir / TWIN_FILE).write_text(json.dumps(twin, indent=2))
     return twin
