@@ -190,14 +190,56 @@ def _sim_calibrate(args: argparse.Namespace) -> int:
 
 
 def _digest(args: argparse.Namespace) -> int:
-    from tatbot_pipeline.digest import checkpoint_sha256
+    """Print the digest; with --expect or --evaluated also compare it: 0 on a match, 1 on a mismatch, 2 when there is
+    nothing to compare (no such dir, a malformed digest, no recorded evaluation)."""
+    from tatbot_pipeline.digest import checkpoint_files, checkpoint_sha256, expected_sha256
 
+    checkpoint = Path(args.checkpoint)
     try:
-        print(f"{checkpoint_sha256(Path(args.checkpoint))}  {args.checkpoint}")
-    except FileNotFoundError as e:
+        checkpoint_files(checkpoint)  # a missing dir is bad input, said before any lookup
+        expected, what = (expected_sha256(args.expect), "--expect") if args.expect else (None, "")
+        if args.evaluated:
+            expected, what = _evaluated_digest(checkpoint)
+        actual = checkpoint_sha256(checkpoint)
+    except (FileNotFoundError, ValueError, LookupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    print(f"{actual}  {args.checkpoint}")
+    if expected is None:
+        return 0
+    if actual == expected:
+        print(f"match: {what} is {expected}")
+        return 0
+    print(f"error: MISMATCH: the files of {args.checkpoint} have SHA-256 {actual}, but {what} is {expected}"
+          + (" — these are not the evaluated bytes: evaluate it again, or deploy the evaluated copy"
+             if args.evaluated else ""), file=sys.stderr)
+    return 1
+
+
+def _evaluated_digest(checkpoint: Path) -> tuple[str, str]:
+    """The digest policy_evaluation recorded for `checkpoint` and where: its leaderboard entry (else promoted.json)
+    under the pipeline home, found by its path, or for a deployed copy (`<run>-<step>`) by the run it was copied
+    from. LookupError when no evaluation of it was recorded there."""
+    from tatbot_pipeline.checkpoints import run_and_step, run_name
+    from tatbot_pipeline.config import PipelineSettings
+    from tatbot_pipeline.inference.delivery import deployed_name
+    from tatbot_pipeline.promotion import read_leaderboard, read_promoted
+
+    settings = PipelineSettings.from_env()
+    here = checkpoint.resolve()
+    promoted = read_promoted(settings)
+    records = [(e, settings.leaderboard_path) for e in reversed(read_leaderboard(settings))]
+    records += [(promoted, settings.promoted_path)] if promoted else []
+    for entry, where in records:
+        if not (entry.get("checkpoint") and entry.get("checkpoint_sha256")):
+            continue
+        source = Path(entry["checkpoint"])
+        if source.resolve() == here or (run_and_step(source) and deployed_name(source) == here.name):
+            when = f", {entry['evaluated_at']}" if entry.get("evaluated_at") else ""
+            return entry["checkpoint_sha256"], f"the digest recorded when {run_name(source)} was evaluated ({where}{when})"
+    raise LookupError(f"no evaluation of {checkpoint} is recorded in {settings.leaderboard_path} or "
+                      f"{settings.promoted_path} ({settings.home_note()}): evaluate it, point TATBOT_PIPELINE_HOME "
+                      "at the home that did, or compare with --expect SHA")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,9 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object: params, gap_before, gap_after, confirmed, …")
     p.set_defaults(func=_sim_calibrate)
 
-    p = sub.add_parser("digest", help="a checkpoint's SHA-256 as trained_policy, promoted.json and vla_infer see it "
-                       "(compare a deployed copy with the promoted one)")
-    p.add_argument("checkpoint", help="a pretrained_model dir")
+    about = ("a checkpoint's SHA-256 as trained_policy, promoted.json and vla_infer see it; with --expect or "
+             "--evaluated, compared (exit 0 on a match, 1 on a mismatch, 2 when there is nothing to compare with)")
+    p = sub.add_parser("digest", help=about, description=about)
+    p.add_argument("checkpoint", help="a pretrained_model dir, or a deployed copy of one")
+    against = p.add_mutually_exclusive_group()
+    against.add_argument("--expect", metavar="SHA", default="", help="compare with this digest (64 hex digits)")
+    against.add_argument("--evaluated", action="store_true",
+                         help="compare with the digest policy_evaluation recorded for this checkpoint: its entry in "
+                         "outputs/eval/leaderboard.json (else promoted.json) under the pipeline home, found by the "
+                         "dir's path or, for a deployed copy named <run>-<step>, by the run it was copied from")
     p.set_defaults(func=_digest)
     return parser
 

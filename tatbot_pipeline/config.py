@@ -1,4 +1,9 @@
-"""One settings object for paths and knobs; environment overrides live here and nowhere else."""
+"""One settings object for paths and knobs; environment overrides live here and nowhere else.
+
+Each TATBOT_* variable comes from the environment when it is set there, else from `.tatbot.env` in the current
+directory (the settings `tatbot-pipeline demo` saves for a later `dagster dev` there), else from the default below:
+an exported variable always wins. Not `.env`: every `dagster` command loads that over the environment.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,26 @@ from pathlib import Path
 
 
 DEFAULT_RECORDINGS_DIR = Path("/nfs/tatbot/recordings")
+# Saved settings, read from the working directory below the environment (module docstring). Dagster's CLI loads
+# only a file named exactly `.env` (dagster/_core/secrets/env_file.py), so it leaves this one to us.
+SETTINGS_FILE = ".tatbot.env"
+
+
+def settings_file(directory: Path | None = None) -> Path:
+    """Where saved settings are read from: `.tatbot.env` in `directory`, by default the working directory (where
+    `dagster dev`, its code servers and run workers, and the demo all run)."""
+    return (Path.cwd() if directory is None else Path(directory)) / SETTINGS_FILE
+
+
+def saved_settings(directory: Path | None = None) -> dict[str, str]:
+    """The TATBOT_* values saved in `settings_file(directory)` ({} when there is none): defaults, below the
+    environment. Other names in the file are ignored; it is not a way to set arbitrary environment variables."""
+    path = settings_file(directory)
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values  # dagster's dependency; only read when a file is there
+
+    return {k: v for k, v in dotenv_values(path).items() if k.startswith("TATBOT_") and v is not None}
 
 
 def default_home() -> Path:
@@ -131,7 +156,8 @@ class PipelineSettings:
     retrain_cron: str = DEFAULT_RETRAIN_CRON
     # The robot node `robot_eval` drives by default (TATBOT_ROBOT_NODE): its run tag and the launchpad's default.
     robot_node: str = DEFAULT_ROBOT_NODE
-    # Where `home` came from: "TATBOT_PIPELINE_HOME", "default" (config.default_home) or "given" (by the caller).
+    # Where `home` came from: "TATBOT_PIPELINE_HOME", "file:<saved settings>", "default" (config.default_home) or
+    # "given" (by the caller).
     home_origin: str = field(default="given", compare=False)
 
     def __post_init__(self) -> None:
@@ -142,11 +168,15 @@ class PipelineSettings:
 
     @classmethod
     def from_env(cls, **overrides) -> "PipelineSettings":
-        env = os.environ
+        """From the environment, then the working directory's saved settings (settings_file), then the defaults;
+        `overrides` (not None or empty) over all three."""
+        saved = saved_settings()
+        env = {**saved, **os.environ}
         values = {
             "recordings_dir": Path(env.get("TATBOT_RECORDINGS_DIR", DEFAULT_RECORDINGS_DIR)),
             "home": Path(env.get("TATBOT_PIPELINE_HOME") or default_home()).absolute(),
-            "home_origin": "TATBOT_PIPELINE_HOME" if env.get("TATBOT_PIPELINE_HOME") else "default",
+            "home_origin": ("TATBOT_PIPELINE_HOME" if os.environ.get("TATBOT_PIPELINE_HOME")
+                            else f"file:{settings_file()}" if env.get("TATBOT_PIPELINE_HOME") else "default"),
             "settle_seconds": float(env.get("TATBOT_SETTLE_SECONDS", 60.0)),
             "robot_state_dir": Path(env.get("TATBOT_ROBOT_STATE_DIR") or default_state_dir()),
             "scenes": Path(env["TATBOT_SCENES_DIR"]) if env.get("TATBOT_SCENES_DIR") else None,
@@ -179,6 +209,9 @@ class PipelineSettings:
         """Which pipeline home a command uses and why, for the user (the CLI prints it)."""
         why = {"TATBOT_PIPELINE_HOME": "from TATBOT_PIPELINE_HOME",
                "default": "TATBOT_PIPELINE_HOME is not set: the default home (source .venv/bin/activate sets it)"}
+        if self.home_origin.startswith("file:"):
+            return (f"pipeline home: {self.home} (TATBOT_PIPELINE_HOME is not exported: from "
+                    f"{self.home_origin.removeprefix('file:')})")
         return f"pipeline home: {self.home} ({why.get(self.home_origin, 'given by the caller')})"
 
     @property

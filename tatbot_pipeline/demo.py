@@ -3,24 +3,26 @@
 Runs every step through Dagster (the same sensor, assets and jobs a user triggers from the UI) against
 $DAGSTER_HOME. Each run is created against the code location `dagster dev` serves (workspace.yaml's
 `tatbot_pipeline`), as a click on Materialize would, and executed in this process: the UI opened at the end shows
-the runs on the Overview timeline and the Jobs page, the verdicts and the lineage. The demo's settings go to `.env`
-in the working directory, which `dagster dev` loads, so the UI sees the same recordings and home. Idempotent: a
-second run reuses the synthetic recordings and re-materializes.
+the runs on the Overview timeline and the Jobs page, the verdicts and the lineage. The demo's settings go to
+`.tatbot.env` in the working directory (config.py: SETTINGS_FILE), which the project reads for what the shell does
+not export, so a later `dagster dev` there sees the same recordings and home. Idempotent: a second run reuses the
+synthetic recordings and re-materializes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from unittest.mock import patch
 
-from tatbot_pipeline.config import PipelineSettings
+from tatbot_pipeline.config import PipelineSettings, saved_settings, settings_file
 from tatbot_pipeline.console import Console, quiet_console, report_progress
 from tatbot_pipeline.recordings.validation_report import ValidationReport
 from tatbot_pipeline.synth import SynthSpec, make_recordings
@@ -177,23 +179,69 @@ def run_job(runs: LinkedRuns, name: str, op_config: dict | None = None,
     return {k: v.value for k, v in events[-1].materialization.metadata.items()} if events else {}
 
 
-def save_settings(settings: PipelineSettings, directory: Path) -> Path:
-    """The demo's settings in `directory/.env` (other lines kept), where `dagster dev` loads them from: a plain
-    `dagster dev` after the demo reads the same recordings, home and crons."""
+def save_settings(settings: PipelineSettings, directory: Path, temp_dir: Path | None = None) -> tuple[Path, list[str]]:
+    """Save the demo's recordings and home, and every TATBOT_* the shell exports (a secret excepted), to
+    `directory/.tatbot.env` (config.py: settings_file; other lines kept), so a plain `dagster dev` there afterwards
+    sees what the demo built. The project reads that file only for what the shell does not export.
+
+    Also moves the TATBOT_* lines an older demo wrote to `directory/.env` (which Dagster applies over the shell) into
+    it. A path under the system temp dir (`temp_dir`) is not saved unless the file is under it too: a lasting file
+    must not name a dir the system may delete. Returns the file and what to tell the user."""
     from dotenv import set_key
 
-    path = directory / ".env"
-    path.touch(mode=0o600, exist_ok=True)
-    values = {**{k: v for k, v in os.environ.items() if k.startswith("TATBOT_") and k not in SECRETS},
-              "TATBOT_RECORDINGS_DIR": settings.recordings_dir, "TATBOT_PIPELINE_HOME": settings.home,
-              "TATBOT_SPLIT_CRON": settings.split_cron, "TATBOT_RETRAIN_CRON": settings.retrain_cron}
+    path = settings_file(directory)
+    notes: list[str] = []
+    values = _moved_from_dotenv(Path(directory) / ".env", notes)
+    values.update({k: v for k, v in os.environ.items() if k.startswith("TATBOT_") and k not in SECRETS})
+    values.update({"TATBOT_RECORDINGS_DIR": str(settings.recordings_dir), "TATBOT_PIPELINE_HOME": str(settings.home)})
+    temp_root = Path(temp_dir or tempfile.gettempdir()).resolve()
+    temporary = {} if _under(path, temp_root) else {k: v for k, v in values.items() if _names_dir_under(v, temp_root)}
+    if temporary:
+        earlier = saved_settings(directory)
+        kept = [f"{k}={earlier[k]}" for k in temporary if k in earlier]
+        notes.append(f"not saved to {path} (under {temp_root}, which the system may empty): "
+                     + ", ".join(f"{k}={v}" for k, v in temporary.items())
+                     + (f"; it keeps its earlier {', '.join(kept)}" if kept else "")
+                     + "; export them again for a later `dagster dev` here")
     for key, value in values.items():
-        set_key(path, key, str(value))
-    return path
+        if key not in temporary:
+            path.touch(mode=0o600, exist_ok=True)
+            set_key(path, key, value)
+    return path, notes
 
 
-# Never copied into .env: a bearer token stays where the user put it.
+# Never saved by the demo: a bearer token stays where the user put it.
 SECRETS = {"TATBOT_MCP_TOKEN"}
+
+
+def _moved_from_dotenv(dotenv: Path, notes: list[str]) -> dict[str, str]:
+    """Take the TATBOT_* lines (a secret excepted) out of an older demo's `.env`, keeping its other lines (the file
+    goes when nothing is left); return their values, which are saved below the shell from now on."""
+    from dotenv import dotenv_values, unset_key
+
+    if not dotenv.is_file():
+        return {}
+    moved = {k: v for k, v in dotenv_values(dotenv).items()
+             if k.startswith("TATBOT_") and k not in SECRETS and v is not None}
+    for key in moved:
+        unset_key(dotenv, key)
+    if moved:
+        left = dotenv.read_text().strip()
+        if not left:
+            dotenv.unlink()
+        notes.append(f"moved {', '.join(moved)} from {dotenv} to {settings_file(dotenv.parent)}: Dagster applies "
+                     "`.env` over your shell, `.tatbot.env` only where your shell exports nothing"
+                     + (f" ({dotenv} was left empty: removed)" if not left else ""))
+    return moved
+
+
+def _under(path: Path, root: Path) -> bool:
+    return Path(path).resolve().is_relative_to(root)
+
+
+def _names_dir_under(value: str, root: Path) -> bool:
+    """Whether a setting's value (a path, or paths joined by os.pathsep) names something under `root`."""
+    return any(part.startswith(os.sep) and _under(Path(part), root) for part in value.split(os.pathsep))
 
 
 def watch_the_loop(demo_root: Path, retrain_cron: str) -> str:
@@ -209,19 +257,18 @@ def run_demo(ui: bool = True, port: int = 3000) -> int:
         print("error: DAGSTER_HOME is not set — run `source .venv/bin/activate` (scripts/setup.sh adds it) or use "
               "`make demo`", file=sys.stderr)
         return 2
-    from dotenv import dotenv_values
-
     home = PipelineSettings.from_env().home
     # The demo never touches the real recordings root: it points the pipeline at its own synthetic one, in the
-    # settings it hands to every run, in `.env` for `dagster dev`, and in this process's environment only while the
-    # code location it loads from there runs the steps.
+    # `pipeline` resource config it hands to every run (the code location it loads reads only its crons and node
+    # from the environment), in the environment of the `dagster dev` it starts, and in `.tatbot.env` for a later one.
     settings = PipelineSettings.from_env(recordings_dir=home / "demo" / "recordings")
-    dotenv = save_settings(settings, Path.cwd())
+    saved, notes = save_settings(settings, Path.cwd())
+    for note in notes:
+        print(note)
     log_path = settings.logs_dir / f"demo-{time.strftime('%Y%m%d-%H%M%S')}.log"
     try:
-        # The code location reads its settings from the environment, as under `dagster dev`: for the steps only.
-        with quiet_console(log_path) as console, patch.dict(os.environ, dotenv_values(dotenv)):
-            code = _demo_steps(settings, console, dotenv)
+        with quiet_console(log_path) as console:
+            code = _demo_steps(settings, console, saved)
     except StepFailed as e:
         print(f"error: {e}\n  full log: {log_path}", file=sys.stderr)
         return 1
@@ -232,11 +279,14 @@ def run_demo(ui: bool = True, port: int = 3000) -> int:
     print(f"\nStarting the Dagster UI: http://127.0.0.1:{port}  (Ctrl-C to stop)", flush=True)
     dagster = Path(sys.executable).parent / "dagster"
     # workspace.yaml names the code location; DAGSTER_MODULE_NAME (exported for `dagster job execute`) hangs `dagster dev`.
+    # The demo's paths are given, not left to .tatbot.env: the shell's exports would win there, and a temporary
+    # home is not saved.
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_MODULE_NAME"}
+    env.update(TATBOT_RECORDINGS_DIR=str(settings.recordings_dir), TATBOT_PIPELINE_HOME=str(settings.home))
     return subprocess.call([str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port)], env=env)
 
 
-def _demo_steps(settings: PipelineSettings, console: Console, dotenv: Path) -> int:
+def _demo_steps(settings: PipelineSettings, console: Console, saved: Path) -> int:
     """The seven steps, one headline each; returns the exit code."""
     import dagster as dg
 
@@ -244,7 +294,7 @@ def _demo_steps(settings: PipelineSettings, console: Console, dotenv: Path) -> i
     with dg.DagsterInstance.get() as instance, linked_runs(instance) as runs:
         code, trained = _seven_steps(runs, settings, console)
     if code == 0:
-        _where_to_look(console, settings, trained, dotenv, time.perf_counter() - started)
+        _where_to_look(console, settings, trained, saved, time.perf_counter() - started)
     return code
 
 
@@ -295,7 +345,7 @@ def _stepper(console: Console):
     return step
 
 
-def _where_to_look(console: Console, settings: PipelineSettings, trained: dict, dotenv: Path, seconds: float) -> None:
+def _where_to_look(console: Console, settings: PipelineSettings, trained: dict, saved: Path, seconds: float) -> None:
     console.line(f"\nDemo finished in {seconds:.0f} s. Where to look:")
     console.line(f"  recordings:         {settings.recordings_dir}")
     console.line(f"  validation reports: {settings.validation_dir}")
@@ -304,6 +354,11 @@ def _where_to_look(console: Console, settings: PipelineSettings, trained: dict, 
     console.line(f"  eval datasets:      {settings.eval_datasets_dir}")
     console.line(f"  Dagster instance:   {os.environ['DAGSTER_HOME']}")
     console.line(f"  full logs:          {console.log_path} (this run), {settings.train_dir / 'logs'} (lerobot-train)")
-    console.line(f"  settings:           {dotenv}: `dagster dev` run here reads the demo's recordings and home from it "
-                 "(remove its TATBOT_ lines to point it back at your own)")
+    paths = {"TATBOT_RECORDINGS_DIR": str(settings.recordings_dir), "TATBOT_PIPELINE_HOME": str(settings.home)}
+    if saved_settings(saved.parent).items() >= paths.items():
+        console.line(f"  settings:           {saved}: `dagster dev` run here reads the demo's recordings and home from "
+                     "it unless your shell exports TATBOT_RECORDINGS_DIR / TATBOT_PIPELINE_HOME (an export always wins)")
+    else:
+        console.line("  settings:           not saved (temporary paths): for a later `dagster dev` to see this demo, "
+                     + "; ".join(f"export {k}={shlex.quote(v)}" for k, v in paths.items()))
     console.line(watch_the_loop(settings.recordings_dir, settings.retrain_cron))

@@ -47,6 +47,15 @@ def checkpoint_sha256(checkpoint: Path) -> str:
     return digest.hexdigest()
 
 
+def expected_sha256(text: str) -> str:
+    """A digest a person passes on the command line (as sha256sum or `tatbot-pipeline digest` prints it, any case),
+    normalised; ValueError naming it otherwise, so a typo is not reported as a changed checkpoint."""
+    digest = text.strip().lower()
+    if not SHA256_RE.match(digest):
+        raise ValueError(f"{text!r} is not a SHA-256 digest (64 hex digits)")
+    return digest
+
+
 def verify_checkpoint(checkpoint: Path, expected: str, what: str = "checkpoint") -> str:
     """Raise DigestMismatch unless `checkpoint`'s digest is `expected`; returns it."""
     actual = checkpoint_sha256(checkpoint)

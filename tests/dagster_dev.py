@@ -29,8 +29,8 @@ def fresh_instance(dagster_home: Path) -> Path:
 
 
 def project_dir(directory: Path) -> Path:
-    """A directory laid out like the repo root for `dagster dev` (its workspace.yaml), without the repo's `.env`:
-    a developer's `make demo` settings must not leak into a test's server."""
+    """A directory laid out like the repo root for `dagster dev` (its workspace.yaml), without the repo's `.env` or
+    `.tatbot.env`: a developer's `make demo` settings must not leak into a test's server."""
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "workspace.yaml", directory / "workspace.yaml")
     return directory
@@ -38,8 +38,8 @@ def project_dir(directory: Path) -> Path:
 
 @contextmanager
 def dagster_dev(dagster_home: Path, env: dict[str, str], log: Path, cwd: Path | None = None) -> Iterator[str]:
-    """Serve `dagster dev` on a free loopback port, run in `cwd` (a project dir: its `.env` is loaded, as a user's
-    is); yields its URL. `env` replaces every TATBOT_* variable."""
+    """Serve `dagster dev` on a free loopback port, run in `cwd` (a project dir: its `.env` and `.tatbot.env` are
+    read, as a user's are); yields its URL. `env` replaces every TATBOT_* variable."""
     full = {k: v for k, v in os.environ.items() if k != "DAGSTER_MODULE_NAME" and not k.startswith("TATBOT_")}
     full.update(DAGSTER_HOME=str(dagster_home), HF_HUB_OFFLINE="1", **env)
     port = free_port()

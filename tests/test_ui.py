@@ -1,8 +1,8 @@
 """The demo as a user runs it, then the Dagster UI on its instance at 1600×1000, driven by headless Chromium.
 
 One module, one demo run (the whole loop, ~1.5 min on 2 cores), run in a project dir laid out like the repo root:
-the terminal output, the instance and `.env` it leaves, then a plain `dagster dev` started there afterwards, as the
-README says, and the pages a person opens. Each page check saves a screenshot in test-artifacts/ui/ (git-ignored),
+the terminal output, the instance and `.tatbot.env` it leaves, then a plain `dagster dev` started there afterwards, as
+the README says, and the pages a person opens. Each page check saves a screenshot in test-artifacts/ui/ (git-ignored),
 so a person can look at what the test saw.
 """
 
@@ -88,14 +88,14 @@ def test_the_terminal_shows_the_steps_and_the_logs_hold_the_rest(demo):
     assert "WARN 4/6 usable: ep 1 dead arm, ep 4 black camera" in text
     [log] = re.findall(r"full logs:\s+(\S+\.log)", demo["stdout"])
     assert "Svt" not in Path(log).read_text() and "lerobot" in Path(log).read_text()  # the detail, minus encoder banners
-    assert f"settings:           {demo['project'] / '.env'}" in demo["stdout"]
+    assert f"settings:           {demo['project'] / '.tatbot.env'}" in demo["stdout"]
     assert "Watch the loop:" in demo["stdout"].splitlines()[-1]
 
 
 def test_the_demo_leaves_its_settings_where_dagster_dev_reads_them(demo):
-    saved = dotenv_values(demo["project"] / ".env")
+    saved = dotenv_values(demo["project"] / ".tatbot.env")  # read below the shell, unlike a `.env`
     assert saved["TATBOT_RECORDINGS_DIR"] == str(demo["home"] / "demo" / "recordings")
-    assert saved["TATBOT_PIPELINE_HOME"] == str(demo["home"]) and saved["TATBOT_RETRAIN_CRON"]
+    assert saved["TATBOT_PIPELINE_HOME"] == str(demo["home"]) and "TATBOT_RETRAIN_CRON" not in saved  # not exported
 
 
 def test_the_instance_after_the_demo_tells_the_story(demo):
@@ -127,7 +127,7 @@ def test_the_instance_after_the_demo_tells_the_story(demo):
 @pytest.fixture(scope="module")
 def ui(demo, tmp_path_factory):
     """A plain `dagster dev` started in the demo's project dir afterwards (no TATBOT_* in its environment: it reads
-    the demo's `.env`), and a 1600×1000 Chromium page on it."""
+    the demo's `.tatbot.env`), and a 1600×1000 Chromium page on it."""
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -263,7 +263,8 @@ def test_the_lineage_runs_from_recording_to_rollout(ui):
 
 
 def test_a_plain_dagster_dev_after_the_demo_ticks_the_recordings_sensor_cleanly(ui):
-    """No TATBOT_RECORDINGS_DIR in the server's environment: only the demo's `.env` points it at the recordings."""
+    """No TATBOT_RECORDINGS_DIR in the server's environment: only the demo's `.tatbot.env` points it at the
+    recordings."""
     query = """{ sensorOrError(sensorSelector: {repositoryName: "__repository__", repositoryLocationName:
         "tatbot_pipeline", sensorName: "recordings_sensor"}) { ... on Sensor { sensorState { ticks(limit: 5) {
         status skipReason error { message } } } } } }"""
