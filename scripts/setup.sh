@@ -40,16 +40,25 @@ echo "==> uv sync (.venv/)"
 
 activate=".venv/bin/activate"
 marker="# tatbot_pipeline environment"
-if ! grep -q "$marker" "$activate"; then
+version="$marker (2)"
+if ! grep -qF "$version" "$activate"; then
+  # An older block (always the last thing in the file) is replaced, so re-running setup updates it.
+  sed -i "/^$marker/,\$d" "$activate"
   cat >>"$activate" <<ACT
-$marker
+$version
 export DAGSTER_HOME="$root"
 export DAGSTER_MODULE_NAME=tatbot_pipeline.definitions
 export TATBOT_PIPELINE_HOME="\${TATBOT_PIPELINE_HOME:-$root/.tatbot}"
 export HF_HUB_OFFLINE=1
-# \`dagster dev\` hangs when DAGSTER_MODULE_NAME is set (it must be, for \`dagster job execute\`): drop it there only.
+# DAGSTER_MODULE_NAME is for \`dagster job execute\` (it reads neither pyproject.toml nor workspace.yaml).
+# \`dagster dev\` hangs when it is set, and \`dagster job launch\` would name the run's code location after the
+# module, which the daemon (loading workspace.yaml: location tatbot_pipeline) cannot find: both run without it.
 dagster() {
-  if [ "\${1:-}" = dev ]; then env -u DAGSTER_MODULE_NAME dagster "\$@"; else command dagster "\$@"; fi
+  case "\${1:-} \${2:-}" in
+    "dev "*) env -u DAGSTER_MODULE_NAME dagster "\$@" ;;
+    "job launch") shift 2; env -u DAGSTER_MODULE_NAME dagster job launch -w "$root/workspace.yaml" "\$@" ;;
+    *) command dagster "\$@" ;;
+  esac
 }
 ACT
 fi

@@ -1,4 +1,4 @@
-"""`tatbot-pipeline` console script: synth, validate, demo, mcp, arm, sim-eval, sim-calibrate, digest."""
+"""`tatbot-pipeline` console script: synth, validate, demo, mcp, arm, sim-eval, sim-calibrate, digest, rerun."""
 
 from __future__ import annotations
 
@@ -323,7 +323,37 @@ def build_parser() -> argparse.ArgumentParser:
                          "outputs/eval/leaderboard.json (else promoted.json) under the pipeline home, found by the "
                          "dir's path or, for a deployed copy named <run>-<step>, by the run it was copied from")
     p.set_defaults(func=_digest)
+
+    p = sub.add_parser("rerun", help="re-execute a failed run from failure, as the UI's button does (a training "
+                       "resumes from its last checkpoint); queued for the daemon")
+    p.add_argument("run_id", help="the failed run's id (the UI's Runs page, or `dagster run list`)")
+    p.add_argument("-w", "--workspace", default="", help="the workspace file `dagster dev` loads (default: "
+                   "./workspace.yaml, else the source checkout's)")
+    p.set_defaults(func=_rerun)
     return parser
+
+
+def _rerun(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from tatbot_pipeline.defs.reexecute import RerunRefused, rerun_from_failure
+
+    # The one `dagster dev` loads: ./workspace.yaml, else the source checkout's (what the activated shell uses).
+    workspace = Path(args.workspace or ("workspace.yaml" if Path("workspace.yaml").is_file()
+                                        else Path(__file__).resolve().parents[1] / "workspace.yaml"))
+    if not workspace.is_file():
+        print(f"error: {workspace}: no workspace file (pass -w)", file=sys.stderr)
+        return 2
+    with dg.DagsterInstance.get() as instance:
+        try:
+            rerun = rerun_from_failure(args.run_id, workspace, instance)
+        except RerunRefused as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    print(f"queued run {rerun.run_id}: {rerun.job_name} re-executed from failure of {rerun.parent_run_id} (root run "
+          f"{rerun.root_run_id}; a training resumes its run dir). The daemon launches it: `dagster dev` or "
+          "`dagster-daemon run` must be running.")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,16 +18,25 @@ from tatbot_pipeline.training.health import HEALTH_CHECKS
 from tatbot_pipeline.training.lineage import new_since_previous
 from tatbot_pipeline.training.presets import PRESETS, TrainOptions
 from tatbot_pipeline.training.training_report import report_training
-from tatbot_pipeline.training.runner import train_policy
+from tatbot_pipeline.training.preflight import PreflightFailed
+from tatbot_pipeline.training.runner import TrainingFailed, train_policy, training_lock, unfinished_runs
 
 # dagster.yaml limits runs with this tag to one at a time; the runner's file lock covers untagged launches.
 TRAINING_TAG = "tatbot/training"
 CHECKS = HEALTH_CHECKS  # one asset check per health check of training/health.py
+# A training whose run died without a step failing (its worker or node killed, the run marked failed by the code
+# server or the run monitor) is re-executed from failure by the daemon (dagster.yaml: run_retries) up to this many
+# times; the re-execution keeps the root run id, so it resumes the same run dir from its last checkpoint. A step
+# that failed (bad data, a trainer that exited with an error) is not retried: it would fail the same way.
+TRAINING_RETRIES = 2
 
 
 def training_run_tags(settings: PipelineSettings) -> dict[str, str]:
-    """Run tags of every training launch: the queue limit, and a GPU node under the Kubernetes profile."""
-    return {TRAINING_TAG: "true", **gpu_run_tags(settings.train_gpus)}
+    """Run tags of every training launch: the queue limit, the automatic retries, and a GPU node under the
+    Kubernetes profile."""
+    return {TRAINING_TAG: "true", "dagster/max_retries": str(TRAINING_RETRIES),
+            "dagster/retry_strategy": "FROM_FAILURE", "dagster/retry_on_asset_or_op_failure": "false",
+            **gpu_run_tags(settings.train_gpus)}
 
 
 class TrainingRunConfig(dg.Config):
@@ -68,7 +77,8 @@ class TrainingRunConfig(dg.Config):
     deps=[dg.AssetDep("training_splits")],
     description="A LeRobot policy checkpoint trained with `lerobot-train` on the newest split's `train` side "
     "(`$TATBOT_PIPELINE_HOME/outputs/train/<run>/checkpoints/last/pretrained_model`), with its loss and validation "
-    "loss curves. A retried run resumes from its last checkpoint. Presets: " + ", ".join(f"`{n}`" for n in PRESETS) + ".",
+    "loss curves. A retried run resumes from its last checkpoint; a run whose worker died is retried by the daemon "
+    f"up to {TRAINING_RETRIES} times. Presets: " + ", ".join(f"`{n}`" for n in PRESETS) + ".",
     check_specs=[
         dg.AssetCheckSpec("loss_decreased", asset="trained_policy", blocking=True,
                           description="Mean loss of the last quarter of logged steps is below the first quarter's."),
@@ -86,16 +96,28 @@ def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
     train_root = version_dir / "train"
     preset = config.preset_name(settings)
     run_name = run_dir_name(preset, context.run)
-    run = train_policy(preset, train_root, settings.train_dir / run_name, settings.hf_home,
-                       config.to_options(settings), models_home=settings.home, on_line=context.log.info)
-    report = report_training(run, train_root, context.log.info)
+    # One lock over the training, its validation loss and health checks: a queued training starts after all of it.
+    with training_lock(settings.train_dir, context.log.info):
+        note_unfinished_runs(settings.train_dir, run_name, preset, train_root, context.log.warning)
+        try:
+            run = train_policy(preset, train_root, settings.train_dir / run_name, settings.hf_home,
+                               config.to_options(settings), models_home=settings.home, on_line=context.log.info,
+                               lock=False)
+        except PreflightFailed as e:
+            raise dg.Failure(f"preflight: {e}", allow_retries=False) from e
+        except TrainingFailed as e:
+            raise dg.Failure(str(e).splitlines()[0], metadata={"details": dg.MetadataValue.text(str(e))}) from e
+        report = report_training(run, train_root, context.log.info)
     loop = new_since_previous_checkpoint(context.instance, settings.splits_dir, train_root)
+    judged = f"judged on {len(run.metrics)} logged steps of {run.attempts} attempt{'s' * (run.attempts != 1)}"
     return dg.MaterializeResult(
         metadata=headline_first(report.summary, {**to_metadata(report.first), **loop}, to_metadata(report.last)),
         data_version=dg.DataVersion(f"{run_name}@{run.steps}"),
         check_results=[
             dg.AssetCheckResult(check_name=h.name, passed=h.passed, severity=dg.AssetCheckSeverity.ERROR,
-                                description=h.message, metadata={k: _meta(v) for k, v in h.details.items()})
+                                description=f"{h.message} ({judged})",
+                                metadata={**{k: _meta(v) for k, v in h.details.items()},
+                                          "attempts": run.attempts, "logged_steps": len(run.metrics)})
             for h in report.health
         ],
     )
@@ -104,6 +126,19 @@ def trained_policy(context: dg.AssetExecutionContext, config: TrainingRunConfig,
 def run_dir_name(preset: str, run: dg.DagsterRun) -> str:
     """`<preset>-<root run id[:8]>`: a re-execution keeps the root run id, so it finds the same dir and resumes."""
     return f"{preset}-{(run.root_run_id or run.run_id)[:8]}"
+
+
+def note_unfinished_runs(train_dir: Path, run_name: str, preset: str, train_root: Path, warn) -> list[Path]:
+    """Say where earlier runs of this preset on this split stopped short, when this run starts a new dir: they are
+    left as they are (a re-execution of their run resumes them), never silently abandoned."""
+    if (train_dir / run_name).exists():
+        return []
+    left = unfinished_runs(train_dir, preset, train_root)
+    for run_dir, step in left:
+        warn(f"starting over in {train_dir / run_name}; an earlier run of {preset} on this split stopped at step "
+             f"{step} in {run_dir}: re-execute that run from failure (`tatbot-pipeline rerun <its run id>`, or the UI) "
+             "to resume it instead")
+    return [d for d, _ in left]
 
 
 def new_since_previous_checkpoint(instance: dg.DagsterInstance, splits_dir: Path, train_root: Path) -> dict:

@@ -10,6 +10,7 @@ and UI launches without the tag bypass it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import json
 import logging
@@ -17,6 +18,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -29,7 +31,8 @@ from tatbot_pipeline.config import apply_offline_defaults
 from tatbot_pipeline.console import report_progress
 from tatbot_pipeline.checkpoints import last_checkpoint
 from tatbot_pipeline.processes import stop_process
-from tatbot_pipeline.training.train_log import MetricsParser, MetricsSeries
+from tatbot_pipeline.training.preflight import preflight
+from tatbot_pipeline.training.train_log import ATTEMPT_HEADER, MetricsParser, MetricsSeries, parse_attempts
 from tatbot_pipeline.training.presets import (
     TrainOptions,
     check_multi_gpu,
@@ -65,6 +68,7 @@ class TrainingRun:
     argv: tuple[str, ...]
     wall_s: float
     num_gpus: int = 1  # processes `accelerate launch` started (1: plain lerobot-train)
+    attempts: int = 1  # lerobot-train processes this run dir took, killed ones included (from its log)
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -79,6 +83,22 @@ def checkpoint_step(run_dir: Path) -> int | None:
     if not state.is_file():
         return None
     return int(json.loads(state.read_text())["step"])
+
+
+def unfinished_runs(train_dir: Path, preset: str, dataset_root: Path) -> list[tuple[Path, int]]:
+    """Run dirs of `preset` that trained on `dataset_root` and whose last checkpoint stopped short of their steps."""
+    found = []
+    for run_dir in sorted(Path(train_dir).glob(f"{preset}-*")):
+        step = checkpoint_step(run_dir)
+        if step is None:
+            continue
+        try:
+            cfg = json.loads((last_checkpoint(run_dir) / "train_config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if Path(cfg["dataset"]["root"]) == Path(dataset_root).absolute() and step < int(cfg["steps"]):
+            found.append((run_dir, step))
+    return found
 
 
 def lerobot_train_command(num_gpus: int | None = None) -> list[str]:
@@ -131,11 +151,14 @@ def train_policy(
     options: TrainOptions | None = None,
     models_home: Path | None = None,
     on_line: LineCallback | None = None,
+    lock: bool = True,
 ) -> TrainingRun:
     """Train `preset` on the LeRobot dataset at `dataset_root` into `run_dir`, resuming if it holds a checkpoint.
 
     A run dir whose last checkpoint already reached `steps` is returned as is (a retried run that had finished
-    training but failed later). The tiny backbone goes to `tiny_smolvlm_dir(models_home)` (default: the run dir's parent).
+    training but failed later). The tiny backbone goes to `tiny_smolvlm_dir(models_home)` (default: the run dir's
+    parent). `lock=False`: the caller already holds `training_lock(run_dir.parent)` (the asset holds it over its
+    checks too). The split and the output dir are checked first (`preflight`), so a broken file fails in seconds.
     """
     p = get_preset(preset)
     opts = p.options(options)
@@ -143,11 +166,12 @@ def train_policy(
     dataset_root, run_dir = Path(dataset_root).absolute(), Path(run_dir).absolute()
     if not (dataset_root / "meta" / "info.json").is_file():
         raise FileNotFoundError(f"{dataset_root}: not a LeRobot dataset (no meta/info.json) — build training_splits first")
+    emit = on_line or (lambda line: log.info("%s", line))
+    preflight(dataset_root, run_dir)
     log_path = run_dir.parent / "logs" / f"{run_dir.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    emit = on_line or (lambda line: log.info("%s", line))
 
-    with training_lock(run_dir.parent, emit):
+    with training_lock(run_dir.parent, emit) if lock else contextlib.nullcontext():
         done = checkpoint_step(run_dir)
         if done is None:
             if run_dir.exists():
@@ -161,21 +185,38 @@ def train_policy(
             argv = resume_argv(run_dir, opts.steps, opts.log_freq)
         else:
             emit(f"{run_dir}: last checkpoint already at step {done} >= {opts.steps}; nothing to train")
-            return TrainingRun(p.name, p.policy_type, run_dir, done, done, _load_metrics(run_dir), log_path, (), 0.0)
+            metrics, attempts = run_metrics(run_dir, log_path, opts.log_freq)
+            return TrainingRun(p.name, p.policy_type, run_dir, done, done, metrics, log_path, (), 0.0,
+                               attempts=attempts)
 
         start = time.perf_counter()
         parser = MetricsParser(opts.log_freq, start_step=done or 0)
         summary = TrainingConsole(emit, parser, total_steps=opts.steps)
         write_command(command_path(log_path), argv, opts.num_gpus)
-        _stream(lerobot_train_command(opts.num_gpus) + argv, training_env(hf_home), log_path, parser, summary)
+        try:
+            _stream(lerobot_train_command(opts.num_gpus) + argv, training_env(hf_home), log_path, parser, summary,
+                    start_step=done or 0)
+        finally:  # a failed attempt's steps count too: the next one resumes after them
+            metrics, attempts = run_metrics(run_dir, log_path, opts.log_freq)
         wall = time.perf_counter() - start
 
-    metrics = _load_metrics(run_dir) if done is not None else MetricsSeries()
-    metrics.truncate_after(done or 0)
-    metrics.extend(parser.series)
-    metrics.save(run_dir / METRICS_FILE)
-    return TrainingRun(p.name, p.policy_type, run_dir, checkpoint_step(run_dir) or 0, done, metrics, log_path, tuple(argv), wall,
-                       opts.num_gpus or 1)
+    return TrainingRun(p.name, p.policy_type, run_dir, checkpoint_step(run_dir) or 0, done, metrics, log_path,
+                       tuple(argv), wall, opts.num_gpus or 1, attempts)
+
+
+def run_metrics(run_dir: Path, log_path: Path, log_freq: int) -> tuple[MetricsSeries, int]:
+    """The run's metrics over every attempt, and how many there were: read from its log, which every attempt
+    appends to as it goes (so a killed worker's steps are there too), and saved beside the checkpoints.
+
+    Steps from before the log's first attempt (a run dir moved from elsewhere) come from the saved metrics.
+    """
+    attempts = parse_attempts(_log_lines(log_path), log_freq)
+    metrics = _load_metrics(run_dir)
+    metrics.truncate_after(attempts.first_start)
+    metrics.extend(attempts.series)
+    if run_dir.is_dir():
+        metrics.save(run_dir / METRICS_FILE)
+    return metrics, attempts.count
 
 
 def _load_metrics(run_dir: Path) -> MetricsSeries:
@@ -204,17 +245,32 @@ _PROBLEM_RE = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback|Error:|Excepti
 _CHECKPOINT_RE = re.compile(r"Checkpoint policy after step (\d+)")
 
 
+# torchcodec's report of every FFmpeg version it could not load (dozens of lines, a traceback each) when the machine
+# has none it supports; lerobot then decodes with pyav, which the presets ask for anyway.
+_TORCHCODEC_START = "Could not load libtorchcodec"
+_TORCHCODEC_END = "[end of libtorchcodec loading traceback]"
+
+
 class TrainingConsole:
     """What a person reads of a training, out of lerobot-train's hundreds of lines: the loss about ten times over the
-    run, each checkpoint saved, and every warning or error. The config dump and per-step lines stay in the log file
-    (and the config in the materialization's `train_config`)."""
+    run, each checkpoint saved, and every warning or error. The config dump, per-step lines and torchcodec's report
+    of FFmpeg libraries it could not load (one line instead) stay in the log file (and the config in the
+    materialization's `train_config`)."""
 
     def __init__(self, emit: LineCallback, parser: MetricsParser, total_steps: int, reports: int = 10) -> None:
         self.emit, self.parser, self.total = emit, parser, max(1, total_steps)
         self.every = max(1, self.total // reports)
+        self.torchcodec_lines_left = 0  # inside torchcodec's report: lines still to swallow (bounded, in case its end
+        # marker changes: a real error after it must still show)
 
     def __call__(self, line: str, parsed: bool) -> None:
-        if parsed:
+        if self.torchcodec_lines_left:
+            self.torchcodec_lines_left = 0 if _TORCHCODEC_END in line else self.torchcodec_lines_left - 1
+        elif _TORCHCODEC_START in line:
+            self.torchcodec_lines_left = 200
+            self.emit("torchcodec found no FFmpeg library it can load; videos are decoded with pyav (details in the "
+                      "log)")
+        elif parsed:
             series = self.parser.series
             step, loss = series.step[-1], series.loss[-1]
             report_progress("training", step, self.total, f"loss {loss:.4g}")
@@ -239,29 +295,101 @@ def write_command(path: Path, argv: list[str], num_gpus: int | None) -> None:
 
 
 def _stream(cmd: list[str], env: dict[str, str], log_path: Path, parser: MetricsParser,
-            console: Callable[[str, bool], None]) -> None:
-    """Run `cmd`, sending each output line to the log file, the metrics parser and `console`; raise on failure."""
+            console: Callable[[str, bool], None], start_step: int = 0) -> None:
+    """Run `cmd` with its output appended to the log file, and follow the file: each line goes to the metrics
+    parser and `console`; raise on failure.
+
+    The trainer writes the log itself rather than through a pipe to this process, so a run worker killed
+    mid-training (or slow to read) loses none of the steps the trainer logged: the attempt that resumes it reads
+    them back for its health checks. The trainer dies with the process that started it (Linux), so a killed worker
+    never leaves a trainer writing into the run dir its retry resumes.
+    """
     tail: deque[str] = deque(maxlen=20)
+    missing_model = False
+
+    def follow(chunk: bytes) -> None:
+        nonlocal missing_model
+        for line in _without_progress_bar(chunk.decode("utf-8", errors="replace")):
+            tail.append(line)
+            missing_model = missing_model or _MISSING_MODEL_RE.search(line) is not None
+            console(line, parser.feed(line))
+
+    attempt = 1 + sum(1 for line in _log_lines(log_path) if line.startswith("$ "))
     with open(log_path, "a", encoding="utf-8") as log_file:
+        log_file.write(ATTEMPT_HEADER.format(number=attempt, start=start_step) + "\n")
         log_file.write(f"$ {shlex.join(cmd)}\n")
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
-            cwd=log_path.parent, errors="replace",
-        )
+    with open(log_path, "ab") as out, open(log_path, "rb") as reader:
+        reader.seek(0, os.SEEK_END)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log_path.parent,
+                                preexec_fn=_die_with_parent if _LIBC is not None else None)
         try:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                for line in _without_progress_bar(raw):
-                    log_file.write(line + "\n")
-                    tail.append(line)
-                    console(line, parser.feed(line))
+            pending = b""
+            while True:
+                running = proc.poll() is None
+                chunk = reader.read()
+                if chunk:
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        follow(line)
+                elif not running:
+                    break
+                else:
+                    time.sleep(FOLLOW_S)
+            if pending:
+                follow(pending)
             rc = proc.wait()
         finally:
             stop_process(proc, 30)  # interrupted (run cancelled, KeyboardInterrupt): never leave a trainer behind
     if rc != 0:
-        last = "\n".join(tail)
-        raise TrainingFailed(
-            f"lerobot-train exited with code {rc}; full log: {log_path}\nlast lines:\n{last}\n"
-            "If it could not find a base model, download it into the pipeline's HF cache (HF_HUB_OFFLINE=0) "
-            "or use an offline preset such as tiny_smolvla."
-        )
+        raise TrainingFailed(failure_message(rc, log_path, list(tail), missing_model))
+
+
+FOLLOW_S = 0.2  # how often the log is read for new lines while the trainer runs
+
+
+def _log_lines(log_path: Path) -> list[str]:
+    """The log's lines without tqdm's progress bar (the trainer writes both into the file)."""
+    if not log_path.is_file():
+        return []
+    return [line for raw in log_path.read_text(errors="replace").split("\n") for line in _without_progress_bar(raw)]
+
+
+# Lines that mean lerobot-train could not find a base model or a backbone (offline cache empty, wrong name).
+_MISSING_MODEL_RE = re.compile(
+    r"RepositoryNotFoundError|Repository Not Found|LocalEntryNotFoundError|GatedRepoError|offline mode is enabled"
+    r"|couldn't connect to 'https://huggingface\.co'|does not appear to have a file named|is not a local folder and "
+    r"is not a valid model identifier", re.IGNORECASE)
+_SIGNAL_ADVICE = {
+    "SIGKILL": "most often the kernel's out-of-memory killer (see `dmesg` or `journalctl -k`): lower batch_size, "
+               "or train on a node with more memory",
+    "SIGTERM": "stopped from outside (the run was cancelled, or its node is shutting down)",
+    "SIGSEGV": "a crash in native code (a CUDA or video-decoding library)",
+}
+
+
+def failure_message(rc: int, log_path: Path, tail: list[str], missing_model: bool) -> str:
+    """What a person reads when lerobot-train fails: how it ended (a signal by name), where the log is, its last
+    lines, and advice only where the log supports it."""
+    if rc < 0 or rc in (128 + 9, 128 + 15):  # killed directly, or through a shell / launcher (128 + signal)
+        number = -rc if rc < 0 else rc - 128
+        name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else f"signal {number}"
+        how = f"lerobot-train was killed by {name}" + (f": {_SIGNAL_ADVICE[name]}" if name in _SIGNAL_ADVICE else "")
+    else:
+        how = f"lerobot-train exited with code {rc}"
+    last = "\n".join(tail)
+    message = f"{how}; full log: {log_path}\nlast lines:\n{last}"
+    if missing_model:
+        message += ("\nIt could not find a base model: download it into the pipeline's HF cache (HF_HUB_OFFLINE=0 "
+                    "once) or use an offline preset such as tiny_smolvla.")
+    return message
+
+
+# prctl(PR_SET_PDEATHSIG) from libc, where there is one (Linux); loaded before any fork.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the trainer between fork and exec: the kernel sends it SIGKILL when the process that started it dies."""
+    assert _LIBC is not None
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -127,3 +127,47 @@ def parse_log(lines, log_freq: int = 1, start_step: int = 0) -> MetricsSeries:
     for line in lines:
         parser.feed(line)
     return parser.series
+
+
+# Written into a run's log before each lerobot-train it starts, so the log alone tells the attempts apart.
+ATTEMPT_HEADER = "# tatbot_pipeline attempt {number}: lerobot-train from step {start}"
+_ATTEMPT_RE = re.compile(r"^# tatbot_pipeline attempt (\d+): lerobot-train from step (\d+)")
+
+
+@dataclass
+class Attempts:
+    """A run's metrics over every lerobot-train it took: a killed attempt's steps up to the checkpoint the next one
+    resumed from are kept, the steps it redid are the next attempt's."""
+
+    series: MetricsSeries
+    count: int  # lerobot-train processes started (0: none logged)
+    first_start: int  # the step the first logged attempt started from
+
+    @property
+    def steps(self) -> int:
+        return self.series.step[-1] if self.series.step else 0
+
+
+def parse_attempts(lines, log_freq: int = 1) -> Attempts:
+    """Every attempt of a run log, merged. Lines before the first header (logs of older versions) count as one
+    attempt from step 0."""
+    series, count, first_start = MetricsSeries(), 0, None
+    parser: MetricsParser | None = None
+
+    def close() -> None:
+        if parser is not None:
+            series.extend(parser.series)
+
+    for line in lines:
+        if (m := _ATTEMPT_RE.match(line)) is not None:
+            close()
+            start = int(m.group(2))
+            series.truncate_after(start)
+            parser, count = MetricsParser(log_freq, start), count + 1
+            first_start = start if first_start is None else first_start
+        else:
+            if parser is None:
+                parser, count, first_start = MetricsParser(log_freq), 1, 0
+            parser.feed(line)
+    close()
+    return Attempts(series, count, first_start or 0)

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from tatbot_pipeline.defs.resources import PipelineResource
-from tatbot_pipeline.defs.training import CHECKS, TRAINING_TAG, run_dir_name, trained_policy
+from tatbot_pipeline.defs.training import CHECKS, TRAINING_RETRIES, TRAINING_TAG, run_dir_name, trained_policy
 from tatbot_pipeline.scene_yaml import load_scene, secret_values
 
 
@@ -38,11 +38,32 @@ def _materialize(assets, home: Path, steps: int) -> dg.ExecuteInProcessResult:
     )
 
 
-def test_materialize_trains_a_loadable_checkpoint_with_lineage(home_with_split: Path, pristine_recording: Path):
+def test_materialize_trains_a_loadable_checkpoint_with_lineage(home_with_split: Path, pristine_recording: Path,
+                                                             monkeypatch):
+    import fcntl
+
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
+    from tatbot_pipeline.defs import training
+
+    locked_during_report = []
+
+    def report_while_checking_the_lock(*args, **kwargs):
+        """The health checks and validation loss run under the training lock: a queued training waits for them."""
+        with open(home_with_split / "outputs" / "train" / ".training.lock", "w") as other:
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked_during_report.append(False)
+                fcntl.flock(other, fcntl.LOCK_UN)
+            except BlockingIOError:
+                locked_during_report.append(True)
+        return report_training(*args, **kwargs)
+
+    report_training = training.report_training
+    monkeypatch.setattr(training, "report_training", report_while_checking_the_lock)
     result = _materialize([trained_policy], home_with_split, steps=12)
     assert result.success
+    assert locked_during_report == [True]
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert {name: c.passed for name, c in checks.items()} == {
         "loss_decreased": True, "grad_norm_stable": True, "batch_sane": True}, {n: c.description for n, c in checks.items()}
@@ -74,7 +95,9 @@ def test_definitions_wire_the_sensor_and_job():
     defs = build_definitions(PipelineSettings(train_gpus=2, retrain_cron="0 3 * * 1"))
     sensor = defs.get_sensor_def("training_automation")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    assert dict(sensor.run_tags) == {TRAINING_TAG: "true", **gpu_run_tags(2)}  # queue limit + GPU node (deploy/)
+    assert dict(sensor.run_tags) == {  # queue limit, retries of a dead worker's run that resume, GPU node (deploy/)
+        TRAINING_TAG: "true", "dagster/max_retries": str(TRAINING_RETRIES), "dagster/retry_strategy": "FROM_FAILURE",
+        "dagster/retry_on_asset_or_op_failure": "false", **gpu_run_tags(2)}
     assert dict(defs.resolve_job_def("train_policy_job").tags) == dict(sensor.run_tags)
     assert "0 3 * * 1" in sensor.description
     spec = defs.resolve_assets_def("trained_policy")

@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from tatbot_pipeline.checkpoints import last_checkpoint
-from tatbot_pipeline.training.train_log import MetricsSeries
+from tatbot_pipeline.training.preflight import PreflightFailed
+from tatbot_pipeline.training.train_log import MetricsSeries, parse_log
 from tatbot_pipeline.training.presets import TrainOptions
 from tatbot_pipeline.training.runner import (
     METRICS_FILE,
     TrainingFailed,
     checkpoint_step,
+    failure_message,
     train_policy,
     training_env,
 )
@@ -59,6 +61,11 @@ def test_progress_streams_and_metrics_are_recorded(trained_run):
     saved = MetricsSeries.load(run.run_dir / METRICS_FILE)
     assert saved.loss == run.metrics.loss
     assert run.log_path.read_text().count(" loss:") == STEPS
+    assert run.attempts == 1
+    # torchcodec's report of the FFmpeg libraries it could not load stays in the log, summed up in one line
+    if "Could not load libtorchcodec" in log_text:
+        assert not any("libavutil" in line or "libtorchcodec" in line for line in lines), lines
+        assert sum("torchcodec found no FFmpeg library" in line for line in lines) == 1
 
 
 def test_resume_continues_from_the_last_checkpoint(trained_run, tmp_path):
@@ -120,3 +127,86 @@ def test_second_training_waits_for_the_first(tmp_path):
         assert events and "waiting" in events[0]
     waiter.join(timeout=5.0)
     assert events[-1] == "got it"
+
+
+def _children_running(program: str) -> list[int]:
+    """Pids of this process's children whose command line contains `program`."""
+    pids = []
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                if program in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(pid))
+            except OSError:
+                pass
+    return pids
+
+
+def test_a_killed_trainer_is_named_and_its_retry_resumes_with_every_step_judged(train_split, train_home, tmp_path):
+    """SIGKILL the trainer (what the out-of-memory killer does) once a checkpoint is saved: the failure says so, and
+    the next attempt resumes from that checkpoint with the killed attempt's logged steps kept in the metrics."""
+    import os
+    import signal
+
+    run_dir, killed = tmp_path / "outputs" / "train" / "run", []
+
+    def kill_after_checkpoint(line: str) -> None:
+        if line.startswith("checkpoint saved at step") and not killed:
+            killed.extend(_children_running("lerobot"))
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+
+    options = TrainOptions(steps=40, save_freq=4)
+    with pytest.raises(TrainingFailed) as err:
+        train_policy("tiny_smolvla", train_split, run_dir, tmp_path / "hf", options, models_home=train_home,
+                     on_line=kill_after_checkpoint)
+    assert killed, "no trainer process found to kill"
+    message = str(err.value)
+    assert message.startswith("lerobot-train was killed by SIGKILL: most often the kernel's out-of-memory killer")
+    assert "base model" not in message, "the base-model hint only when the log says one was missing"
+    killed_at = checkpoint_step(run_dir)  # the trainer runs ahead of the lines read from its log
+    assert killed_at is not None and 4 <= killed_at < 40
+
+    resumed = train_policy("tiny_smolvla", train_split, run_dir, tmp_path / "hf", options, models_home=train_home,
+                           on_line=lambda line: None)
+    assert (resumed.resumed_from, resumed.steps, resumed.attempts) == (killed_at, 40, 2)
+    assert resumed.metrics.step == list(range(1, 41)), "every step of both attempts, none twice"
+    first_attempt = parse_log(resumed.log_path.read_text().split("attempt 2:")[0].splitlines(), 1)
+    assert resumed.metrics.loss[:killed_at] == first_attempt.loss[:killed_at], "the killed attempt's steps"
+
+
+def test_a_corrupt_split_fails_before_training_naming_the_file(train_split, tmp_path):
+    split = tmp_path / "split"
+    shutil.copytree(train_split, split)
+    data = sorted(split.glob("data/*/*.parquet"))[0]
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])  # a copy cut short
+    with pytest.raises(PreflightFailed, match=f"{data}: not a readable parquet file"):
+        train_policy("tiny_smolvla", split, tmp_path / "outputs" / "run", tmp_path / "hf")
+    assert not (tmp_path / "outputs" / "logs").exists(), "lerobot-train must not have started"
+
+    missing = sorted(train_split.glob("videos/**/*.mp4"))[0].relative_to(train_split)
+    shutil.rmtree(split)
+    shutil.copytree(train_split, split)
+    (split / missing).unlink()
+    with pytest.raises(PreflightFailed, match=f"video {missing} missing"):
+        train_policy("tiny_smolvla", split, tmp_path / "outputs" / "run", tmp_path / "hf")
+
+
+def test_an_unwritable_output_dir_fails_before_training_naming_it(train_split, tmp_path):
+    (tmp_path / "outputs").write_text("a file where the outputs dir should be")
+    with pytest.raises(PreflightFailed, match=f"{tmp_path / 'outputs' / 'train'}: the training output dir is not "
+                       "writable"):
+        train_policy("tiny_smolvla", train_split, tmp_path / "outputs" / "train" / "run", tmp_path / "hf")
+
+
+@pytest.mark.parametrize("rc, tail, missing, expected, hint", [
+    (-9, [], False, "lerobot-train was killed by SIGKILL: most often the kernel's out-of-memory killer", False),
+    (137, [], False, "lerobot-train was killed by SIGKILL", False),
+    (-15, [], False, "lerobot-train was killed by SIGTERM: stopped from outside", False),
+    (1, ["ValueError: bad config"], False, "lerobot-train exited with code 1", False),
+    (1, ["LocalEntryNotFoundError: ..."], True, "lerobot-train exited with code 1", True),
+])
+def test_failure_messages_fit_the_failure(tmp_path, rc, tail, missing, expected, hint):
+    message = failure_message(rc, tmp_path / "run.log", tail, missing)
+    assert message.startswith(expected) and f"full log: {tmp_path / 'run.log'}" in message
+    assert ("could not find a base model" in message) == hint

@@ -48,3 +48,25 @@ def test_json_round_trip_keeps_nan_and_resume_merge():
 
 def test_offline_wandb_has_no_link():
     assert parse_log(["INFO x Track this run --> \x1b[33mNone\x1b[0m"]).wandb_url is None
+
+
+def test_attempts_keep_a_killed_attempts_steps_up_to_the_checkpoint_the_next_resumed_from():
+    from tatbot_pipeline.training.train_log import ATTEMPT_HEADER, parse_attempts
+
+    killed = [LINE.format(step=s, loss=2.0 - s / 10, grdn=1.0) for s in range(1, 8)]  # killed after step 7
+    resumed = [LINE.format(step=s, loss=1.0 - s / 100, grdn=1.0) for s in range(5, 11)]  # its checkpoint: step 4
+    log = [ATTEMPT_HEADER.format(number=1, start=0), "$ lerobot-train ...", *killed, "Killed",
+           ATTEMPT_HEADER.format(number=2, start=4), "$ lerobot-train --resume=true ...", *resumed]
+    attempts = parse_attempts(log)
+    assert attempts.count == 2 and attempts.first_start == 0 and attempts.steps == 10
+    assert attempts.series.step == list(range(1, 11))
+    assert attempts.series.loss[:4] == [2.0 - s / 10 for s in range(1, 5)]  # the killed attempt's, up to step 4
+    assert attempts.series.loss[4:] == [1.0 - s / 100 for s in range(5, 11)]  # steps 5-7 are the resumed attempt's
+
+
+def test_a_log_from_before_attempt_headers_is_one_attempt():
+    from tatbot_pipeline.training.train_log import parse_attempts
+
+    attempts = parse_attempts(["$ lerobot-train ...", LINE.format(step=1, loss=1.0, grdn=1.0)])
+    assert (attempts.count, attempts.series.step) == (1, [1])
+    assert parse_attempts([]).count == 0
