@@ -33,14 +33,37 @@ def png_markdown(fig, alt: str = "plot") -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
 
 
+# Dagster's own accent colours (light theme), so a badge reads like the UI's check icons next to it.
+BADGE_COLOURS = {"green": ("#2ECC81", "#0B3D26"), "yellow": ("#FEA319", "#3D2705"), "red": ("#C72A1C", "#FFFFFF"),
+                 "gray": ("#67748A", "#FFFFFF")}
+
+
+def badge_markdown(label: str, colour: str) -> str:
+    """A small coloured label ('WARN' on yellow) as a markdown image: the one way to put colour in Dagster's
+    metadata (its markdown keeps data: images, drops styles). SVG, so it stays sharp and a few hundred bytes."""
+    fill, ink = BADGE_COLOURS[colour]
+    width = 14 + 8 * len(label)
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="20" role="img" aria-label="{label}">'
+           f'<rect width="{width}" height="20" rx="4" fill="{fill}"/><text x="{width / 2}" y="14.5" fill="{ink}" '
+           f'font-family="DejaVu Sans,Verdana,sans-serif" font-size="12" font-weight="bold" '
+           f'text-anchor="middle">{label}</text></svg>')
+    return f"![{label}](data:image/svg+xml;base64,{base64.b64encode(svg.encode()).decode()})"
+
+
 EXCLUDED_COLOURS = ["tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+
+
+def clip(text: str, width: int) -> str:
+    """`text` cut at a word with an ellipsis when longer than `width`: a legend entry never ends mid-word."""
+    return text if len(text) <= width else text[: width - 1].rsplit(" ", 1)[0] + " …"
 
 
 def joint_ranges(ranges: dict[int, tuple[np.ndarray, np.ndarray]], excluded: set[int] | dict[int, str]):
     """Per-joint recorded range of each episode, normalised to the URDF limits (0 = lower, 1 = upper limit).
 
     Included episodes share one muted colour; each excluded episode has its own colour and legend entry (with the
-    reason when `excluded` maps episodes to reasons), so a user sees at once which strokes left the envelope.
+    reason when `excluded` maps episodes to reasons: a few words, e.g. "dead arm"), so a user sees at once which
+    strokes left the envelope. The legend sits under the axes, one entry per line, inside the image's width.
     """
     reasons = excluded if isinstance(excluded, dict) else {ep: "" for ep in excluded}
     span = np.where(JOINT_UPPER > JOINT_LOWER, JOINT_UPPER - JOINT_LOWER, 1.0)
@@ -53,7 +76,7 @@ def joint_ranges(ranges: dict[int, tuple[np.ndarray, np.ndarray]], excluded: set
         if ep in reasons:
             colour = EXCLUDED_COLOURS[sorted(reasons).index(ep) % len(EXCLUDED_COLOURS)]
             why = reasons[ep]
-            label = f"episode {ep} excluded" + (f": {why[:60]}" if why else "")
+            label = f"episode {ep} excluded" + (f": {clip(why, 60)}" if why else "")
             ax.hlines(y, lo_n, hi_n, colors=colour, lw=2.2, alpha=0.95, label=label)
         else:
             ax.hlines(y, lo_n, hi_n, colors="tab:blue", lw=1, alpha=0.45,

@@ -86,8 +86,7 @@ def record_sim(settings: PipelineSettings, checkpoint: str, sha256: str, sim: di
     if entry is None:
         entry = {"checkpoint": checkpoint, "checkpoint_sha256": sha256, "open_loop_passed": False,
                  "reasons": ["no policy_evaluation judged these bytes"]}
-    open_loop = [r for r in entry.get("reasons", []) if not r.startswith("awaiting sim_evaluation")
-                 and not r.startswith("sim: ")] if not entry.get("open_loop_passed") else []
+    open_loop = open_loop_reasons(entry) if not entry.get("open_loop_passed") else []
     entry = {**entry, "sim": sim, "promoted": bool(entry.get("open_loop_passed") and sim["passed"]),
              "reasons": open_loop + [f"sim: {r}" for r in sim.get("reasons", [])]}
     if entry["promoted"]:
@@ -108,17 +107,81 @@ def simulated(entry: dict | None) -> bool:
     return bool(entry and (entry.get("sim") or {}).get("passed"))
 
 
-def leaderboard_markdown(board: list[dict], limit: int = 10) -> str:
-    """Ranked by open-loop MAE; entries only a sim evaluation knows (never judged open-loop) are left out."""
+def open_loop_reasons(entry: dict) -> list[str]:
+    """Why the open-loop gate failed an entry (its reasons without the sim's and without "awaiting sim")."""
+    return [r for r in entry.get("reasons", []) if not r.startswith("awaiting sim_evaluation")
+            and not r.startswith("sim: ")]
+
+
+# What policy_evaluation's page says of promotion: it decides only the open-loop half, and anything it said about the
+# promotion itself would be stale once sim_evaluation runs (which writes promoted.json).
+DECIDED_BY_SIM = "decided by sim_evaluation"
+
+
+def is_promoted(entry: dict, promoted: dict | None) -> bool:
+    """Whether `promoted` (promoted.json) names the entry's checkpoint: by digest when both have one, else by path."""
+    if not promoted:
+        return False
+    if entry.get("checkpoint_sha256") and promoted.get("checkpoint_sha256"):
+        return entry["checkpoint_sha256"] == promoted["checkpoint_sha256"]
+    return Path(str(entry.get("checkpoint"))).resolve() == Path(str(promoted.get("checkpoint"))).resolve()
+
+
+def promotion_status(entry: dict, promoted: dict | None, name: str = "") -> str:
+    """The one wording of a checkpoint's promotion, on every page and tag that shows it, from the promotion record
+    (`promoted.json`, the truth) and the checkpoint's leaderboard entry: 'PROMOTED [<name>] [under <gate>]',
+    'superseded by <run>', 'awaiting sim_evaluation' or 'NOT PROMOTED: <reasons>'. `name` names the promoted
+    checkpoint (a summary line; a leaderboard row has it in its own column)."""
+    named = f" {name}" if name else ""
+    if is_promoted(entry, promoted):
+        gate = ((promoted or {}).get("sim") or {}).get("gate_name")
+        return f"PROMOTED{named}" + (f" under {gate}" if gate else "")
+    if entry.get("promoted"):  # passed both gates once; promoted.json names another checkpoint since (or none)
+        newer = promoted and (promoted.get("run") or run_name(promoted["checkpoint"]))
+        return f"superseded by {newer}" if newer else "NOT PROMOTED: promoted.json names no checkpoint"
+    if entry.get("open_loop_passed") and not entry.get("sim"):
+        return "awaiting sim_evaluation"
+    return "NOT PROMOTED: " + "; ".join(entry.get("reasons") or ["no reason recorded"])[:300]
+
+
+def promotion_tag(entry: dict, promoted: dict | None) -> str:
+    """`promotion_status` short enough for the Runs list's tag chips: the verdict without reasons or gate (the
+    run's page has them): PROMOTED, NOT PROMOTED, awaiting sim_evaluation, superseded by <run>."""
+    return promotion_status(entry, promoted).split(":")[0].split(" under ")[0]
+
+
+def leaderboard_markdown(board: list[dict], promoted: dict | None, limit: int = 10) -> str:
+    """Ranked by open-loop MAE, with each checkpoint's promotion as `promotion_status` words it; entries only a sim
+    evaluation knows (never judged open-loop) are left out."""
     # Narrow enough for the asset page at 1600 px: the worst joint is in each evaluation's gate table.
-    rows = ["| # | checkpoint | MAE rad | chunk p95 ms | sim tip p95 mm | promoted |", "|---|---|---|---|---|---|"]
-    ranked = sorted((e for e in board if e.get("mae") is not None), key=lambda e: e["mae"])
-    for rank, e in enumerate(ranked[:limit], 1):
-        run = e.get("run") or run_name(e["checkpoint"])
-        rows.append(f"| {rank} | {run} | {e['mae']:.4f} | "
-                    f"{_latency_cell(e)} | {_sim_cell(e)} | "
-                    f"{'yes' if e['promoted'] else 'no: ' + '; '.join(e['reasons'])} |")
+    rows = ["| # | checkpoint | MAE rad | chunk p95 ms | sim tip p95 mm | promotion |", "|---|---|---|---|---|---|"]
+    for rank, e in enumerate(_ranked(board)[:limit], 1):
+        rows.append(f"| {rank} | {_run(e)} | {e['mae']:.4f} | {_latency_cell(e)} | {_sim_cell(e)} | "
+                    f"{_cell(promotion_status(e, promoted))} |")
     return "\n".join(rows)
+
+
+def open_loop_board_markdown(board: list[dict], limit: int = 10) -> str:
+    """policy_evaluation's leaderboard: only what that page decides (the open-loop gate); promotion is named as
+    sim_evaluation's, never guessed here (a guess made now would be stale after the sim runs)."""
+    rows = ["| # | checkpoint | MAE rad | chunk p95 ms | open-loop gate |", "|---|---|---|---|---|"]
+    for rank, e in enumerate(_ranked(board)[:limit], 1):
+        passed = e.get("open_loop_passed", e.get("promoted"))  # entries from before the sim gate: promoted = passed
+        verdict = "pass" if passed else "FAIL: " + "; ".join(open_loop_reasons(e) or ["no reason recorded"])
+        rows.append(f"| {rank} | {_run(e)} | {e['mae']:.4f} | {_latency_cell(e)} | {_cell(verdict)} |")
+    return "\n".join(rows) + f"\n\npromotion: {DECIDED_BY_SIM}"
+
+
+def _ranked(board: list[dict]) -> list[dict]:
+    return sorted((e for e in board if e.get("mae") is not None), key=lambda e: e["mae"])
+
+
+def _run(e: dict) -> str:
+    return e.get("run") or run_name(e["checkpoint"])
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _sim_cell(e: dict) -> str:

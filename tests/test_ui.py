@@ -35,16 +35,29 @@ WARN_RECORDINGS, FAIL_PREFIX = 2, "stroke-crashed-"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
                   "--no-first-run", "--disable-component-update", "--disable-sync"]
 
-# What a person cannot read: a leaf whose text overflows a box that hides it (no hover text giving it whole), and a
-# table wider than the pane that scrolls it.
-CLIPPED_JS = """() => {
+# What a person cannot read: text cut by a box that hides its overflow (an ellipsis, or a tag chip running past its
+# column), unless a hover gives it whole (`strict`: even then — a chip that needs a hover is not read at a glance);
+# and a table wider than the pane that scrolls it.
+CLIPPED_JS = """strict => {
   const out = [];
-  for (const el of document.querySelectorAll('body *')) {
-    if (el.children.length || !el.textContent.trim() || el.scrollWidth <= el.clientWidth + 1) continue;
-    const cs = getComputedStyle(el);
-    const hides = cs.overflow === 'hidden' || cs.overflowX === 'hidden' || cs.textOverflow === 'ellipsis';
-    const hover = el.closest('[title]')?.getAttribute('title') || '';
-    if (hides && !hover.includes(el.textContent.trim())) out.push('text: ' + el.textContent.trim().slice(0, 80));
+  const hides = el => [getComputedStyle(el).overflow, getComputedStyle(el).overflowX].some(
+    v => v === 'hidden' || v === 'clip');
+  const hover = el => (el.closest('[title]')?.getAttribute('title') || '') + ' ' +
+                      (el.closest('[data-tooltip]')?.getAttribute('data-tooltip') || '');
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const text = n.textContent.trim(), el = n.parentElement;
+    if (!text || !el || el.closest('svg')) continue;
+    const range = document.createRange();
+    range.selectNodeContents(n);
+    const r = range.getBoundingClientRect();
+    if (!r.width || !r.height || (!strict && hover(el).includes(text))) continue;
+    let cut = getComputedStyle(el).textOverflow === 'ellipsis' && el.scrollWidth > el.clientWidth + 1;
+    for (let box = el; !cut && box && box !== document.body; box = box.parentElement) {
+      const b = box.getBoundingClientRect();
+      cut = hides(box) && (r.right > b.right + 1 || r.left < b.left - 1);
+    }
+    if (cut) out.push('text: ' + (hover(el).trim() || text).slice(0, 80));
   }
   for (const t of document.querySelectorAll('table')) {
     let pane = t.parentElement;
@@ -54,6 +67,8 @@ CLIPPED_JS = """() => {
   }
   return out;
 }"""
+# Dagster's accent colours (light theme) as the browser computes them: check icons, and our verdict badges.
+YELLOW, RED, GREEN = "rgb(254, 163, 25)", "rgb(199, 42, 28)", "rgb(46, 204, 129)"
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +136,11 @@ def test_the_instance_after_the_demo_tells_the_story(demo):
                     assert float(f"{value.value:.4g}") == value.value, (key, name, value.value)
         assert "| MAE | " in latest["policy_evaluation"].metadata["gate"].value
         assert isinstance(latest["eval_dataset"].metadata["actions_clamped"].value, int)
-        assert latest["eval_dataset"].tags["tatbot/robot"] == "hog"
+        # The demo's rollout ran on the embedded sim node (no mcp_url), not on the configured name (hog): said so.
+        rollout = latest["eval_dataset"]
+        assert rollout.tags["tatbot/robot"] == "embedded_sim_node" and rollout.metadata["backend"].value == "sim"
+        assert " on embedded sim node, sim backend, scene default; " in rollout.metadata["summary"].value
+        assert " on hog" not in rollout.metadata["summary"].value
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +183,33 @@ class Ui:
     def shot(self, name: str) -> None:
         self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
-    def clipped(self) -> list[str]:
-        return self.page.evaluate(CLIPPED_JS)
+    def clipped(self, strict: bool = False) -> list[str]:
+        return self.page.evaluate(CLIPPED_JS, strict)
+
+    def icon_colour(self, within, name: str) -> str:
+        """The computed colour of the Dagster icon `name` (warning_outline, cancel, close, …) inside `within`."""
+        icon = within.locator(f'[role="img"][aria-label="{name}"]').first
+        return icon.evaluate("e => getComputedStyle(e).backgroundColor")
+
+    def icon_colour_near(self, text: str, icon: str) -> str | None:
+        """The colour of the first Dagster icon `icon` (warning_outline, cancel, close, …) whose row mentions `text`:
+        its table row, else the box a few levels up (a check in the list, a lineage node's row)."""
+        return self.page.evaluate("""([text, icon]) => {
+          for (const el of document.querySelectorAll(`[role="img"][aria-label="${icon}"]`)) {
+            let row = el.closest('tr');
+            for (let up = el, i = 0; !row && up && i < 4; up = up.parentElement, i++)
+              if ((up.innerText || '').includes(text)) row = up;
+            if (row && row.innerText.includes(text)) return getComputedStyle(el).backgroundColor;
+          }
+          return null;
+        }""", [text, icon])
+
+    def badge(self, verdict: str) -> dict:
+        """The `verdict` badge of the open partition as the browser shows it: loaded, its size, its fill colour."""
+        img = self.page.locator(f'img[alt="{verdict}"]').first
+        img.wait_for()
+        return img.evaluate("""e => ({loaded: e.complete && e.naturalWidth > 0, visible: e.getBoundingClientRect().width > 0,
+                                       fill: atob(e.src.split(',')[1]).match(/<rect[^>]*fill="([^"]+)"/)[1]})""")
 
     def graphql(self, query: str) -> dict:
         request = urllib.request.Request(f"{self.url}/graphql", data=json.dumps({"query": query}).encode(),
@@ -184,9 +228,27 @@ def test_the_demos_runs_are_on_the_timeline_and_on_each_jobs_page(ui):
 
 
 def test_warn_recordings_look_different_from_passing_ones(ui, demo):
-    """Per recording: PASS passes both checks, WARN fails only the WARN-severity one, FAIL the ERROR one; the
-    checks' partition views and the catalog's lineage show it, and a WARN recording's summary names its findings."""
+    """Per recording: PASS passes both checks, WARN fails only all_episodes_usable (severity WARN: yellow), FAIL
+    fails both (severity ERROR: red). Dagster 1.13 colours a recording's state only where it shows checks: the
+    checks list, each check's history and partition detail, the graph node (the worst recording's colour). Its
+    partition list, partitions bar and catalog colour materializations only, and every verdict materializes its
+    report: there the partition's `verdict` badge says it, in the same colours, and the Runs list's tag in words."""
+    recordings = _recordings_by_verdict(demo["dagster_home"])
+    warn_name, fail_name, pass_name = recordings["WARN 4/6"], recordings["FAIL"], recordings["PASS"]
+
     ui.open("/assets/recording_validation?view=checks&checkDetail=all_episodes_usable", "Execution history")
+    assert ui.icon_colour_near("all_episodes_usable", "warning_outline") == YELLOW
+    assert ui.icon_colour_near("recording_usable", "cancel") == RED
+    ui.page.get_by_role("tab", name="Execution history").last.click()
+    ui.page.get_by_text(warn_name).first.wait_for()
+    ui.shot("recording_checks_history")
+    assert ui.icon_colour_near(warn_name, "warning_outline") == YELLOW  # WARN: yellow
+    assert ui.icon_colour_near(fail_name, "cancel") == RED  # FAIL: red in the same check
+    assert ui.icon_colour_near(pass_name, "check_circle") == GREEN
+    assert ui.icon_colour_near(fail_name, "warning_outline") is None
+
+    # Each check's Partitions bar: Dagster paints every failed partition red whatever its severity; the counts
+    # still tell WARN (fails one check) from FAIL (fails both).
     ui.page.get_by_role("tab", name="Partitions").last.click()
     warn = ui.page.get_by_text(re.compile(r"^Failed \(\d+\)$")).first
     warn.wait_for()
@@ -201,27 +263,87 @@ def test_warn_recordings_look_different_from_passing_ones(ui, demo):
 
     partitions = ui.open("/assets/recording_validation?view=partitions", "Materialized")
     assert "Failed (0)" in partitions, "a verdict is not a failed materialization"
-    warn_name = _dead_arm_recording(demo["dagster_home"])
-    detail = ui.open(f"/assets/recording_validation?view=partitions&partition={warn_name}", "WARN 4/6 usable")
-    assert "WARN 4/6 usable: ep 1 dead arm, ep 4 black camera" in detail
-    ui.shot("recording_warn_partition")
-    assert not ui.clipped(), ui.clipped()
+    for verdict, name, colour, words in (("WARN", warn_name, YELLOW, "the split takes 4 of 6 episodes"),
+                                         ("FAIL", fail_name, RED, "unusable: the split leaves it out"),
+                                         ("PASS", pass_name, GREEN, "every episode goes to the split")):
+        detail = ui.open(f"/assets/recording_validation?view=partitions&partition={name}", "summary")
+        badge = ui.badge(verdict)
+        assert badge["loaded"] and badge["visible"] and _rgb(badge["fill"]) == colour, (verdict, badge)
+        assert words in detail, verdict
+        ui.shot(f"recording_{verdict.lower()}_partition")
+        assert not ui.clipped(), (verdict, ui.clipped())  # the findings table, a FAIL's long first reason
+    assert "WARN 4/6 usable: ep 1 dead arm, ep 4 black camera" in ui.open(
+        f"/assets/recording_validation?view=partitions&partition={warn_name}", "WARN 4/6 usable")
+
+    with dg.DagsterInstance.from_config(str(demo["dagster_home"])) as instance:
+        runs = {r.tags.get("dagster/partition"): r.run_id for r in instance.get_runs()}
+    ui.open(f"/runs/{runs[warn_name]}", "ingest_recordings")  # its tags, as the Runs list's chips show them
+    ui.page.get_by_role("button", name="View tags and config").click()
+    ui.page.get_by_text("tatbot/verdict").first.wait_for()
+    assert "WARN 4/6" in ui.page.locator(".bp5-dialog").first.inner_text()
+    ui.page.keyboard.press("Escape")
 
     lineage = ui.open("/assets/recording_validation?view=lineage&lineageScope=downstream&lineageDepth=1",
                       "training_splits")
     ui.shot("recordings_lineage")
-    assert "Asset checks" in lineage
+    # The node shows the worst recording: red while one is unusable (the demo's crashed one).
+    assert "0 / 2 Passed" in lineage and ui.icon_colour_near("Passed", "close") == RED
 
 
-def _dead_arm_recording(dagster_home: Path) -> str:
+def _recordings_by_verdict(dagster_home: Path) -> dict[str, str]:
+    """The demo's recordings by verdict: the one with a dead arm (WARN 4/6), the crashed one (FAIL), a clean one."""
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         records = instance.fetch_materializations(dg.AssetKey("recording_validation"), limit=50).records
-    [name] = {r.asset_materialization.partition for r in records
-              if r.asset_materialization.metadata["summary"].value.startswith("WARN 4/6")}
-    return name
+    summaries = {r.asset_materialization.partition: r.asset_materialization.metadata["summary"].value
+                 for r in records}
+    pick = lambda prefix: sorted(name for name, summary in summaries.items() if summary.startswith(prefix))  # noqa: E731
+    [warn], [fail] = pick("WARN 4/6"), pick("FAIL")
+    assert fail.startswith(FAIL_PREFIX)
+    return {"WARN 4/6": warn, "FAIL": fail, "PASS": pick("PASS 6/6")[-1]}  # the v2.1 one: a path in a finding
 
 
-def test_the_promoted_checkpoint_and_the_last_rollout_read_without_json(ui):
+def _rgb(hex_colour: str) -> str:
+    return "rgb({}, {}, {})".format(*(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)))
+
+
+def test_the_joint_range_legend_is_whole_and_the_plot_fits_its_modal(ui, demo):
+    """The legend names each excluded episode as the headline does, in whole words, inside the image; the image
+    fits the UI's markdown modal at 1600 px."""
+    from tatbot_pipeline.defs.ingestion import joint_ranges_figure
+    from tatbot_pipeline.plots import png_markdown
+    from tatbot_pipeline.recordings.validation_report import ValidationReport
+
+    name = _recordings_by_verdict(demo["dagster_home"])["WARN 4/6"]
+    fig = joint_ranges_figure(ValidationReport.load(demo["home"] / "validation" / f"{name}.json"))
+    legend = fig.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "within URDF limits", "included episodes", "episode 1 excluded: dead arm", "episode 4 excluded: black camera"]
+    fig.canvas.draw()
+    box, drawn = legend.get_window_extent(), fig.get_tightbbox().transformed(fig.dpi_scale_trans)
+    assert drawn.x0 <= box.x0 and box.x1 <= drawn.x1  # the saved (tight) image holds the whole legend
+    png_markdown(fig)
+
+    ui.open(f"/assets/recording_validation?view=partitions&partition={name}", "joint_ranges")
+    row = ui.page.locator("xpath=//tr[td[1][normalize-space(.)='joint_ranges']]").first
+    row.get_by_text("[Show Markdown]").click()
+    image = ui.page.locator('.bp5-dialog img[alt="joint ranges vs URDF limits"]').first
+    image.wait_for()
+    ui.page.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=image.element_handle())
+    ui.page.wait_for_function("""() => !document.getAnimations().some(  // the dialog has finished opening (it scales)
+        a => a.playState === 'running' && a.effect?.target?.closest?.('.bp5-overlay'))""")
+    ui.shot("joint_ranges_modal")
+    fits = image.evaluate("""e => { let pane = e.parentElement;
+        while (pane && getComputedStyle(pane).overflowX === 'visible') pane = pane.parentElement;
+        return {image: e.getBoundingClientRect().width, natural: e.naturalWidth,
+                right: e.getBoundingClientRect().right, pane: pane.getBoundingClientRect().right,
+                scrolls: pane.scrollWidth > pane.clientWidth + 1}; }""")
+    # Shown whole (nothing to scroll to, nothing past the modal's edge) and at about its own size (the modal may
+    # scale it by a few pixels, never so much that the legend's 7-point text blurs).
+    assert not fits["scrolls"] and fits["right"] <= fits["pane"] + 1, fits
+    assert fits["image"] >= 0.95 * fits["natural"], fits
+
+
+def test_the_promoted_checkpoint_and_the_last_rollout_read_without_json(ui, demo):
     simulation = ui.open("/assets/sim_evaluation", "PROMOTED tiny_smolvla-")
     promoted = ui.page.get_by_text(re.compile(
         r"^PROMOTED tiny_smolvla-\S+ under the demo's relaxed gate — SIM GATE PASSED \(the demo's relaxed gate\)"))
@@ -230,23 +352,83 @@ def test_the_promoted_checkpoint_and_the_last_rollout_read_without_json(ui):
     ui.shot("sim_evaluation")
     runs = ui.open("/runs", "robot_eval")
     assert "tatbot/promotion: PROMOTED" in runs and "tatbot/rollout: OK 40/40" in runs
+    assert "tatbot/robot: embedded_sim_node" in runs and "tatbot/robot: hog" not in runs
     ui.shot("runs")
     evaluation = ui.open("/assets/policy_evaluation", "OPEN-LOOP GATE PASSED")
     assert "OPEN-LOOP GATE PASSED (the demo's relaxed gate): health 3/3, MAE" in evaluation
     ui.shot("policy_evaluation")
+    rollout = next((demo["home"] / "eval_datasets").iterdir()).name
+    page = ui.open(f"/assets/eval_dataset?view=partitions&partition={rollout}", "summary")
+    assert " on embedded sim node, sim backend, scene default; " in page and " on hog" not in page
+
+
+def test_every_page_says_the_same_about_promotion(ui, demo):
+    """promoted.json is the one truth, worded by promotion.promotion_status: sim_evaluation's summary, its
+    leaderboard and the run's tag say PROMOTED; policy_evaluation, which decides only the open-loop half, says its
+    own verdict and that sim_evaluation decides promotion, never a "no: awaiting sim_evaluation" gone stale."""
+    from tatbot_pipeline.config import PipelineSettings
+    from tatbot_pipeline.promotion import promotion_status, read_leaderboard, read_promoted
+
+    settings = PipelineSettings(home=demo["home"])
+    promoted = read_promoted(settings)
+    [entry] = [e for e in read_leaderboard(settings) if e["checkpoint_sha256"] == promoted["checkpoint_sha256"]]
+    status = promotion_status(entry, promoted)
+    assert status == "PROMOTED under the demo's relaxed gate"
+    simulation = ui.open("/assets/sim_evaluation", "leaderboard")
+    leaderboard = _metadata_cell(ui, "leaderboard")
+    assert f"{status}" in leaderboard and "awaiting" not in leaderboard
+    evaluation = ui.open("/assets/policy_evaluation", "leaderboard")
+    assert "decided by sim_evaluation" in _metadata_cell(ui, "promotion")
+    board = _metadata_cell(ui, "leaderboard")
+    assert "promotion: decided by sim_evaluation" in board and "pass" in board
+    for stale in ("awaiting sim_evaluation", "NOT PROMOTED", "no: "):
+        assert stale not in evaluation, stale
+    assert "PROMOTED" in simulation
+
+
+def test_relaxed_limits_are_shown_beside_the_lab_defaults(ui):
+    """The demo's sim and open-loop limits, each beside the lab's default limit for the same criterion, judged on
+    the same measurements (the lab's own verdict in the next column)."""
+    from tatbot_pipeline.demo import DEMO_GATE, DEMO_SIM_GATE
+    from tatbot_pipeline.evaluation.gate import Thresholds
+    from tatbot_pipeline.evaluation.sim_gate import SimGateLimits
+
+    ui.open("/assets/sim_evaluation", "gate")
+    gate = _metadata_cell(ui, "gate")
+    assert "the demo's relaxed gate" in gate and "the lab's gate (defaults)" in gate
+    tip = next(line for line in gate.splitlines() if line.startswith("tip deviation p95"))
+    assert f"≤ {DEMO_SIM_GATE['max_tip_error_p95_mm']:.4g} mm" in tip
+    assert f"≤ {SimGateLimits().max_tip_error_p95_mm:.4g} mm" in tip and "FAIL" in tip
+    ui.shot("sim_evaluation_gate")
+    ui.open("/assets/policy_evaluation", "gate")
+    gate = _metadata_cell(ui, "gate")
+    mae = next(line for line in gate.splitlines() if line.startswith("MAE"))
+    assert f"≤ {DEMO_GATE['max_mae']:.4g} rad" in mae and f"≤ {Thresholds().max_mae:.4g} rad" in mae
+
+
+def _metadata_cell(ui: Ui, key: str) -> str:
+    """The value of metadata entry `key` on the open asset page, as shown (a table's cells tab-separated)."""
+    row = ui.page.locator(f"xpath=//tr[td[1][normalize-space(.)='{key}']]").first
+    row.wait_for()
+    return row.locator("xpath=./td[last()]").inner_text()
 
 
 def test_nothing_is_clipped_at_1600_by_1000(ui, demo):
     rollout = next((demo["home"] / "eval_datasets").iterdir()).name
     pages = {"trained_policy": "/assets/trained_policy", "policy_evaluation": "/assets/policy_evaluation",
              "sim_evaluation": "/assets/sim_evaluation", "training_splits": "/assets/training_splits",
-             "eval_dataset": f"/assets/eval_dataset?view=partitions&partition={rollout}"}
+             "eval_dataset": f"/assets/eval_dataset?view=partitions&partition={rollout}",
+             # the asset's overview: a Timestamp column narrows the value column to about 560 px (the digest's)
+             "eval_dataset_latest": "/assets/eval_dataset", "recording_validation": "/assets/recording_validation"}
     clipped = {}
     for name, path in pages.items():
         ui.open(path, "summary")
         ui.shot(f"{name}_overview")
         clipped[name] = ui.clipped()
     assert not any(clipped.values()), clipped
+    # The Runs list: our tag chips read whole without a hover (Dagster's own partition chip may be cut).
+    ui.open("/runs", "robot_eval")
+    assert not [c for c in ui.clipped(strict=True) if "tatbot/" in c], ui.clipped(strict=True)
 
 
 def test_the_lineage_runs_from_recording_to_rollout(ui):

@@ -17,7 +17,7 @@ from tatbot_pipeline.defs.metadata import GATE_NAME_HELP, gate_table, headline_f
 from tatbot_pipeline.evaluation.gate import GateDecision, Thresholds, decide, record
 from tatbot_pipeline.evaluation.action_errors import ActionErrors
 from tatbot_pipeline.evaluation.offline import OfflineEval, evaluate_checkpoint
-from tatbot_pipeline.promotion import leaderboard_markdown
+from tatbot_pipeline.promotion import DECIDED_BY_SIM, open_loop_board_markdown
 from tatbot_pipeline.training.health import HEALTH_CHECKS, health_of_run
 from tatbot_pipeline.training.lineage import LOOP_ENTRIES
 from tatbot_pipeline.plots import error_summary, png_markdown, trajectories
@@ -101,13 +101,19 @@ def policy_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfi
                      f"({config.device})")
     result = evaluate_checkpoint(checkpoint, val_root, config.device, config.max_episodes or None, context.log.info)
     thresholds = config.thresholds(settings)
-    decision = decide(result, thresholds, healthy, health_note, health_count=f"{len(HEALTH_CHECKS)}/{len(HEALTH_CHECKS)}")
+    count = f"{len(HEALTH_CHECKS)}/{len(HEALTH_CHECKS)}"
+    decision = decide(result, thresholds, healthy, health_note, health_count=count)
     board = record(settings, result, decision, thresholds, {**lineage, "train_run": train_run})
     headline = named_gate(decision.headline(), config.gate_name)
     context.log.info(headline)
+    # Limits set for this run are shown beside the lab's, judged on the same measurements.
+    lab = decide(result, Thresholds.for_lab(settings), healthy, health_note, health_count=count) \
+        if config.gate_name else None
+    names = (config.gate_name, "the lab's gate (defaults)" if Thresholds.for_lab(settings) == Thresholds()
+             else "the lab's gate (TATBOT_GATE_*)")
     return dg.MaterializeResult(
         metadata=evaluation_metadata(result, decision, board, loop_entries_of(context.instance, train_run),
-                                     lineage["checkpoint_sha256"], headline),
+                                     lineage["checkpoint_sha256"], headline, lab, names),
         check_results=[dg.AssetCheckResult(
             check_name="promotion_gate", passed=decision.passed, severity=dg.AssetCheckSeverity.WARN,
             description=headline, metadata=criteria_metadata(decision),
@@ -160,7 +166,8 @@ def joint_table(errors: ActionErrors) -> str:
 
 
 def evaluation_metadata(result: OfflineEval, decision: GateDecision, board: list[dict], loop: dict,
-                        sha256: str, headline: str) -> dict:
+                        sha256: str, headline: str, lab: GateDecision | None = None,
+                        names: tuple[str, str] = ("", "")) -> dict:
     e, lat = result.errors, result.latency
     worst, worst_mae = e.worst_joint
     abs_err = np.abs(np.concatenate([t.predicted - t.recorded for t in result.traces]))
@@ -169,7 +176,9 @@ def evaluation_metadata(result: OfflineEval, decision: GateDecision, board: list
                            f"episode {t.episode}") for t in result.traces[:2]]
     entries = {
         "open_loop_passed": decision.passed,
-        "gate": gate_table(decision.criteria),
+        "promotion": DECIDED_BY_SIM,  # never a guess that sim_evaluation would make stale
+        **({"lab_gate_passed": lab.passed} if lab is not None else {}),
+        "gate": gate_table(decision.criteria, lab.criteria if lab is not None else None, names),
         "mae_rad": number(e.mae),
         "worst_mae_rad": number(worst_mae),
         "inference_mode": decision.latency.mode if decision.latency is not None else "n/a",
@@ -193,7 +202,7 @@ def evaluation_metadata(result: OfflineEval, decision: GateDecision, board: list
     last = {
         "per_joint_error": dg.MetadataValue.md(joint_table(e)),
         "plots": dg.MetadataValue.md("\n\n".join(plots)),
-        "leaderboard": dg.MetadataValue.md(leaderboard_markdown(board)),
+        "leaderboard": dg.MetadataValue.md(open_loop_board_markdown(board)),
     }
     return headline_first(headline, entries, last)
 

@@ -11,7 +11,7 @@ from tatbot_pipeline.defs import OWNERS, partitioned_checks
 from tatbot_pipeline.defs.metadata import headline_first, number, sig
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.defs.splits import build_splits_job
-from tatbot_pipeline.plots import joint_ranges, png_markdown
+from tatbot_pipeline.plots import badge_markdown, joint_ranges, png_markdown
 from tatbot_pipeline.recordings.validation_report import Status, ValidationReport
 from tatbot_pipeline.recordings.intake import load_seen, save_seen
 from tatbot_pipeline.recordings.scan import (
@@ -64,7 +64,11 @@ def recording_metadata(path: Path, info: dict) -> dict:
 
 
 # Checks on each recording, evaluated per partition (so the UI's check history names the recording). Each verdict
-# looks different: PASS passes both, WARN fails the WARN-severity one, FAIL and INCOMPLETE fail the ERROR one.
+# looks different: PASS passes both, WARN fails all_episodes_usable with severity WARN (yellow), FAIL and INCOMPLETE
+# fail both with severity ERROR (red). The UI colours a failed evaluation by its severity (check history, partition
+# detail, run log) and a check as a whole, and the graph node, by its newest evaluation's: recording_usable is
+# always ERROR, so the node is red while any recording is unusable, yellow while some only lost episodes.
+# (Dagster 1.13 paints every failed partition red in a check's *Partitions* bar, whatever the severity.)
 USABLE, ALL_EPISODES = "recording_usable", "all_episodes_usable"
 with partitioned_checks():
     VALIDATION_CHECKS = [
@@ -74,7 +78,7 @@ with partitioned_checks():
                           "connected) passes: nothing was recorded, nothing is wrong."),
         dg.AssetCheckSpec(ALL_EPISODES, asset="recording_validation", partitions_def=recordings_partitions,
                           description="Warns when episodes were excluded or anomalies were logged (WARN); the split "
-                          "takes the usable episodes."),
+                          "takes the usable episodes. Fails as an error when none is usable (FAIL, INCOMPLETE)."),
     ]
 
 
@@ -97,8 +101,33 @@ def recording_validation(context: dg.AssetExecutionContext, pipeline: PipelineRe
     report_path = report.save(settings.report_path(report.recording))
     # An unusable recording is an expected outcome with a verdict, not a crash: a warning line, no stack trace.
     (context.log.warning if report.failed else context.log.info)(f"{report.recording}: {report.headline()}")
+    # On the run too (the Runs list's tag chips, the run's page): each ingestion says its recording's verdict.
+    context.instance.add_run_tags(context.run.run_id, {"tatbot/verdict": verdict_tag(report)})
     return dg.MaterializeResult(metadata=report_metadata(report, report_path), check_results=validation_checks(report),
                                 tags={"tatbot/verdict": report.status.value})
+
+
+# The colour of each verdict, as the checks show it: red where the ERROR check fails, yellow where only the WARN one
+# does, green where both pass; an empty session passes both but holds nothing (gray).
+VERDICT_COLOURS = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "red", Status.INCOMPLETE: "red",
+                   Status.EMPTY: "gray"}
+
+
+def verdict_tag(report: ValidationReport) -> str:
+    """'WARN 4/6': the verdict and the usable episodes, short enough for a tag chip."""
+    verdict = report.status.value.upper()
+    return verdict if report.status is Status.EMPTY else \
+        f"{verdict} {len(report.episodes_usable)}/{report.episodes_total}"
+
+
+def verdict_markdown(report: ValidationReport) -> str:
+    """The verdict as a coloured badge and what it means for training: the partition's metadata shows it inline, so
+    a recording's page says PASS, WARN or FAIL in the checks' colours without opening the Checks tab."""
+    meaning = {Status.PASS: "every episode goes to the split", Status.EMPTY: "nothing was recorded",
+               Status.INCOMPLETE: "still being written: checked again when it settles",
+               Status.FAIL: "unusable: the split leaves it out"}.get(
+        report.status, f"the split takes {len(report.episodes_usable)} of {report.episodes_total} episodes")
+    return f"{badge_markdown(report.status.value.upper(), VERDICT_COLOURS[report.status])} {meaning}"
 
 
 def validation_checks(report: ValidationReport) -> list[dg.AssetCheckResult]:
@@ -111,7 +140,8 @@ def validation_checks(report: ValidationReport) -> list[dg.AssetCheckResult]:
             metadata={"status": report.status.value},
         ),
         dg.AssetCheckResult(
-            check_name=ALL_EPISODES, passed=report.status in (Status.PASS, Status.EMPTY), severity=dg.AssetCheckSeverity.WARN,
+            check_name=ALL_EPISODES, passed=report.status in (Status.PASS, Status.EMPTY),
+            severity=dg.AssetCheckSeverity.ERROR if report.failed else dg.AssetCheckSeverity.WARN,
             description=f"{report.headline()} ({report.recording})",
             metadata={"episodes_excluded": number(len(excluded))},
         ),
@@ -121,6 +151,7 @@ def validation_checks(report: ValidationReport) -> list[dg.AssetCheckResult]:
 def report_metadata(report: ValidationReport, report_path: Path) -> dict:
     excluded = report.episodes_excluded
     entries = {
+        "verdict": dg.MetadataValue.md(verdict_markdown(report)),
         "status": report.status.value,
         "episodes": number(report.episodes_total),
         "episodes_usable": number(len(report.episodes_usable)),
@@ -135,12 +166,20 @@ def report_metadata(report: ValidationReport, report_path: Path) -> dict:
         "excluded_episodes": dg.MetadataValue.json({str(k): v for k, v in excluded.items()}),
         "fingerprint": report.fingerprint,
     }
-    ranges = report.summary.get("action_ranges") or {}
-    if ranges:
-        parsed = {int(ep): (np.array(lo), np.array(hi)) for ep, (lo, hi) in ranges.items()}  # JSON keys are strings
-        fig = joint_ranges(parsed, {ep: "; ".join(r)[:80] for ep, r in excluded.items()})
+    fig = joint_ranges_figure(report)
+    if fig is not None:
         last["joint_ranges"] = dg.MetadataValue.md(png_markdown(fig, "joint ranges vs URDF limits"))
     return headline_first(report.headline(), entries, last)
+
+
+def joint_ranges_figure(report: ValidationReport):
+    """The report's joint-range plot, each excluded episode named as the headline names it ('dead arm'); None when
+    the report recorded no action ranges."""
+    ranges = report.summary.get("action_ranges") or {}
+    if not ranges:
+        return None
+    parsed = {int(ep): (np.array(lo), np.array(hi)) for ep, (lo, hi) in ranges.items()}  # JSON keys are strings
+    return joint_ranges(parsed, {ep: " + ".join(names) for ep, names in report.excluded_names().items()})
 
 
 def _plain(value):

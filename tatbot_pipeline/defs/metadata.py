@@ -35,16 +35,44 @@ def to_metadata(entries: dict[str, tuple[str, Any]]) -> dict[str, Any]:
     return {name: kinds[kind](value) for name, (kind, value) in entries.items()}
 
 
-def gate_table(criteria) -> dg.MetadataValue:
-    """A gate's criteria as one table (criterion, measured, limit, verdict): read at a glance, no wide keys."""
-    rows = ["| criterion | measured | limit | |", "|---|---|---|---|"]
-    for c in criteria:
-        unit = f" {c.unit}" if c.unit else ""
-        measured = "—" if c.measured is None else f"{c.measured:.4g}{unit}"
-        limit = "—" if c.limit is None else f"≤ {c.limit:.4g}{unit}"
-        rows.append(f"| {c.name}{f' ({c.detail})' if c.detail else ''} | {measured} | {limit} | "
-                    f"{'pass' if c.passed else '**FAIL**'} |")
+def gate_table(criteria, beside=None, names: tuple[str, str] = ("", "")) -> dg.MetadataValue:
+    """A gate's criteria as one table (criterion, measured, limit, verdict): read at a glance, no wide keys.
+
+    `beside`: the same criteria judged by another gate on the same measurements (the lab's, when the run set its own
+    limits), as two more columns, so relaxed limits are never shown without the ones they relax; `names` head the two
+    limit columns. A measurement that depends on the limit (strokes off the path) is given with that gate's verdict."""
+    if beside is None:
+        rows = ["| criterion | measured | limit | |", "|---|---|---|---|"]
+        rows += [f"| {_criterion(c)} | {_measured(c)} | {_limit(c)} | {_verdict(c)} |" for c in criteria]
+        return dg.MetadataValue.md("\n".join(rows))
+    rows = [f"| criterion | measured | {names[0] or 'limit'} | | {names[1] or 'other limit'} | |",
+            "|---|---|---|---|---|---|"]
+    for c, other in zip(criteria, beside):
+        differs = [_measured(other)] if _measured(other) != _measured(c) else []
+        differs += [other.detail] if other.detail and other.detail != c.detail else []
+        rows.append(f"| {_criterion(c)} | {_measured(c)} | {_limit(c)} | {_verdict(c)} | {_limit(other)} | "
+                    f"{_verdict(other)}{': ' + ', '.join(differs) if differs else ''} |")
     return dg.MetadataValue.md("\n".join(rows))
+
+
+def _unit(c) -> str:
+    return f" {c.unit}" if c.unit else ""
+
+
+def _criterion(c) -> str:
+    return f"{c.name}{f' ({c.detail})' if c.detail else ''}"
+
+
+def _measured(c) -> str:
+    return "—" if c.measured is None else f"{c.measured:.4g}{_unit(c)}"
+
+
+def _limit(c) -> str:
+    return "—" if c.limit is None else f"≤ {c.limit:.4g}{_unit(c)}"
+
+
+def _verdict(c) -> str:
+    return "pass" if c.passed else "**FAIL**"
 
 
 def named_gate(headline: str, gate_name: str) -> str:

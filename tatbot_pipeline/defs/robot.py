@@ -9,21 +9,25 @@ inference/quality.py.
 """
 
 import contextlib
+import json
 import time
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
+from tatbot_pipeline.checkpoints import run_and_step
 from tatbot_pipeline.config import DEFAULT_ROBOT_NODE, PipelineSettings
 from tatbot_pipeline.console import report_progress
 from tatbot_pipeline.defs import OWNERS, partitioned_checks
 from tatbot_pipeline.defs.metadata import headline_first, number
 from tatbot_pipeline.defs.resources import PipelineResource
+from tatbot_pipeline.display import shorten_paths
 from tatbot_pipeline.evaluation.calibration import is_hardware_rollout, pair_with_sim
 from tatbot_pipeline.evaluation.sim import val_split_for
 from tatbot_pipeline.inference.client import RobotNodeError, call_vla_infer
 from tatbot_pipeline.inference.delivery import DeployTarget, deploy
+from tatbot_pipeline.inference.eval_record import EVAL_META
 from tatbot_pipeline.inference.local_node import embedded_sim_node
 from tatbot_pipeline.inference.plan import PlanError, RolloutPlan, RolloutResult, check_plan, plan_rollout
 from tatbot_pipeline.inference.quality import QualityLimits, rollout_quality
@@ -34,6 +38,8 @@ from tatbot_pipeline.robot.sim_controllers import SimControllerError
 from tatbot_pipeline.plots import commanded_vs_observed, png_markdown
 
 eval_runs = dg.DynamicPartitionsDefinition(name="eval_runs")
+# Metadata keys the rollout_quality check reads back.
+RATE_LIMITED, TRACKING = "rate_limited", "tracking_err_rad"
 EVAL_DATASET = dg.AssetKey("eval_dataset")
 QUALITY_CHECK = "rollout_quality"
 
@@ -51,6 +57,13 @@ eval_dataset = dg.AssetSpec(
 )
 
 
+# What a rollout's node is called when the job served it itself (RobotNode with no mcp_url): the sim backend on
+# loopback, in the run's process.
+EMBEDDED_NODE = "embedded sim node"
+# The robot name a rollout records (meta/vla_eval.json `robot`) -> the backend (TATBOT_ROBOT_BACKEND) that has it.
+BACKEND_OF_ROBOT = {"tatbot-sim": "sim", "tatbot": "tatbot"}
+
+
 class RobotNode(dg.ConfigurableResource):
     """The robot node that runs vla_infer. An empty mcp_url starts an embedded local node with the sim robot.
 
@@ -58,7 +71,7 @@ class RobotNode(dg.ConfigurableResource):
     runs the job, so it never lands in a run's stored config."""
 
     name: str = Field(DEFAULT_ROBOT_NODE, description="the node's name, in logs, metadata and tags (default: "
-                      "TATBOT_ROBOT_NODE, else hog)")
+                      "TATBOT_ROBOT_NODE, else hog); with no mcp_url they name the embedded sim node instead")
     mcp_url: str = Field("", description="its vla_infer MCP endpoint, e.g. http://hog:8765/mcp; empty: an embedded "
                          "sim node on loopback")
     deploy: str = Field("local", description="how checkpoints reach the node: 'local' (it mounts the same "
@@ -76,6 +89,12 @@ class RobotNode(dg.ConfigurableResource):
         else:
             with embedded_sim_node(pipeline.settings) as url:
                 yield url
+
+    @property
+    def ran_on(self) -> str:
+        """The node a rollout really runs on: the configured one, or the embedded sim node when no mcp_url is set
+        (the configured name, e.g. hog, is then never contacted)."""
+        return self.name if self.mcp_url else EMBEDDED_NODE
 
     @property
     def target(self) -> DeployTarget:
@@ -130,7 +149,8 @@ def deploy_checkpoint(context: dg.OpExecutionContext, pipeline: PipelineResource
         deployed = deploy(plan.checkpoint, robot_node.target, pipeline.settings, plan.sha256)
     except (ValueError, RuntimeError) as e:  # DigestMismatch is a RuntimeError: the copy is not the evaluated files
         raise dg.Failure(str(e)) from None
-    context.log.info(f"deployed {plan.checkpoint} -> {robot_node.name}:{deployed} (sha256 {plan.sha256[:12]}… verified)")
+    context.log.info(f"deployed {plan.checkpoint} -> {deployed} for {robot_node.ran_on} (sha256 {plan.sha256[:12]}… "
+                     "verified)")
     return plan.with_deployment(deployed)
 
 
@@ -139,15 +159,16 @@ def run_vla_infer(context: dg.OpExecutionContext, pipeline: PipelineResource, ro
                   plan: RolloutPlan) -> RolloutResult:
     request = plan.request()
     started = time.monotonic()
-    context.instance.add_run_tags(context.run_id, rollout_tags(robot_node.name, plan))
+    node = robot_node.ran_on
+    context.instance.add_run_tags(context.run_id, rollout_tags(node, plan))
     with robot_node.connect(pipeline) as url:
-        context.log.info(f"calling vla_infer on {robot_node.name} at {url}: {request.model_dump(exclude_none=True)}")
+        context.log.info(f"calling vla_infer on {node} at {url}: {request.model_dump(exclude_none=True)}")
         try:
             out = call_vla_infer(url, request.model_dump(), token=pipeline.settings.mcp_token,
-                                 on_progress=progress_logger(context, robot_node.name, plan.max_steps))
+                                 on_progress=progress_logger(context, node, plan.max_steps))
         except RobotNodeError as e:
             raise dg.Failure(str(e)) from e
-    return RolloutResult(output=out, plan=plan, node=robot_node.name, duration_s=time.monotonic() - started)
+    return RolloutResult(output=out, plan=plan, node=node, duration_s=time.monotonic() - started)
 
 
 def progress_logger(context: dg.OpExecutionContext, node: str, steps: int):
@@ -164,12 +185,25 @@ def progress_logger(context: dg.OpExecutionContext, node: str, steps: int):
 
 
 def rollout_tags(node: str, plan: RolloutPlan) -> dict[str, str]:
-    """Tag values Dagster accepts (<= 63 characters of [A-Za-z0-9_.-])."""
+    """Tag values Dagster accepts (<= 63 characters of [A-Za-z0-9_.-]), each chip short enough to be read whole in
+    the Runs list at 1600 px (about 40 characters with its key)."""
     clean = lambda v: "".join(c if c.isalnum() or c in "_.-" else "_" for c in str(v))[:63]  # noqa: E731
-    return {"tatbot/robot": clean(node), "tatbot/scene": clean(plan.scene), "tatbot/checkpoint": clean(plan.run_name),
-            "tatbot/checkpoint_sha256": plan.sha256[:16], "tatbot/evaluated": "yes" if plan.judged else "no",
+    return {"tatbot/robot": clean(node), "tatbot/scene": clean(plan.scene),
+            "tatbot/checkpoint": clean(checkpoint_tag(plan.checkpoint)),
+            "tatbot/checkpoint_sha256": plan.sha256[:12], "tatbot/evaluated": "yes" if plan.judged else "no",
             "tatbot/simulated": "yes" if simulated(plan.evaluation) else
             ("no-allow_unsimulated" if plan.allow_unsimulated else "no")}
+
+
+def checkpoint_tag(checkpoint: Path) -> str:
+    """A checkpoint as a Runs-list chip shows it whole: '<training run>-<step>' (054ff5e6-000200: the training run's
+    id in the Runs list, and the step), the part that tells checkpoints apart; the preset and the whole name are on
+    the rollout's page. A dir outside lerobot-train's layout: its name."""
+    found = run_and_step(Path(checkpoint).resolve())
+    if found is None:
+        return Path(checkpoint).name
+    run, step = found
+    return f"{run.rsplit('-', 1)[-1]}-{step}"
 
 
 @dg.op(description="Register the rollout's eval dataset as an eval_dataset partition with its rollout-quality check; "
@@ -220,33 +254,54 @@ def paired_twin(context: dg.OpExecutionContext, settings: PipelineSettings, roll
         return f"not paired: {e}"
 
 
+def backend_of(rollout: RolloutResult) -> str:
+    """The robot backend that ran the rollout, as its eval dataset records it (meta/vla_eval.json); the embedded
+    node's is sim by construction; a remote node's dataset unreadable from here leaves it unknown."""
+    try:
+        robot = json.loads((Path(str(rollout.output.eval_dir)) / EVAL_META).read_text())["robot"]
+        return BACKEND_OF_ROBOT.get(robot, robot)
+    except (OSError, ValueError, KeyError, TypeError):
+        return "sim" if rollout.node == EMBEDDED_NODE else "unknown (its eval dataset is not readable from here)"
+
+
+def rollout_summary(rollout: RolloutResult, quality: str, backend: str) -> str:
+    """The rollout's summary with the node, the backend that ran and the scene each named ('… on embedded sim node,
+    sim backend, scene default; …'): a bare '(default)' after the node read as the node's."""
+    said = f" on {rollout.node} ({rollout.plan.scene});"
+    return rollout.summary(quality).replace(
+        said, f" on {rollout.node}, {backend} backend, scene {rollout.plan.scene};", 1)
+
+
 def rollout_metadata(rollout: RolloutResult, quality: str, twin: dict | str = "not paired") -> dict:
     out, plan = rollout.output, rollout.plan
+    backend = backend_of(rollout)
     entries = {
         "success": out.success,
         "steps": number(out.num_steps),
         "max_steps": number(plan.max_steps),
         "actions_clamped": number(out.actions_clamped),
-        "actions_rate_limited": number(out.actions_rate_limited),
-        "max_tracking_error_rad": number(out.max_tracking_error_rad),
+        # Keys of 18 characters at most (defs/metadata.py): the asset overview's table must keep room for the digest.
+        RATE_LIMITED: number(out.actions_rate_limited),
+        TRACKING: number(out.max_tracking_error_rad),
         "duration_s": number(rollout.duration_s),
         "node": rollout.node,
+        "backend": backend,
         "scene": plan.scene,
         "checkpoint": dg.MetadataValue.path(str(plan.checkpoint)),
         **rollout.lineage(),
         "policy_type": plan.policy_type,
         "stop_reason": out.stop_reason or "none",
-        "armed_by": out.armed_by or "not needed (sim)",
+        "armed_by": out.armed_by or ("not needed (sim backend)" if backend == "sim" else "—"),
         "sim_vs_real_gap_mm": number(twin["tip_p95_mm"]) if isinstance(twin, dict) else twin,
         "path": dg.MetadataValue.path(str(out.eval_dir)),
     }
-    last = {"message": dg.MetadataValue.text(out.message)}
+    last = {"message": dg.MetadataValue.text(shorten_paths(out.message))}  # the paths are whole above
     if isinstance(twin, dict):
         last["sim_twin"] = dg.MetadataValue.json(twin)
     fig = commanded_vs_observed(Path(str(out.eval_dir)))
     if fig is not None:  # a remote node's dataset may not be readable from here
-        last["commanded_vs_observed"] = dg.MetadataValue.md(png_markdown(fig, "commanded vs observed"))
-    return headline_first(rollout.summary(quality), entries, last)
+        last["cmd_vs_observed"] = dg.MetadataValue.md(png_markdown(fig, "commanded vs observed"))
+    return headline_first(rollout_summary(rollout, quality, backend), entries, last)
 
 
 def _rollout_quality_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
@@ -257,10 +312,12 @@ def _rollout_quality_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCh
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
                                    description=f"{name}: no rollout recorded under this partition")
     meta = records[0].asset_materialization.metadata
-    value = lambda key: meta[key].value if key in meta else None  # noqa: E731
-    tracking = value("max_tracking_error_rad")
-    out = VLAInferOutput(num_steps=int(value("steps") or 0), actions_clamped=int(value("actions_clamped") or 0),
-                         actions_rate_limited=int(value("actions_rate_limited") or 0),
+    # Keys as recorded, and as rollouts recorded before they were shortened.
+    value = lambda key, old: meta[key].value if key in meta else meta[old].value if old in meta else None  # noqa: E731
+    tracking = value(TRACKING, "max_tracking_error_rad")
+    out = VLAInferOutput(num_steps=int(value("steps", "steps") or 0),
+                         actions_clamped=int(value("actions_clamped", "actions_clamped") or 0),
+                         actions_rate_limited=int(value(RATE_LIMITED, "actions_rate_limited") or 0),
                          max_tracking_error_rad=tracking if isinstance(tracking, float) else None)
     quality = rollout_quality(out)
     return dg.AssetCheckResult(passed=quality.passed, severity=dg.AssetCheckSeverity.WARN,

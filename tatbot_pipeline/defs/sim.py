@@ -18,9 +18,10 @@ from tatbot_pipeline.defs.automation import sim_condition
 from tatbot_pipeline.defs.metadata import GATE_NAME_HELP, gate_table, headline_first, named_gate, number
 from tatbot_pipeline.defs.resources import PipelineResource
 from tatbot_pipeline.evaluation.sim import SimEvaluation, evaluate_in_sim
-from tatbot_pipeline.evaluation.sim_gate import SimGateLimits, decide_sim
+from tatbot_pipeline.evaluation.sim_gate import SimGateDecision, SimGateLimits, decide_sim
 from tatbot_pipeline.inference.delivery import deployed_name
-from tatbot_pipeline.promotion import leaderboard_markdown, read_leaderboard, record_sim
+from tatbot_pipeline.promotion import (leaderboard_markdown, promotion_status, promotion_tag, read_leaderboard,
+                                      read_promoted, record_sim)
 
 EVALUATED = dg.AssetKey("policy_evaluation")
 
@@ -87,22 +88,19 @@ def sim_evaluation(context: dg.AssetExecutionContext, config: SimEvaluationConfi
                              plant_scene=plant)
     entry = record_sim(settings, judged["checkpoint"], judged["checkpoint_sha256"],
                        sim_summary(result) | {"gate_name": config.gate_name or None})
+    promoted = read_promoted(settings)  # the promotion record: every page and tag words it with promotion_status
     headline = named_gate(result.decision.headline(), config.gate_name)
-    summary = f"{promotion_line(entry, judged['checkpoint'], config.gate_name)} — {headline}"  # log, check, metadata
+    summary = f"{promotion_status(entry, promoted, deployed_name(Path(judged['checkpoint'])))} — {headline}"
     lab = None
     if config.gate_name:  # limits set for this run: what the lab's own gate says of the same measurements, beside it
         lab = decide_sim(result.records, result.tip_error_mm_p95, SimGateLimits.for_lab(settings),
                          result.noise_floor_mm)
         summary += f" | the lab's gate on the same strokes: {lab.headline()}"
-    context.log.info(summary)
-    # On the run too, short enough for the Runs list's tag chips: which checkpoint is in the run's other tags.
-    verdict = "PROMOTED" if entry["promoted"] else "NOT PROMOTED"
-    context.instance.add_run_tags(context.run_id, {"tatbot/promotion": f"{verdict} ({config.gate_name})"
-                                                   if config.gate_name and entry["promoted"] else verdict})
-    metadata = sim_metadata(result, entry, judged, read_leaderboard(settings), summary)
-    if lab is not None:
-        metadata["lab_gate"] = gate_table(lab.criteria)
-        metadata["lab_gate_passed"] = lab.passed
+    context.log.info(summary)  # the log line, the check's description and the metadata's summary
+    # On the run too, short enough for the Runs list's tag chips (the summary names the checkpoint, gate and reasons).
+    context.instance.add_run_tags(context.run.run_id, {"tatbot/promotion": promotion_tag(entry, promoted)})
+    metadata = sim_metadata(result, entry, judged, read_leaderboard(settings), promoted, summary,
+                            gate_names(config.gate_name, settings) if lab else ("", ""), lab)
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[dg.AssetCheckResult(check_name="sim_gate", passed=result.passed,
@@ -110,12 +108,12 @@ def sim_evaluation(context: dg.AssetExecutionContext, config: SimEvaluationConfi
     )
 
 
-def promotion_line(entry: dict, checkpoint: str, gate_name: str = "") -> str:
-    """'PROMOTED tiny_smolvla-…-000200' or 'NOT PROMOTED: <reasons>': the decision first, then the figures; a
-    promotion under limits set for the run says under whose."""
-    if entry["promoted"]:
-        return f"PROMOTED {deployed_name(checkpoint)}" + (f" under {gate_name}" if gate_name else "")
-    return "NOT PROMOTED: " + "; ".join(entry["reasons"])[:300]
+def gate_names(gate_name: str, settings: PipelineSettings) -> tuple[str, str]:
+    """The gate table's two limit columns: the run's named limits, and the lab's, said to be the defaults when no
+    TATBOT_SIM_GATE_* changes them (evaluation/sim_gate.py: SimGateLimits)."""
+    lab = "the lab's gate (defaults)" if SimGateLimits.for_lab(settings) == SimGateLimits() else \
+        "the lab's gate (TATBOT_SIM_GATE_*)"
+    return gate_name, lab
 
 
 def sim_summary(result: SimEvaluation) -> dict:
@@ -125,12 +123,15 @@ def sim_summary(result: SimEvaluation) -> dict:
                                  "out_dir")} | {"limits": data["limits"]}
 
 
-def sim_metadata(result: SimEvaluation, entry: dict, judged: dict, board: list[dict], summary: str) -> dict:
+def sim_metadata(result: SimEvaluation, entry: dict, judged: dict, board: list[dict], promoted: dict | None,
+                 summary: str, names: tuple[str, str] = ("", ""), lab: SimGateDecision | None = None) -> dict:
+    """`lab`: the lab's gate on the same strokes when the run set its own limits, shown beside them in `gate`."""
     limits = result.limits
     entries = {
         "promoted": entry["promoted"],
         "sim_gate_passed": result.passed,
-        "gate": gate_table(result.decision.criteria),
+        **({"lab_gate_passed": lab.passed} if lab is not None else {}),
+        "gate": gate_table(result.decision.criteria, lab.criteria if lab is not None else None, names),
         "tip_error_p95_mm": number(result.tip_error_mm_p95),
         "noise_floor_mm": number(result.noise_floor_mm),
         "expert_tip_p95_mm": number(result.expert_tip_p95_mm),
@@ -147,12 +148,12 @@ def sim_metadata(result: SimEvaluation, entry: dict, judged: dict, board: list[d
         "checkpoint_sha256": judged["checkpoint_sha256"],
         "val_split": dg.MetadataValue.path(judged["val_split"]),
         "rollouts": dg.MetadataValue.path(str(Path(result.out_dir) / "rollouts")),
-        "limits": dg.MetadataValue.json({**vars(limits), "needle_bodies": list(limits.needle_bodies)}),
     }
     last = {
         "strokes_table": dg.MetadataValue.md(strokes_markdown(result)),
         "drawn_vs_planned": dg.MetadataValue.md(plots_markdown(result)),
-        "leaderboard": dg.MetadataValue.md(leaderboard_markdown(board)),
+        "leaderboard": dg.MetadataValue.md(leaderboard_markdown(board, promoted)),
+        "limits": dg.MetadataValue.json({**vars(limits), "needle_bodies": list(limits.needle_bodies)}),
     }
     return headline_first(summary, entries, last)
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from tatbot_pipeline.display import shorten_paths
 from tatbot_pipeline.files import write_atomic
 
 
@@ -102,23 +103,31 @@ class ValidationReport:
         if not self.usable:
             return f"{verdict} 0/{self.episodes_total} usable: {self.first_reason[:200]}"
         head = f"{verdict} {len(self.episodes_usable)}/{self.episodes_total} usable"
+        names = self.excluded_names()
+        if names:
+            return head + ": " + ", ".join(f"ep {ep} {' + '.join(n)}" for ep, n in sorted(names.items()))
+        warning = next((f for f in self.findings if f.severity is Severity.WARNING), None)
+        return head if warning is None else f"{head}: {warning.name}: {warning.message[:120]}"
+
+    def excluded_names(self) -> dict[int, list[str]]:
+        """Excluded episode -> what a person calls why ('dead arm', 'black camera'): the headline's and the joint-range
+        plot's words, where `episodes_excluded` has the checks' messages."""
         names: dict[int, list[str]] = {}
         for f in self.findings:
             if f.severity is Severity.EXCLUDE and f.episode is not None and f.name not in names.get(f.episode, []):
                 names.setdefault(f.episode, []).append(f.name)
-        if names:
-            return head + ": " + ", ".join(f"ep {ep} {' + '.join(_specific(n))}" for ep, n in sorted(names.items()))
-        warning = next((f for f in self.findings if f.severity is Severity.WARNING), None)
-        return head if warning is None else f"{head}: {warning.name}: {warning.message[:120]}"
+        return {ep: _specific(n) for ep, n in names.items()}
 
     def findings_markdown(self) -> str:
-        """The findings as a markdown table for the Dagster UI."""
+        """The findings as a markdown table for the Dagster UI, three columns narrow enough for the asset page's
+        pane at 1600 px: episode, `severity check` (one word each, stacked), message (paths cut to their last part:
+        the report file has them whole)."""
         if not self.findings:
             return "No findings: every check passed."
-        rows = ["| severity | check | episode | message |", "|---|---|---|---|"]
+        rows = ["| ep | finding | message |", "|---|---|---|"]
         for f in sorted(self.findings, key=lambda f: (_ORDER.index(f.severity), f.episode if f.episode is not None else -1)):
-            msg = f.message.replace("|", "\\|").replace("\n", " ")
-            rows.append(f"| {f.severity.value} | {f.check} | {'' if f.episode is None else f.episode} | {msg} |")
+            msg = shorten_paths(f.message).replace("|", "\\|").replace("\n", " ")
+            rows.append(f"| {'' if f.episode is None else f.episode} | {f.severity.value} {f.check} | {msg} |")
         return "\n".join(rows)
 
     def to_dict(self) -> dict:

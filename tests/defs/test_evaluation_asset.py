@@ -74,7 +74,10 @@ def test_healthy_checkpoint_within_thresholds_passes_the_open_loop_gate(home):
         assert "| left.joint_0.pos |" in meta["per_joint_error"].value
         assert "| left.gripper.pos | n/a (not predicted) |" in meta["per_joint_error"].value
         assert meta["plots"].value.count("data:image/png;base64,") == 2  # error summary + one episode (max_episodes=1)
-        assert "| 1 |" in meta["leaderboard"].value
+        assert "| 1 |" in meta["leaderboard"].value and "| pass |" in meta["leaderboard"].value
+        # The open-loop page never guesses the promotion (sim_evaluation decides it, later): no stale "no" here.
+        assert meta["promotion"].value == "decided by sim_evaluation" and "promotion: decided by sim_evaluation" in \
+            meta["leaderboard"].value and "PROMOTED" not in meta["leaderboard"].value
         [check] = result.get_asset_check_evaluations()
         assert check.check_name == "promotion_gate" and check.passed
         assert check.description.startswith("OPEN-LOOP GATE PASSED: ") and f"≤ {LOOSE['max_mae']:.4g} rad" in check.description
@@ -158,4 +161,4 @@ def test_only_both_gates_promote_and_promotion_carries_the_sim_figures(home, tmp
     promoted = read_promoted(PipelineSettings(home=fresh_home))
     assert promoted["checkpoint"] == str(ckpt) and promoted["checkpoint_sha256"] == checkpoint_sha256(ckpt)
     assert promoted["sim"]["passed"] and promoted["sim"]["strokes"] == 2 and promoted["sim"]["tip_error_mm_p95"] > 0
-    assert "| pass " in meta["leaderboard"].value and "| yes |" in meta["leaderboard"].value
+    assert "| pass " in meta["leaderboard"].value and "| PROMOTED |" in meta["leaderboard"].value

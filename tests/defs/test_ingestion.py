@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -240,6 +241,16 @@ def test_materialize_reports_every_verdict_without_failing_the_run(recording_cop
             dg.AssetCheckKey(dg.AssetKey("recording_validation"), "all_episodes_usable"), limit=10)}
         assert warn[good.name].evaluation.severity == dg.AssetCheckSeverity.WARN and not warn[good.name].evaluation.passed
         assert warn[good.name].evaluation.description == f"WARN 3/4 usable: ep 1 recorder error logged ({good.name})"
+        # The UI colours a failed evaluation by its severity: WARN yellow, an unusable recording red in both checks.
+        assert warn[bad.name].evaluation.severity == dg.AssetCheckSeverity.ERROR and not warn[bad.name].evaluation.passed
+        # Where the UI colours only materializations (the partitions tab), a badge in the checks' colours says it;
+        # the run's tag says it in the Runs list.
+        assert val_meta["verdict"].value.startswith("![WARN](data:image/svg+xml;base64,")
+        assert 'fill="#FEA319"' in base64.b64decode(val_meta["verdict"].value.split(",")[1].split(")")[0]).decode()
+        assert bad_mat.metadata["verdict"].value.startswith("![FAIL](") and "the split leaves it out" in \
+            bad_mat.metadata["verdict"].value
+        assert instance.get_run_by_id(results[bad.name].run_id).tags["tatbot/verdict"] == "FAIL 0/4"
+        assert instance.get_run_by_id(results[good.name].run_id).tags["tatbot/verdict"] == "WARN 3/4"
 
         saved = ValidationReport.load(home / "validation" / f"{bad.name}.json")
         assert saved.status is Status.FAIL and saved.episodes_usable == []

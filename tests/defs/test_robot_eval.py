@@ -54,19 +54,25 @@ def test_rollout_of_the_promoted_checkpoint_becomes_an_eval_dataset_partition(ho
         assert partition.startswith("vla-eval-default-")
         assert instance.get_dynamic_partitions("eval_runs") == [partition]
         meta = mat.materialization.metadata
-        assert list(meta)[0] == "summary" and meta["summary"].value.startswith("OK — 12/12 steps of tiny-1-last on hog")
+        # No mcp_url: the embedded sim node ran it, and says so (not the configured name, hog, never contacted).
+        assert list(meta)[0] == "summary" and meta["summary"].value.startswith(
+            "OK — 12/12 steps of tiny-1-last on embedded sim node, sim backend, scene default; ")
         assert meta["success"].value is True and meta["steps"].value == 12 and meta["max_steps"].value == 12
-        assert isinstance(meta["actions_clamped"].value, int) and isinstance(meta["actions_rate_limited"].value, int)
-        assert 0 <= meta["max_tracking_error_rad"].value < 0.35
-        assert meta["node"].value == "hog" and meta["checkpoint"].value.endswith("pretrained_model")
-        assert meta["commanded_vs_observed"].value.startswith("![commanded vs observed](data:image/png")
+        assert isinstance(meta["actions_clamped"].value, int) and isinstance(meta["rate_limited"].value, int)
+        assert 0 <= meta["tracking_err_rad"].value < 0.35
+        assert meta["node"].value == "embedded sim node" and meta["backend"].value == "sim"
+        assert meta["checkpoint"].value.endswith("pretrained_model") and meta["armed_by"].value == "not needed (sim backend)"
+        assert meta["cmd_vs_observed"].value.startswith("![commanded vs observed](data:image/png")
+        assert max(len(key) for key in meta) <= 18  # the asset overview's table keeps room for the digest
+        assert str(home) not in meta["message"].value and "…/" in meta["message"].value  # whole in `checkpoint`
         digest = checkpoint_sha256(Path(meta["checkpoint"].value))
-        assert mat.materialization.tags == {"tatbot/robot": "hog", "tatbot/scene": "default",
-                                            "tatbot/checkpoint": "tiny-1-last", "tatbot/checkpoint_sha256": digest[:16],
+        assert mat.materialization.tags == {"tatbot/robot": "embedded_sim_node", "tatbot/scene": "default",
+                                            "tatbot/checkpoint": "1-last", "tatbot/checkpoint_sha256": digest[:12],
                                             "tatbot/evaluated": "yes", "tatbot/simulated": "yes"}
         assert meta["checkpoint_sha256"].value == digest  # lineage by content: the bytes the node loaded
         assert json.loads((Path(meta["path"].value) / "meta" / "vla_eval.json").read_text())["checkpoint_sha256"] == digest
-        assert instance.get_run_by_id(result.run_id).tags["tatbot/checkpoint"] == "tiny-1-last"
+        # Short enough for a Runs-list chip: the training run's id and the step (the preset is on the page).
+        assert instance.get_run_by_id(result.run_id).tags["tatbot/checkpoint"] == "1-last"
         [check] = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
         evaluation = check.event_specific_data
         assert evaluation.check_name == "rollout_quality" and evaluation.partition == partition
@@ -75,7 +81,7 @@ def test_rollout_of_the_promoted_checkpoint_becomes_an_eval_dataset_partition(ho
         assert ds.num_frames == 12
         assert (home / "deployed" / "tiny-1-last" / "model.safetensors").exists()
         logs = "".join(e.user_message for e in instance.all_logs(result.run_id))
-        assert "[hog" in logs and "step" in logs  # progress streamed from the node into the run log
+        assert "[embedded sim node" in logs and "step" in logs  # progress streamed from the node into the run log
 
 
 def test_eval_dataset_lineage_reaches_the_recordings():
@@ -115,7 +121,7 @@ def test_failed_rollout_fails_the_run_with_the_tools_message(home: Path, pristin
         failure = next(e for e in result.all_events if e.is_step_failure)
         assert failure.step_key == "register_eval_dataset"
         message = failure.step_failure_data.error.message
-        assert "rollout failed on hog" in message and "non-finite action" in message
+        assert "rollout failed on embedded sim node" in message and "non-finite action" in message
         assert "refused before connecting to the robot" in message
         assert instance.get_dynamic_partitions("eval_runs") == []
         assert instance.get_run_by_id(result.run_id).tags["tatbot/rollout"] == "FAILED"  # said in the Runs list

@@ -61,7 +61,7 @@ def test_the_leaderboard_records_the_mode_assumed(tmp_path: Path):
     (entry,) = board
     assert entry["inference_mode"] == "async" and entry["chunk_latency_p95_ms"] == pytest.approx(150.0)
     assert entry["latency_budget_ms"] == pytest.approx(700.0) and entry["n_action_steps"] == 16
-    assert "| 150 async (≤ 700) | not simulated | no: awaiting sim_evaluation" in leaderboard_markdown(board)
+    assert "| 150 async (≤ 700) | not simulated | awaiting sim_evaluation |" in leaderboard_markdown(board, None)
     settings = PipelineSettings(home=tmp_path)
     assert leaderboard_entry(settings, "/ckpt/a") == entry and leaderboard_entry(settings, "/ckpt/b") is None
 
@@ -71,7 +71,7 @@ def test_a_legacy_leaderboard_entry_keeps_the_per_call_rule(tmp_path: Path):
               "device": "cpu", "promoted": True, "reasons": [], "thresholds": {"latency_budget_s": 0.0}}
     problem, mode = rollout_latency_problem(legacy, fps=10, device="cpu")
     assert problem == "p95 latency 250.0 ms measured on cpu exceeds the 100 ms budget at 10 Hz" and mode is None
-    assert "250 per call" in leaderboard_markdown([legacy])
+    assert "250 per call" in leaderboard_markdown([legacy], None)
 
 
 def test_a_rollout_check_uses_the_chunk_rule_on_the_same_device_only(tmp_path: Path):

@@ -84,8 +84,9 @@ def test_only_a_checkpoint_that_passes_both_gates_is_promoted(smolvla_eval, tmp_
     assert read_promoted(settings)["checkpoint"] == result.checkpoint  # a sim pass does not promote an open-loop fail
     board = json.loads(settings.leaderboard_path.read_text())
     assert [e["promoted"] for e in board] == [True, False]
-    table = leaderboard_markdown(board)
-    assert table.count("\n") == 3 and "no: training health checks did not pass" in table and "pass 9.0 (8 strokes)" in table
+    table = leaderboard_markdown(board, read_promoted(settings))
+    assert table.count("\n") == 3 and "NOT PROMOTED: training health checks did not pass" in table
+    assert "pass 9.0 (8 strokes) | PROMOTED |" in table
     assert json.loads((tmp_path / "outputs/eval/leaderboard.json").read_text()) == board
 
 
