@@ -37,7 +37,8 @@ def project_dir(directory: Path) -> Path:
 
 
 @contextmanager
-def dagster_dev(dagster_home: Path, env: dict[str, str], log: Path, cwd: Path | None = None) -> Iterator[str]:
+def dagster_dev(dagster_home: Path, env: dict[str, str], log: Path, cwd: Path | None = None,
+                niceness: int = 0) -> Iterator[str]:
     """Serve `dagster dev` on a free loopback port, run in `cwd` (a project dir: its `.env` and `.tatbot.env` are
     read, as a user's are); yields its URL. `env` replaces every TATBOT_* variable."""
     full = {k: v for k, v in os.environ.items() if k != "DAGSTER_MODULE_NAME" and not k.startswith("TATBOT_")}
@@ -47,7 +48,8 @@ def dagster_dev(dagster_home: Path, env: dict[str, str], log: Path, cwd: Path | 
     with open(log, "w") as out:
         proc = subprocess.Popen([str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p",
                                  str(port)], cwd=cwd, env=full, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_ctrl_c_as_in_a_terminal)
+                                start_new_session=True,
+                                preexec_fn=lambda: (_ctrl_c_as_in_a_terminal(), os.nice(niceness)))
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_for_server(f"{url}/server_info", proc, log)

@@ -4,11 +4,13 @@ checkpoint is on disk (what the out-of-memory killer or a lost node does to it).
 
 Expected, each read from the instance or the disk: the run is marked failed, the daemon re-executes it from failure,
 the re-execution resumes the same run dir from its last checkpoint, `trained_policy` materializes with health
-checks judged on both attempts, nothing of the killed attempt keeps training, and the next training is not blocked.
+checks judged on both attempts, nothing of the killed attempt keeps training, and nothing blocks the next training.
+A step failure that is not retried, and `tatbot-pipeline rerun`: test_rerun.py.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -28,6 +30,9 @@ from tests.dagster_dev import dagster_dev, fresh_instance, project_dir
 pytestmark = pytest.mark.xdist_group("daemon")
 BOUND_S = 600  # a bound on each wait, not a target: each phase takes well under a minute alone
 STEPS, SAVE_FREQ = 200, 20
+# Everything this test starts yields the CPU to the suite's other worker, whose simulated arms run in real time:
+# nothing here is timed.
+NICE = 15
 
 
 def _wait(what: str, done, log: Path):
@@ -86,11 +91,12 @@ def test_a_killed_training_worker_is_retried_and_resumes_its_checkpoint(pristine
         """README's command in the activated shell (scripts/setup.sh's `dagster` function), on this instance."""
         shell = (f"source {Path(sys.executable).parent / 'activate'} && export DAGSTER_HOME={dagster_home} && "
                  f"dagster job launch -j train_policy_job -c {config_file}")
-        done = subprocess.run(["bash", "-c", shell], cwd=project, env=cli_env, capture_output=True, text=True,
+        done = subprocess.run(["nice", "-n", str(NICE), "bash", "-c", shell], cwd=project, env=cli_env,
+                              capture_output=True, text=True,
                               timeout=BOUND_S)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
-    with dagster_dev(dagster_home, env, log, cwd=project), dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+    with dagster_dev(dagster_home, env, log, cwd=project, niceness=NICE), dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         def runs() -> list[dg.DagsterRun]:
             """The training runs (loop_automation may evaluate the new checkpoint beside them: not this test's)."""
             return [r.dagster_run for r in instance.get_run_records(dg.RunsFilter(job_name="train_policy_job"))]
@@ -130,30 +136,9 @@ def test_a_killed_training_worker_is_retried_and_resumes_its_checkpoint(pristine
         assert checks["loss_decreased"].metadata["logged_steps"].value == STEPS
         assert f"judged on {STEPS} logged steps of 2 attempts" in checks["loss_decreased"].description
 
-        # The next training is not blocked by the dead run (queue limit, lock, "in progress"). On a split cut short
-        # it fails in seconds naming the file, and is not retried (a step failure would fail the same way); once
-        # the split is whole again, `tatbot-pipeline rerun` re-executes it and it trains to the end.
-        data = sorted((version / "train").glob("data/*/*.parquet"))[0]
-        whole = data.read_bytes()
-        data.write_bytes(whole[: len(whole) // 2])
-        short = project / "short.yaml"
-        short.write_text(yaml.safe_dump({"ops": {"trained_policy": {"config": {"preset": "tiny_smolvla", "steps": 8}}}}))
-        launch(short)
-        broken = _wait("the next training, failed", lambda: (new := [r for r in runs() if r.run_id not in
-                       (first.run_id, retried.run_id)]) and new[0].is_finished and new[0], log)
-        assert broken.status == dg.DagsterRunStatus.FAILURE
-        failure = next(e for e in instance.all_logs(broken.run_id, of_type=dg.DagsterEventType.STEP_FAILURE))
-        assert f"preflight: {data}: not a readable parquet file" in failure.get_dagster_event().event_specific_data \
-            .error.message
-        _wait("the daemon's decision not to retry it", lambda: any("Not retrying run" in (e.message or "") for e in
-              instance.all_logs(broken.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)), log)
-
-        data.write_bytes(whole)
-        done = subprocess.run(["bash", "-c", f"source {Path(sys.executable).parent / 'activate'} && export "
-                               f"DAGSTER_HOME={dagster_home} && tatbot-pipeline rerun {broken.run_id}"],
-                              cwd=project, env=cli_env, capture_output=True, text=True, timeout=BOUND_S)
-        assert done.returncode == 0 and "re-executed from failure" in done.stdout, done.stdout + done.stderr
-        rerun = _wait("the re-execution, finished", lambda: (r := [r for r in runs() if r.parent_run_id ==
-                      broken.run_id]) and r[0].is_finished and r[0], log)
-        assert rerun.status == dg.DagsterRunStatus.SUCCESS, log.read_text()[-3000:]
-        assert rerun.root_run_id == broken.run_id
+        # Nothing is left blocking the next training: the retry, a tagged training run, got through the queue limit
+        # of one while the killed run was there; no training run is left unfinished ("in progress" for automation)
+        # and the lock is free.
+        assert all(r.is_finished for r in runs())
+        with open(home / "outputs" / "train" / ".training.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

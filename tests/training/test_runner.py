@@ -20,6 +20,7 @@ from tatbot_pipeline.training.runner import (
     failure_message,
     train_policy,
     training_env,
+    unfinished_runs,
 )
 from tests.training.conftest import STEPS
 
@@ -148,7 +149,7 @@ def test_a_killed_trainer_is_named_and_its_retry_resumes_with_every_step_judged(
     import os
     import signal
 
-    run_dir, killed = tmp_path / "outputs" / "train" / "run", []
+    run_dir, killed = tmp_path / "outputs" / "train" / "tiny_smolvla-killed", []
 
     def kill_after_checkpoint(line: str) -> None:
         if line.startswith("checkpoint saved at step") and not killed:
@@ -166,6 +167,9 @@ def test_a_killed_trainer_is_named_and_its_retry_resumes_with_every_step_judged(
     assert "base model" not in message, "the base-model hint only when the log says one was missing"
     killed_at = checkpoint_step(run_dir)  # the trainer runs ahead of the lines read from its log
     assert killed_at is not None and 4 <= killed_at < 40
+    # what a new run of the same preset on the same split names before it starts over elsewhere
+    assert unfinished_runs(run_dir.parent, "tiny_smolvla", train_split) == [(run_dir, killed_at)]
+    assert unfinished_runs(run_dir.parent, "smolvla", train_split) == []
 
     resumed = train_policy("tiny_smolvla", train_split, run_dir, tmp_path / "hf", options, models_home=train_home,
                            on_line=lambda line: None)
