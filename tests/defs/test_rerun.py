@@ -20,7 +20,7 @@ import pytest
 
 from tests.dagster_dev import fresh_instance
 
-pytestmark = pytest.mark.xdist_group("daemon")
+pytestmark = [pytest.mark.xdist_group("daemon"), pytest.mark.yields_cpu]
 NICE = 15  # nothing here is timed: yield the CPU to the other worker's real-time simulators
 
 

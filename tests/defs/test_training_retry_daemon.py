@@ -27,7 +27,7 @@ import yaml
 from tatbot_pipeline.training.runner import checkpoint_step
 from tests.dagster_dev import dagster_dev, fresh_instance, project_dir
 
-pytestmark = pytest.mark.xdist_group("daemon")
+pytestmark = [pytest.mark.xdist_group("daemon"), pytest.mark.yields_cpu]
 BOUND_S = 600  # a bound on each wait, not a target: each phase takes well under a minute alone
 STEPS, SAVE_FREQ = 200, 20
 # Everything this test starts yields the CPU to the suite's other worker, whose simulated arms run in real time:

@@ -152,7 +152,8 @@ def test_a_killed_trainer_is_named_and_its_retry_resumes_with_every_step_judged(
     run_dir, killed = tmp_path / "outputs" / "train" / "tiny_smolvla-killed", []
 
     def kill_after_checkpoint(line: str) -> None:
-        if line.startswith("checkpoint saved at step") and not killed:
+        # lerobot says "Checkpoint policy after step N" before it writes it: wait until one is on disk (`last`)
+        if checkpoint_step(run_dir) is not None and not killed:
             killed.extend(_children_running("lerobot"))
             for pid in killed:
                 os.kill(pid, signal.SIGKILL)
