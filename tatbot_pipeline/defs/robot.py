@@ -264,14 +264,6 @@ def backend_of(rollout: RolloutResult) -> str:
         return "sim" if rollout.node == EMBEDDED_NODE else "unknown (its eval dataset is not readable from here)"
 
 
-def rollout_summary(rollout: RolloutResult, quality: str, backend: str) -> str:
-    """The rollout's summary with the node, the backend that ran and the scene each named ('… on embedded sim node,
-    sim backend, scene default; …'): a bare '(default)' after the node read as the node's."""
-    said = f" on {rollout.node} ({rollout.plan.scene});"
-    return rollout.summary(quality).replace(
-        said, f" on {rollout.node}, {backend} backend, scene {rollout.plan.scene};", 1)
-
-
 def rollout_metadata(rollout: RolloutResult, quality: str, twin: dict | str = "not paired") -> dict:
     out, plan = rollout.output, rollout.plan
     backend = backend_of(rollout)
@@ -301,7 +293,7 @@ def rollout_metadata(rollout: RolloutResult, quality: str, twin: dict | str = "n
     fig = commanded_vs_observed(Path(str(out.eval_dir)))
     if fig is not None:  # a remote node's dataset may not be readable from here
         last["cmd_vs_observed"] = dg.MetadataValue.md(png_markdown(fig, "commanded vs observed"))
-    return headline_first(rollout_summary(rollout, quality, backend), entries, last)
+    return headline_first(rollout.summary(quality, backend), entries, last)
 
 
 def _rollout_quality_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:

@@ -155,16 +155,18 @@ class RolloutResult:
         """'OK 40/40' or 'STOPPED 12/40': the rollout in a word and its steps."""
         return f"{'OK' if self.output.success else 'STOPPED'} {self.output.num_steps}/{self.plan.max_steps}"
 
-    def summary(self, quality: str) -> str:
-        """'OK — 40/40 steps of <run> on hog (default); 0 clamped, 0 rate-limited; <quality>'."""
+    def summary(self, quality: str, backend: str) -> str:
+        """'OK — 40/40 steps of <run> on hog, tatbot backend, scene default; 0 clamped, 0 rate-limited; <quality>':
+        the node, the backend that ran and the scene each named."""
         out, plan = self.output, self.plan
         verdict = "OK" if out.success else f"STOPPED at step {out.num_steps}: {out.stop_reason or out.message}"
         judged = "" if plan.judged else " (NOT EVALUATED)"
         judged += "" if simulated(plan.evaluation) else " (NOT SIMULATED)"
         gate = ((plan.evaluation or {}).get("sim") or {}).get("gate_name")
         judged += f" (simulated under {gate})" if simulated(plan.evaluation) and gate else ""
-        return (f"{verdict} — {out.num_steps}/{plan.max_steps} steps of {plan.run_name}{judged} on {self.node} "
-                f"({plan.scene}); {out.actions_clamped} clamped, {out.actions_rate_limited} rate-limited; {quality}")
+        return (f"{verdict} — {out.num_steps}/{plan.max_steps} steps of {plan.run_name}{judged} on {self.node}, "
+                f"{backend} backend, scene {plan.scene}; {out.actions_clamped} clamped, {out.actions_rate_limited} "
+                f"rate-limited; {quality}")
 
     def lineage(self) -> dict[str, str]:
         """From this rollout back to the recordings, by content and version: the checkpoint's digest, what judged
